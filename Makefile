@@ -1,0 +1,49 @@
+# The two commands in the README, and the steps they stand on. Each target does its own set-up
+# on a fresh machine: Debian packages, the venv, the Kafka jars and the local stack.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export SLUICE_STATE_DIR ?= $(CURDIR)/.sluice
+
+.PHONY: demo test test-unit lint typecheck check stack-up stack-down stack-status system-deps clean
+
+demo: stack-up
+	$(BIN)/python examples/demo.py
+
+test: stack-up
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(VENV)/.installed
+	$(BIN)/pytest -m "not stack" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+stack-up: system-deps $(VENV)/.installed
+	$(BIN)/sluice stack up
+
+stack-down: $(VENV)/.installed
+	$(BIN)/sluice stack down
+
+stack-status: $(VENV)/.installed
+	$(BIN)/sluice stack status
+
+system-deps:
+	@bash deploy/local/install-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml deploy/constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c deploy/constraints.txt -e '.[dev]'
+	touch $@
+
+clean: stack-down
+	rm -rf $(VENV) .sluice .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,200 @@
+"""Configuration: where Kafka and Redis are, how to reach them securely, where local state lives.
+
+One small model per backend, each field documented. Values come from ``sluice.yaml`` when a repo
+has one, and the environment overrides the addresses, so that a user can point the same repo at
+their own cluster:
+
+- ``SLUICE_KAFKA_BOOTSTRAP``: Kafka bootstrap servers, for example ``broker-1:9092,broker-2:9092``.
+- ``SLUICE_REDIS_URL``: a redis-py URL, for example ``rediss://:secret@redis.internal:6380/0``.
+- ``SLUICE_STATE_DIR``: the folder for local state (broker data, pid files, alert store).
+
+>>> config = SluiceConfig.model_validate({"kafka": {"bootstrap_servers": "k1:9092"}})
+>>> config.kafka.client_kwargs()["bootstrap_servers"]
+'k1:9092'
+>>> config.redis.url
+'redis://127.0.0.1:6379/0'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "CONFIG_FILE",
+    "ConfigError",
+    "KafkaConfig",
+    "RedisConfig",
+    "SluiceConfig",
+    "load_config",
+]
+
+CONFIG_FILE = "sluice.yaml"
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class ConfigError(ValueError):
+    """A configuration file or variable the user has to fix; the message says what and where."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Model):
+    """How every sluice process reaches the Kafka cluster."""
+
+    bootstrap_servers: str = DEFAULT_KAFKA_BOOTSTRAP
+    """Comma-separated ``host:port`` list of brokers to bootstrap from."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Kafka's ``security.protocol``."""
+
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """Kafka's ``sasl.mechanism``; required with the SASL protocols."""
+
+    sasl_username: str | None = None
+    """SASL user name."""
+
+    sasl_password: str | None = Field(default=None, repr=False)
+    """SASL password. Prefer ``${ENV_VAR}`` in ``sluice.yaml`` to a literal secret."""
+
+    ssl_cafile: str | None = None
+    """CA bundle that signed the brokers' certificates."""
+
+    ssl_certfile: str | None = None
+    """Client certificate, for mutual TLS."""
+
+    ssl_keyfile: str | None = None
+    """Client private key, for mutual TLS."""
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python and aiokafka clients (both take these names)."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        kwargs.update({key: value for key, value in optional.items() if value is not None})
+        return kwargs
+
+
+class RedisConfig(_Model):
+    """How the online store reaches Redis."""
+
+    url: str = DEFAULT_REDIS_URL
+    """A redis-py URL: ``redis://`` or ``rediss://`` (TLS), with optional ``user:password@`` and db."""
+
+    password: str | None = Field(default=None, repr=False)
+    """Password, when it is not in the URL. Prefer ``${ENV_VAR}`` in ``sluice.yaml``."""
+
+    ssl_ca_certs: str | None = None
+    """CA bundle for ``rediss://`` connections."""
+
+    ssl_certfile: str | None = None
+    """Client certificate for ``rediss://`` connections."""
+
+    ssl_keyfile: str | None = None
+    """Client private key for ``rediss://`` connections."""
+
+    socket_timeout_s: float = 5.0
+    """Seconds to wait on a Redis reply before failing the call."""
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis.from_url(url, **kwargs)``."""
+        kwargs: dict[str, Any] = {"socket_timeout": self.socket_timeout_s}
+        optional = {
+            "password": self.password,
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        kwargs.update({key: value for key, value in optional.items() if value is not None})
+        return kwargs
+
+
+class SluiceConfig(_Model):
+    """Everything a sluice process needs to know about its surroundings."""
+
+    project: str = "sluice"
+    """Feast project name; it is part of every Redis key."""
+
+    kafka: KafkaConfig = KafkaConfig()
+    """The Kafka cluster."""
+
+    redis: RedisConfig = RedisConfig()
+    """The Redis online store."""
+
+    state_dir: Path = Path(".sluice")
+    """Local state: the local stack's broker data and pid files, the embedded alert store."""
+
+
+def load_config(repo_path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> SluiceConfig:
+    """Read ``<repo_path>/sluice.yaml`` if there is one, then apply the ``SLUICE_*`` variables.
+
+    ``${NAME}`` in a string value is replaced by the environment variable ``NAME``, so secrets
+    stay out of the file.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    path = (repo_path or Path.cwd()) / CONFIG_FILE
+    if path.is_file():
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, found {type(loaded).__name__}")
+        raw = _expand_env(loaded or {}, env, where=str(path))
+    _override(raw, ("kafka", "bootstrap_servers"), env.get("SLUICE_KAFKA_BOOTSTRAP"))
+    _override(raw, ("redis", "url"), env.get("SLUICE_REDIS_URL"))
+    _override(raw, ("state_dir",), env.get("SLUICE_STATE_DIR"))
+    try:
+        config = SluiceConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source=str(path) if path.is_file() else "environment")) from None
+    if not config.state_dir.is_absolute():
+        config = config.model_copy(update={"state_dir": (repo_path or Path.cwd()) / config.state_dir})
+    return config
+
+
+def _override(raw: dict[str, Any], keys: tuple[str, ...], value: str | None) -> None:
+    if not value:
+        return
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def _expand_env(value: Any, env: Mapping[str, str], *, where: str) -> Any:
+    if isinstance(value, dict):
+        return {key: _expand_env(item, env, where=where) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(item, env, where=where) for item in value]
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        name = value[2:-1]
+        if name not in env:
+            raise ConfigError(
+                f"{where}: the environment variable {name} is not set, but the config uses ${{{name}}}"
+            )
+        return env[name]
+    return value
+
+
+def _describe(error: ValidationError, *, source: str) -> str:
+    lines = [f"invalid sluice configuration ({source}):"]
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"])
+        lines.append(f"  {field}: {problem['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""The local stack: one Apache Kafka broker and one Redis, as plain processes, for hosts without Docker.
+
+``up`` and ``down`` are idempotent. ``up`` starts only what does not already answer and waits until
+the broker answers a metadata request and Redis answers PING. ``down`` stops only the processes
+that ``up`` started, found by their pid files. When ``SLUICE_KAFKA_BOOTSTRAP`` or
+``SLUICE_REDIS_URL`` point at another host (or at several brokers, or at ``rediss://``), that
+service is the user's: it is checked, never started.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from features.config import SluiceConfig
+from sluice.stack.process import ManagedProcess
+from sluice.stack.services import KafkaBroker, RedisServer, Service, StackError
+
+__all__ = ["ServiceStatus", "StackError", "down", "status", "up"]
+
+State = Literal["running", "starting", "stopped", "crashed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceStatus:
+    """What is true about one service right now."""
+
+    name: str
+    address: str
+    state: State
+    pid: int | None
+    managed: bool
+    """True when the local stack started (and so may stop) the process."""
+
+    def describe(self) -> str:
+        if self.state == "running":
+            owner = f"pid {self.pid}, started by sluice" if self.pid else "not started by sluice"
+            return f"{self.name:<6} {self.address:<16} running ({owner})"
+        if self.state == "starting":
+            return f"{self.name:<6} {self.address:<16} starting (pid {self.pid}, not answering yet)"
+        if self.state == "crashed":
+            return f"{self.name:<6} {self.address:<16} down (pid {self.pid} from the last 'up' is gone)"
+        return f"{self.name:<6} {self.address:<16} down"
+
+
+def _services(config: SluiceConfig) -> list[Service]:
+    return [
+        KafkaBroker(config=config.kafka, state_dir=config.state_dir),
+        RedisServer(config=config.redis, state_dir=config.state_dir),
+    ]
+
+
+def _process(service: Service, config: SluiceConfig) -> ManagedProcess:
+    run_dir = config.state_dir / "run"
+    return ManagedProcess(
+        name=service.name,
+        pid_file=run_dir / f"{service.name}.pid",
+        log_file=config.state_dir / "logs" / f"{service.name}.log",
+        markers=service.markers,
+    )
+
+
+def status(config: SluiceConfig) -> list[ServiceStatus]:
+    """The truthful state of each service: whether it answers, and which process is ours."""
+    result = []
+    for service in _services(config):
+        process = _process(service, config)
+        running_pid = process.running_pid()
+        if service.answers():
+            state: State = "running"
+        elif running_pid is not None:
+            state = "starting"
+        elif process.recorded_pid() is not None:
+            state = "crashed"
+        else:
+            state = "stopped"
+        result.append(
+            ServiceStatus(
+                name=service.name,
+                address=service.address,
+                state=state,
+                pid=running_pid if running_pid is not None else process.recorded_pid(),
+                managed=running_pid is not None,
+            )
+        )
+    return result
+
+
+def up(config: SluiceConfig, *, timeout_s: float = 90.0) -> list[ServiceStatus]:
+    """Start whatever does not answer yet, and wait until everything answers."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    (config.state_dir / "run").mkdir(exist_ok=True)
+    started: list[tuple[Service, ManagedProcess]] = []
+    for service in _services(config):
+        if service.answers():
+            continue
+        if not service.is_local:
+            raise StackError(
+                f"{service.name} at {service.address} does not answer, and it is not the local stack's "
+                "address, so sluice will not start it: check the address and that the service is up"
+            )
+        process = _process(service, config)
+        if process.running_pid() is not None:
+            # Ours and still starting up (or hung): wait for it below instead of starting a twin.
+            started.append((service, process))
+            continue
+        service.check_prerequisites()
+        service.prepare()
+        process.start(service.command(), cwd=config.state_dir)
+        started.append((service, process))
+    for service, process in started:
+        _wait_until_answers(service, process, timeout_s=timeout_s)
+    return status(config)
+
+
+def down(config: SluiceConfig) -> list[str]:
+    """Stop the processes that ``up`` started; returns the names of those it stopped."""
+    stopped = []
+    for service in _services(config):
+        if _process(service, config).stop():
+            stopped.append(service.name)
+    return stopped
+
+
+def _wait_until_answers(service: Service, process: ManagedProcess, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if service.answers():
+            return
+        if process.running_pid() is None:
+            raise StackError(
+                f"{service.name} exited while starting; the end of {process.log_file}:\n{process.log_tail()}"
+            )
+        time.sleep(0.5)
+    raise StackError(
+        f"{service.name} did not answer at {service.address} within {timeout_s:.0f} s; "
+        f"the end of {process.log_file}:\n{process.log_tail()}"
+    )

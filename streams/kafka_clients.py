@@ -1,0 +1,50 @@
+"""Kafka clients built from one ``KafkaConfig``, so security settings reach every connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from features.config import KafkaConfig
+
+__all__ = ["admin_client", "consumer", "ensure_topics", "producer"]
+
+
+def admin_client(config: KafkaConfig) -> KafkaAdminClient:
+    return KafkaAdminClient(**config.client_kwargs())
+
+
+def producer(config: KafkaConfig, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas and retries without reordering."""
+    settings: dict[str, Any] = {"acks": "all", "linger_ms": 5, **overrides}
+    return KafkaProducer(**config.client_kwargs(), **settings)
+
+
+def consumer(config: KafkaConfig, *topics: str, **overrides: Any) -> KafkaConsumer:
+    """A consumer that commits only when told to."""
+    settings: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest", **overrides}
+    return KafkaConsumer(*topics, **config.client_kwargs(), **settings)
+
+
+def ensure_topics(
+    config: KafkaConfig, names: Iterable[str], *, partitions: int = 1, replication_factor: int = 1
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names it created."""
+    admin = admin_client(config)
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in dict.fromkeys(names) if name not in existing]
+        for name in missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name=name, num_partitions=partitions, replication_factor=replication_factor)]
+                )
+            except TopicAlreadyExistsError:
+                continue
+        return missing
+    finally:
+        admin.close()

@@ -1,0 +1,65 @@
+"""Fixtures shared by every test.
+
+Tests marked ``stack`` talk to the real local stack (Apache Kafka and Redis on loopback); the
+``stack_config`` session fixture makes sure it is up. Every test gets its own topic names, Feast
+project and Redis key prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from features.config import SluiceConfig, load_config
+from sluice import stack
+
+
+@pytest.fixture(scope="session")
+def stack_config() -> SluiceConfig:
+    """The configuration of the running stack; starts the local stack if it is not up."""
+    config = load_config()
+    try:
+        stack.up(config)
+    except stack.StackError as error:
+        pytest.fail(f"the local stack is not available: {error}", pytrace=False)
+    return config
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A name no other test uses: the test's name plus a random suffix, safe for topics and keys."""
+    base = "".join(char if char.isalnum() else "-" for char in request.node.name)[:40].strip("-")
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def topic(unique_name: str) -> str:
+    """A Kafka topic name private to this test."""
+    return f"t.{unique_name}"
+
+
+@pytest.fixture
+def project(unique_name: str) -> str:
+    """A Feast project name private to this test (Feast's Redis keys end with the project name)."""
+    return "p_" + unique_name.replace("-", "_")
+
+
+@pytest.fixture
+def redis_client(stack_config: SluiceConfig, unique_name: str) -> Iterator[redis.Redis]:
+    """A Redis client; keys under ``redis_prefix`` and the test's project are deleted afterwards."""
+    client = redis.Redis.from_url(stack_config.redis.url, **stack_config.redis.client_kwargs())
+    yield client
+    for pattern in (f"{unique_name}:*", f"*p_{unique_name.replace('-', '_')}"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(unique_name: str) -> str:
+    """A Redis key prefix private to this test."""
+    return f"{unique_name}:"
