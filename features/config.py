@@ -30,7 +30,9 @@ __all__ = [
     "ConfigError",
     "KafkaConfig",
     "RedisConfig",
+    "RegistryConfig",
     "SluiceConfig",
+    "TopicsConfig",
     "load_config",
 ]
 
@@ -126,6 +128,31 @@ class RedisConfig(_Model):
         return kwargs
 
 
+class TopicsConfig(_Model):
+    """How ``sluice apply`` creates the source topics and their dead-letter topics."""
+
+    partitions: int = Field(default=1, ge=1)
+    """Partitions per topic: the most stream workers that can share one source."""
+
+    replication_factor: int = Field(default=1, ge=1)
+    """Copies of each partition; 3 is usual on a production cluster."""
+
+
+class RegistryConfig(_Model):
+    """Where Feast's registry lives."""
+
+    path: str = ".sluice/registry.db"
+    """A file path (relative to the repo) for a file registry, or an SQLAlchemy URL
+    (``sqlite:///...``, ``postgresql://...``) for Feast's SQL registry."""
+
+    cache_ttl_seconds: int = 60
+    """How long readers may use a cached copy of the registry."""
+
+    @property
+    def is_sql(self) -> bool:
+        return "://" in self.path
+
+
 class SluiceConfig(_Model):
     """Everything a sluice process needs to know about its surroundings."""
 
@@ -140,6 +167,12 @@ class SluiceConfig(_Model):
 
     state_dir: Path = Path(".sluice")
     """Local state: the local stack's broker data and pid files, the embedded alert store."""
+
+    topics: TopicsConfig = TopicsConfig()
+    """Partitions and replication of the topics ``sluice apply`` creates."""
+
+    registry: RegistryConfig = RegistryConfig()
+    """Feast's registry."""
 
 
 def load_config(repo_path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> SluiceConfig:

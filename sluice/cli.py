@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,21 +13,30 @@ from features.config import ConfigError, SluiceConfig, load_config
 __all__ = ["main"]
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Context:
+    repo_path: Path
+    config: SluiceConfig
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--repo",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(),
     show_default=True,
-    help="Feature repo folder (holds sluice.yaml).",
+    help="Feature repo folder (holds sluice.yaml and the definition files).",
 )
 @click.pass_context
 def cli(ctx: click.Context, repo: Path) -> None:
     """sluice: streaming features from Kafka into Redis and Parquet, with drift monitoring."""
     try:
-        ctx.obj = load_config(repo.resolve())
+        ctx.obj = _Context(repo_path=repo.resolve(), config=load_config(repo.resolve()))
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+
+
+# --- the local stack ------------------------------------------------------------------------------
 
 
 @cli.group()
@@ -38,10 +49,11 @@ def stack() -> None:
     "--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait for each service."
 )
 @click.pass_obj
-def stack_up(config: SluiceConfig, timeout: float) -> None:
+def stack_up(context: _Context, timeout: float) -> None:
     """Start Kafka and Redis unless they already answer, and wait until they do."""
     from sluice import stack as local_stack
 
+    config = context.config
     try:
         statuses = local_stack.up(config, timeout_s=timeout)
     except local_stack.StackError as error:
@@ -54,11 +66,11 @@ def stack_up(config: SluiceConfig, timeout: float) -> None:
 
 @stack.command("down")
 @click.pass_obj
-def stack_down(config: SluiceConfig) -> None:
+def stack_down(context: _Context) -> None:
     """Stop the processes that 'sluice stack up' started, and nothing else."""
     from sluice import stack as local_stack
 
-    stopped = local_stack.down(config)
+    stopped = local_stack.down(context.config)
     click.echo(
         f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop: no process started by sluice runs"
     )
@@ -66,16 +78,169 @@ def stack_down(config: SluiceConfig) -> None:
 
 @stack.command("status")
 @click.pass_obj
-def stack_status(config: SluiceConfig) -> None:
+def stack_status(context: _Context) -> None:
     """Show whether each service answers; exit 1 unless all do."""
     from sluice import stack as local_stack
 
-    statuses = local_stack.status(config)
+    statuses = local_stack.status(context.config)
     for service in statuses:
         click.echo(service.describe())
     if any(service.state != "running" for service in statuses):
         raise SystemExit(1)
 
 
+# --- feature definitions --------------------------------------------------------------------------
+
+
+@cli.command("plan")
+@click.pass_obj
+def plan(context: _Context) -> None:
+    """Show what 'sluice apply' would change, without changing it."""
+    from features.registry import feature_store, plan_changes
+
+    repo = _load_repo(context)
+    changes = plan_changes(repo, feature_store(repo))
+    _print_plan(changes, _missing_topics(repo), repo.config)
+
+
+@cli.command("apply")
+@click.pass_obj
+def apply(context: _Context) -> None:
+    """Validate the repo, write Feast's registry, and create the source and dead-letter topics."""
+    from features.registry import apply_changes, feature_store, plan_changes
+    from streams import ensure_topics
+
+    repo = _load_repo(context)
+    store = feature_store(repo)
+    changes = plan_changes(repo, store)
+    missing = _missing_topics(repo)
+    if changes:
+        apply_changes(repo, store, changes)
+    ensure_topics(
+        repo.config.kafka,
+        missing,
+        partitions=repo.config.topics.partitions,
+        replication_factor=repo.config.topics.replication_factor,
+    )
+    _print_plan(changes, missing, repo.config)
+
+
+# --- streaming ------------------------------------------------------------------------------------
+
+
+@cli.command("worker")
+@click.option(
+    "--view", "views", multiple=True, help="Only this feature view (repeatable); default: all streamed views."
+)
+@click.option(
+    "--batch-size", type=int, default=5000, show_default=True, help="The most records in one batch."
+)
+@click.option(
+    "--batch-window-ms", type=int, default=100, show_default=True, help="How long a batch waits to fill."
+)
+@click.option(
+    "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(["crit", "error", "warn", "info", "debug"]),
+    default="warn",
+    show_default=True,
+    help="faust's log level.",
+)
+@click.pass_obj
+def worker(
+    context: _Context,
+    views: tuple[str, ...],
+    batch_size: int,
+    batch_window_ms: int,
+    metrics_port: int,
+    loglevel: str,
+) -> None:
+    """Run a stream worker: Kafka into Redis and Parquet. Start several to share the partitions."""
+    import faust
+    from prometheus_client import start_http_server
+
+    from streams.metrics import WorkerMetrics
+    from streams.worker import WorkerSettings, build_app
+
+    repo = _load_repo(context)
+    settings = WorkerSettings(
+        batch_size=batch_size,
+        batch_window_s=batch_window_ms / 1000,
+        metrics_port=metrics_port,
+        views=views,
+    )
+    metrics = WorkerMetrics()
+    try:
+        app = build_app(repo, settings, metrics=metrics)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@cli.command("verify")
+@click.option("--view", "views", multiple=True, help="Only this feature view (repeatable).")
+@click.pass_obj
+def verify(context: _Context, views: tuple[str, ...]) -> None:
+    """Check that Redis holds the latest Parquet row of every entity; exit 1 on any difference."""
+    from offline_store.verify import verify as verify_view
+    from online_store import connect
+
+    repo = _load_repo(context)
+    client = connect(repo.config.redis)
+    reports = [verify_view(spec, client) for spec in repo.specs if not views or spec.name in views]
+    for report in reports:
+        click.echo(report.describe())
+    if not all(report.ok for report in reports):
+        raise SystemExit(1)
+
+
+def _load_repo(context: _Context) -> Any:
+    """The validated repo, or a clean error listing every problem (never a traceback)."""
+    from features.repo import RepoLoadError, load_repo
+    from features.validation import InvalidDefinitions
+
+    try:
+        return load_repo(context.repo_path, config=context.config)
+    except InvalidDefinitions as error:
+        count = len(error.errors)
+        raise click.ClickException(
+            f"{count} problem{'s' * (count > 1)} in the feature repo:\n{error}"
+        ) from None
+    except RepoLoadError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _missing_topics(repo: Any) -> list[str]:
+    from streams import admin_client
+
+    needed = dict.fromkeys(name for spec in repo.specs for name in (spec.topic, spec.dlq_topic))
+    admin = admin_client(repo.config.kafka)
+    try:
+        existing = set(admin.list_topics())
+    finally:
+        admin.close()
+    return [name for name in needed if name not in existing]
+
+
+def _print_plan(changes: list[Any], missing_topics: list[str], config: SluiceConfig) -> None:
+    for change in changes:
+        click.echo(str(change))
+    partitions = config.topics.partitions
+    for topic in missing_topics:
+        click.echo(f"+ Topic {topic} ({partitions} partition{'s' * (partitions > 1)})")
+    if not changes and not missing_topics:
+        click.echo("no changes: the registry and the topics match the repo")
+
+
 def main() -> None:
+    import warnings
+
+    # Feast flags stream feature views as alpha, and kafka-python uses a deprecated importlib API:
+    # neither is actionable for a sluice user.
+    warnings.filterwarnings("ignore", message="Stream feature views are experimental")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     cli(prog_name="sluice")

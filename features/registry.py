@@ -1,0 +1,162 @@
+"""Feast's registry: the repo config Feast needs, and the diff and apply behind ``sluice plan | apply``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from features.config import RedisConfig, SluiceConfig
+from features.repo import FeatureRepo
+
+__all__ = ["Change", "apply_changes", "feast_repo_config", "feature_store", "plan_changes"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """One registry object to create, update or delete."""
+
+    action: Literal["create", "update", "delete"]
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        sign = {"create": "+", "update": "~", "delete": "-"}[self.action]
+        return f"{sign} {self.kind} {self.name}"
+
+
+def feast_repo_config(config: SluiceConfig, repo_path: Path) -> Any:
+    """Feast's RepoConfig for this repo: Redis online store, file offline store, our registry."""
+    from feast.repo_config import RepoConfig
+
+    if config.registry.is_sql:
+        registry: dict[str, Any] = {
+            "registry_type": "sql",
+            "path": config.registry.path,
+            "cache_ttl_seconds": config.registry.cache_ttl_seconds,
+        }
+    else:
+        registry_path = Path(config.registry.path)
+        if not registry_path.is_absolute():
+            registry_path = repo_path / registry_path
+        registry_path.parent.mkdir(parents=True, exist_ok=True)
+        registry = {
+            "registry_type": "file",
+            "path": str(registry_path),
+            "cache_ttl_seconds": config.registry.cache_ttl_seconds,
+        }
+    return RepoConfig(
+        project=config.project,
+        provider="local",
+        registry=registry,
+        online_store={"type": "redis", "connection_string": redis_connection_string(config.redis)},
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=repo_path,
+    )
+
+
+def redis_connection_string(redis: RedisConfig) -> str:
+    """Feast's ``host:port,db=N,password=...,ssl=true`` form of a redis-py URL.
+
+    >>> redis_connection_string(RedisConfig(url="rediss://:pw@cache:6380/2"))
+    'cache:6380,db=2,password=pw,ssl=true'
+    """
+    parts = urlsplit(redis.url)
+    options = [f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"]
+    database = parts.path.lstrip("/")
+    if database and database != "0":
+        options.append(f"db={database}")
+    password = redis.password or parts.password
+    if password:
+        options.append(f"password={password}")
+    if parts.scheme == "rediss":
+        options.append("ssl=true")
+    return ",".join(options)
+
+
+def feature_store(repo: FeatureRepo) -> Any:
+    from feast import FeatureStore
+
+    return FeatureStore(config=feast_repo_config(repo.config, repo.path))
+
+
+def plan_changes(repo: FeatureRepo, store: Any) -> list[Change]:
+    """What ``apply`` would change in the registry: compares each object's proto, ignoring metadata."""
+    registered = _registered(store)
+    desired = {(_kind(item), item.name): item for item in _with_nested_sources(repo.objects)}
+    changes = []
+    for (kind, name), item in desired.items():
+        current = registered.get((kind, name))
+        if current is None:
+            changes.append(Change(action="create", kind=kind, name=name))
+        elif _comparable(current) != _comparable(item):
+            changes.append(Change(action="update", kind=kind, name=name))
+    changes += [
+        Change(action="delete", kind=kind, name=name)
+        for kind, name in registered
+        if (kind, name) not in desired
+    ]
+    return changes
+
+
+def apply_changes(repo: FeatureRepo, store: Any, changes: list[Change]) -> None:
+    """Write the repo's objects to Feast's registry and remove the deleted ones."""
+    registered = _registered(store)
+    to_delete = [registered[(change.kind, change.name)] for change in changes if change.action == "delete"]
+    store.apply(list(repo.objects), objects_to_delete=to_delete, partial=False)
+
+
+def _with_nested_sources(objects: tuple[Any, ...]) -> list[Any]:
+    """The objects plus the batch sources nested in stream sources, which Feast registers on their own."""
+    result = list(objects)
+    for item in objects:
+        batch = getattr(item, "batch_source", None)
+        if getattr(item, "kafka_options", None) is not None and batch is not None:
+            result.append(batch)
+    return result
+
+
+def _registered(store: Any) -> dict[tuple[str, str], Any]:
+    project = store.project
+    registry = store.registry
+    found: list[Any] = []
+    for listing in (
+        registry.list_entities,
+        registry.list_data_sources,
+        registry.list_feature_views,
+        registry.list_stream_feature_views,
+        registry.list_feature_services,
+    ):
+        found += listing(project, allow_cache=False)
+    return {(_kind(item), item.name): item for item in found if item.name != "__dummy"}
+
+
+def _kind(item: Any) -> str:
+    from feast.data_source import DataSource
+
+    return "DataSource" if isinstance(item, DataSource) else type(item).__name__
+
+
+def _comparable(item: Any) -> Any:
+    """An object's spec as plain data, without registry metadata, with name-keyed lists sorted.
+
+    Feast stamps nested data sources with creation times and keeps some feature lists in set order,
+    so raw protos of the same definition differ between runs.
+    """
+    from google.protobuf.json_format import MessageToDict
+
+    proto = item.to_proto()
+    return _normalized(MessageToDict(proto.spec if hasattr(proto, "spec") else proto))
+
+
+def _normalized(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _normalized(item) for key, item in value.items() if key != "meta"}
+    if isinstance(value, list):
+        items = [_normalized(item) for item in value]
+        if all(isinstance(item, dict) and "name" in item for item in items):
+            items.sort(key=lambda item: str(item["name"]))
+        return items
+    return value

@@ -1,0 +1,120 @@
+"""Load a feature repo: a folder of Python definition files and one ``sluice.yaml``.
+
+Definition files are imported the way Feast imports them, each under a private module name, and
+every Feast object they define at module level is collected. The repo folder goes at the end of
+``sys.path``, so definition files can import each other without shadowing installed packages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from features.config import SluiceConfig, load_config
+from features.spec import FeatureViewSpec
+from features.validation import validate
+
+__all__ = ["FeatureRepo", "RepoLoadError", "load_repo"]
+
+_SKIPPED_DIRS = {"__pycache__", "data", "node_modules"}
+
+
+class RepoLoadError(ValueError):
+    """A definition file could not be imported; the message names the file and line."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureRepo:
+    """A loaded, validated feature repo."""
+
+    path: Path
+    config: SluiceConfig
+    objects: tuple[Any, ...]
+    """The Feast objects the definition files define, in file order, without duplicates."""
+    specs: tuple[FeatureViewSpec, ...]
+    """The feature views sluice streams, compiled from ``objects``."""
+
+    def spec(self, name: str) -> FeatureViewSpec:
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        known = ", ".join(spec.name for spec in self.specs) or "none"
+        raise KeyError(f"no streamed feature view named {name!r}; the repo has: {known}")
+
+
+def load_repo(path: Path, *, config: SluiceConfig | None = None) -> FeatureRepo:
+    """Import the repo's definitions, validate them, and resolve relative offline paths against it."""
+    path = path.resolve()
+    config = config or load_config(path)
+    objects = _collect_objects(path)
+    specs = [_resolve_paths(spec, path) for spec in validate(objects, project=config.project)]
+    return FeatureRepo(path=path, config=config, objects=tuple(objects), specs=tuple(specs))
+
+
+def definition_files(path: Path) -> list[Path]:
+    files = []
+    for file in sorted(path.rglob("*.py")):
+        relative = file.relative_to(path)
+        if any(part.startswith(".") or part in _SKIPPED_DIRS for part in relative.parts[:-1]):
+            continue
+        files.append(file)
+    return files
+
+
+def _collect_objects(path: Path) -> list[Any]:
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+
+    kinds = (Entity, DataSource, FeatureView, FeatureService)
+    if str(path) not in sys.path:
+        sys.path.append(str(path))
+    seen: set[int] = set()
+    objects: list[Any] = []
+    for file in definition_files(path):
+        module = _import_file(file, path)
+        for value in vars(module).values():
+            if isinstance(value, kinds) and id(value) not in seen:
+                seen.add(id(value))
+                objects.append(value)
+    return objects
+
+
+def _import_file(file: Path, root: Path) -> Any:
+    relative = file.relative_to(root).with_suffix("")
+    name = "sluice_repo." + ".".join(relative.parts)
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise RepoLoadError(f"{file}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        with warnings.catch_warnings():
+            # Feast marks every StreamFeatureView as alpha; sluice is what runs them, so say nothing.
+            warnings.filterwarnings("ignore", message="Stream feature views are experimental")
+            spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise RepoLoadError(f"{file}:{error.lineno}: syntax error: {error.msg}") from None
+    except Exception as error:
+        line = next(
+            (
+                frame.lineno
+                for frame in reversed(traceback.extract_tb(error.__traceback__))
+                if frame.filename == str(file)
+            ),
+            None,
+        )
+        where = f"{file}:{line}" if line else str(file)
+        raise RepoLoadError(f"{where}: {type(error).__name__}: {error}") from None
+    return module
+
+
+def _resolve_paths(spec: FeatureViewSpec, root: Path) -> FeatureViewSpec:
+    from dataclasses import replace
+
+    if not spec.offline_path or "://" in spec.offline_path or Path(spec.offline_path).is_absolute():
+        return spec
+    return replace(spec, offline_path=str(root / spec.offline_path))

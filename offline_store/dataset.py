@@ -1,0 +1,168 @@
+"""The Parquet dataset of a feature view: the offline store, and the source of truth.
+
+Layout, under the view's batch source path::
+
+    <root>/date=2024-05-01/<topic>-<partition>-<first offset>-<last offset>.parquet
+
+One file per (stream batch, event date). A file's name comes from the Kafka offsets it covers, and
+it is written under a hidden temporary name and then renamed, so a batch replayed after a crash
+rewrites the same file instead of adding a duplicate, and readers never see half a file (pyarrow
+and DuckDB skip names that start with a dot).
+
+Rows are (join keys, event_timestamp, created_timestamp, features), with the feature values
+exactly as they were written online.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from features.spec import FeatureViewSpec
+
+__all__ = ["BatchFile", "OfflineDataset", "arrow_schema"]
+
+_ARROW_TYPES = {
+    "INT64": pa.int64(),
+    "INT32": pa.int32(),
+    "FLOAT64": pa.float64(),
+    "FLOAT32": pa.float32(),
+    "STRING": pa.string(),
+    "BOOL": pa.bool_(),
+    "UNIX_TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "BYTES": pa.binary(),
+}
+_FILE_NAME = re.compile(r"^(?P<topic>.+)-(?P<partition>\d{5})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$")
+_MICROS_PER_DAY = 86_400 * 1_000_000
+
+
+def arrow_schema(spec: FeatureViewSpec) -> pa.Schema:
+    """The Parquet schema of a view: join keys, event and created timestamps, then the features."""
+    timestamp = pa.timestamp("us", tz="UTC")
+    fields = [pa.field(name, _ARROW_TYPES[dtype], nullable=False) for name, dtype in spec.join_keys.items()]
+    fields += [
+        pa.field("event_timestamp", timestamp, nullable=False),
+        pa.field("created_timestamp", timestamp),
+    ]
+    fields += [pa.field(name, _ARROW_TYPES[dtype]) for name, dtype in spec.features.items()]
+    return pa.schema(fields)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchFile:
+    """One written file and the Kafka offsets its rows came from (inclusive)."""
+
+    path: Path
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+
+class OfflineDataset:
+    """Reads and writes one feature view's Parquet dataset on a local (or mounted) file system."""
+
+    def __init__(self, *, spec: FeatureViewSpec) -> None:
+        if not spec.offline_path:
+            raise ValueError(f"feature view {spec.name!r} has no offline path (its batch source path)")
+        self.spec = spec
+        self.root = Path(spec.offline_path)
+        self.schema = arrow_schema(spec)
+
+    def write_batch(
+        self,
+        *,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+        keys: Sequence[Any],
+        event_times_us: NDArray[np.int64],
+        created_times_us: NDArray[np.int64],
+        features: Mapping[str, Sequence[Any]],
+    ) -> list[BatchFile]:
+        """Write one batch's rows, one file per event date; returns the files in date order."""
+        table = self._table(keys, event_times_us, created_times_us, features)
+        days = np.asarray(event_times_us, dtype=np.int64) // _MICROS_PER_DAY
+        name = f"{self.spec.topic}-{partition:05d}-{first_offset:020d}-{last_offset:020d}.parquet"
+        written = []
+        for day in np.unique(days):
+            date = np.datetime64(int(day), "D").astype(str)
+            folder = self.root / f"date={date}"
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / name
+            temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
+            pq.write_table(table.filter(pa.array(days == day)), temporary, compression="zstd")
+            temporary.replace(target)
+            written.append(
+                BatchFile(
+                    path=target,
+                    topic=self.spec.topic,
+                    partition=partition,
+                    first_offset=first_offset,
+                    last_offset=last_offset,
+                )
+            )
+        return written
+
+    def batch_files(self, *, partition: int | None = None) -> Iterator[BatchFile]:
+        """Every batch file of this view's topic (optionally of one partition), in no particular order."""
+        if not self.root.is_dir():
+            return
+        for path in self.root.glob("date=*/*.parquet"):
+            match = _FILE_NAME.match(path.name)
+            if match is None or match["topic"] != self.spec.topic:
+                continue
+            if partition is not None and int(match["partition"]) != partition:
+                continue
+            yield BatchFile(
+                path=path,
+                topic=match["topic"],
+                partition=int(match["partition"]),
+                first_offset=int(match["first"]),
+                last_offset=int(match["last"]),
+            )
+
+    def read(self, files: Sequence[BatchFile] | None = None) -> pa.Table:
+        """All rows (or those of the given files) as one table with the view's schema."""
+        paths = [str(file.path) for file in (files if files is not None else self.batch_files())]
+        if not paths:
+            return self.schema.empty_table()
+        return pa.concat_tables(pq.read_table(path, schema=self.schema) for path in sorted(set(paths)))
+
+    def _table(
+        self,
+        keys: Sequence[Any],
+        event_times_us: NDArray[np.int64],
+        created_times_us: NDArray[np.int64],
+        features: Mapping[str, Sequence[Any]],
+    ) -> pa.Table:
+        columns: dict[str, Any] = {}
+        join_names = list(self.spec.join_keys)
+        if len(join_names) == 1:
+            columns[join_names[0]] = keys
+        else:
+            for position, name in enumerate(join_names):
+                columns[name] = [key[position] for key in keys]
+        columns["event_timestamp"] = np.asarray(event_times_us, dtype=np.int64)
+        columns["created_timestamp"] = np.asarray(created_times_us, dtype=np.int64)
+        for name in self.spec.features:
+            columns[name] = features[name]
+        arrays = []
+        for field in self.schema:
+            values = columns[field.name]
+            if pa.types.is_timestamp(field.type):
+                arrays.append(pa.array(np.asarray(values, dtype=np.int64), type=pa.int64()).cast(field.type))
+            elif isinstance(values, np.ndarray) and values.dtype.kind == "f":
+                arrays.append(pa.array(values, type=pa.float64(), from_pandas=True).cast(field.type))
+            else:
+                arrays.append(pa.array(values, type=field.type, from_pandas=True))
+        return pa.Table.from_arrays(arrays, schema=self.schema)

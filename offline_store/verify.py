@@ -1,0 +1,116 @@
+"""``sluice verify``: prove that Redis holds exactly the latest Parquet row of every entity."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from features.spec import FeatureViewSpec
+from offline_store.dataset import OfflineDataset
+from online_store.layout import decode_timestamp, decode_value, feature_field, timestamp_field
+from online_store.writer import entity_keys
+
+__all__ = ["VerifyReport", "latest_rows", "verify"]
+
+_CHUNK = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyReport:
+    """What ``verify`` compared and what differed."""
+
+    feature_view: str
+    offline_rows: int
+    offline_duplicates: int
+    """Rows whose (entity, event time, created time) appears more than once: never expected."""
+    entities: int
+    matching: int
+    missing_online: list[Any] = field(default_factory=list)
+    mismatched: list[tuple[Any, str]] = field(default_factory=list)
+    """(entity key, what differs) for each entity whose online row is not its latest offline row."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_online and not self.mismatched and not self.offline_duplicates
+
+    def describe(self, *, examples: int = 5) -> str:
+        lines = [
+            f"{self.feature_view}: {self.offline_rows} offline rows, {self.entities} entities, "
+            f"{self.matching} match online, {len(self.missing_online)} missing online, "
+            f"{len(self.mismatched)} differ, {self.offline_duplicates} duplicate offline rows"
+        ]
+        lines += [f"  missing online: {key!r}" for key in self.missing_online[:examples]]
+        lines += [f"  differs: {key!r}: {what}" for key, what in self.mismatched[:examples]]
+        return "\n".join(lines)
+
+
+def latest_rows(dataset: OfflineDataset) -> tuple[Any, int, int]:
+    """The latest row per entity (by event time, then created time), the row count and the duplicate count."""
+    frame = dataset.read().to_pandas()
+    join_names = list(dataset.spec.join_keys)
+    identity = [*join_names, "event_timestamp", "created_timestamp"]
+    duplicates = int(frame.duplicated(subset=identity).sum())
+    ordered = frame.sort_values(["event_timestamp", "created_timestamp"], kind="stable")
+    return ordered.groupby(join_names, sort=False).tail(1), len(frame), duplicates
+
+
+def verify(spec: FeatureViewSpec, client: redis.Redis) -> VerifyReport:
+    latest, rows, duplicates = latest_rows(OfflineDataset(spec=spec))
+    join_names = list(spec.join_keys)
+    keys: list[Any] = (
+        latest[join_names[0]].tolist()
+        if len(join_names) == 1
+        else list(latest[join_names].itertuples(index=False))
+    )
+    features = list(spec.features)
+    fields = [feature_field(spec.name, name) for name in features] + [timestamp_field(spec.name)]
+    redis_keys = entity_keys(keys, spec)
+    missing: list[Any] = []
+    mismatched: list[tuple[Any, str]] = []
+    matching = 0
+    expected_times = latest["event_timestamp"].tolist()
+    expected = {name: latest[name].tolist() for name in features}
+    for start in range(0, len(keys), _CHUNK):
+        pipeline = client.pipeline(transaction=False)
+        for redis_key in redis_keys[start : start + _CHUNK]:
+            pipeline.hmget(redis_key, fields)  # type: ignore[arg-type]
+        for offset, stored in enumerate(pipeline.execute()):
+            row = start + offset
+            key = keys[row]
+            if stored[-1] is None:
+                missing.append(key)
+                continue
+            online_time = decode_timestamp(stored[-1])
+            if online_time != expected_times[row].to_pydatetime():
+                mismatched.append((key, f"event time online {online_time} != offline {expected_times[row]}"))
+                continue
+            differences = [
+                f"{name}: online {decode_value(raw)!r} != offline {expected[name][row]!r}"
+                for name, raw in zip(features, stored[:-1], strict=True)
+                if not _same(decode_value(raw), expected[name][row])
+            ]
+            if differences:
+                mismatched.append((key, "; ".join(differences)))
+            else:
+                matching += 1
+    return VerifyReport(
+        feature_view=spec.name,
+        offline_rows=rows,
+        offline_duplicates=duplicates,
+        entities=len(keys),
+        matching=matching,
+        missing_online=missing,
+        mismatched=mismatched,
+    )
+
+
+def _same(online: Any, offline: Any) -> bool:
+    offline_missing = offline is None or (isinstance(offline, float) and math.isnan(offline))
+    if online is None or offline_missing:
+        return online is None and offline_missing
+    if isinstance(online, float) or isinstance(offline, float):
+        return float(online) == float(offline)
+    return bool(online == offline)

@@ -1,0 +1,262 @@
+"""One feature view over one Kafka partition: decode, drop late events, aggregate, write both sinks.
+
+The write protocol of a batch, in order: dead letters (flushed), then the Parquet file named by the
+batch's offsets, then Redis; the caller commits the offsets only after ``process`` returns. After
+a crash, a new processor first rebuilds its window state by replaying the partition up to the
+committed offset (``start``). Batches written to Parquet but not committed are then not computed
+again: their events only rebuild state, and their files are written to Redis as they are. So
+every feature row is in Parquet exactly once, and Redis ends equal to the latest row per entity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from features.spec import FeatureViewSpec
+from offline_store.dataset import BatchFile, OfflineDataset
+from online_store.writer import FeatureRows, OnlineWriter
+from streams.dead_letters import DeadLetter, DeadLetterSink, SourceRecord
+from streams.decoding import DecodedBatch, EventDecoder
+from streams.metrics import WorkerMetrics
+from streams.moments import EMPTY_TIME
+from streams.windows import WindowState
+
+__all__ = ["BatchOutcome", "PartitionProcessor"]
+
+_REPLAY_CHUNK = 10_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchOutcome:
+    accepted: int
+    dead_letters: int
+    offline_rows: int
+    online_rows: int
+    replayed: int
+
+
+class PartitionProcessor:
+    """Processes the records of one partition, in offset order, for one feature view."""
+
+    def __init__(
+        self,
+        *,
+        spec: FeatureViewSpec,
+        partition: int,
+        dataset: OfflineDataset,
+        writer: OnlineWriter,
+        dead_letters: DeadLetterSink,
+        metrics: WorkerMetrics,
+        max_message_bytes: int = 1 << 20,
+        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        self.spec = spec
+        self.partition = partition
+        self.dataset = dataset
+        self.writer = writer
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.clock_us = clock_us
+        self.delay_us = int(spec.watermark_delay.total_seconds() * 1_000_000)
+        self.max_event_time = EMPTY_TIME
+        self.state = WindowState(spec=spec) if spec.is_aggregated else None
+        columns = (
+            tuple(dict.fromkeys(a.column for a in spec.aggregations))
+            if spec.is_aggregated
+            else tuple(spec.features)
+        )
+        self.decoder = EventDecoder(
+            join_keys=spec.join_keys,
+            timestamp_field=spec.timestamp_field,
+            schema=spec.message_schema,
+            columns=columns,
+            raw_columns=not spec.is_aggregated,
+            max_message_bytes=max_message_bytes,
+        )
+        self.vocabularies: dict[str, dict[str, int]] = {
+            column: {} for column in columns if spec.message_schema[column] == "STRING"
+        }
+        self.replay_until = -1
+        self.pending_files: list[BatchFile] = []
+
+    def start(self, *, first_offset: int, history: Iterable[SourceRecord]) -> int:
+        """Rebuild window state from ``history`` (the partition before ``first_offset``) and find the
+        batches written after it. Returns how many history records it replayed."""
+        replayed = 0
+        chunk: list[SourceRecord] = []
+        for record in history:
+            chunk.append(record)
+            if len(chunk) == _REPLAY_CHUNK:
+                replayed += self._replay(chunk)
+                chunk = []
+        replayed += self._replay(chunk)
+        written = [
+            file
+            for file in self.dataset.batch_files(partition=self.partition)
+            if file.last_offset >= first_offset
+        ]
+        if written:
+            self.replay_until = max(file.last_offset for file in written)
+            self.pending_files = written
+        return replayed
+
+    def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+        """Process records of this partition in offset order; safe to retry after a sink failure."""
+        replay = [record for record in records if record.offset <= self.replay_until]
+        live = [record for record in records if record.offset > self.replay_until]
+        replayed = self._replay(replay)
+        online_rows = 0
+        if self.pending_files and (live or (replay and replay[-1].offset == self.replay_until)):
+            online_rows += self._rewrite_online(self.pending_files)
+            self.pending_files = []
+        if not live:
+            return BatchOutcome(
+                accepted=0, dead_letters=0, offline_rows=0, online_rows=online_rows, replayed=replayed
+            )
+        outcome = self._process_live(live)
+        return BatchOutcome(
+            accepted=outcome.accepted,
+            dead_letters=outcome.dead_letters,
+            offline_rows=outcome.offline_rows,
+            online_rows=outcome.online_rows + online_rows,
+            replayed=replayed,
+        )
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _replay(self, records: Sequence[SourceRecord]) -> int:
+        if records:
+            self._accept(records)
+        return len(records)
+
+    def _accept(
+        self, records: Sequence[SourceRecord]
+    ) -> tuple[DecodedBatch, NDArray[np.bool_], NDArray[np.int64], NDArray[np.int64] | None]:
+        """Decode, mark late events, and update window state. Returns the batch, the on-time mask,
+        the accepted offsets, and the touched entity ids (aggregated views)."""
+        decoded = self.decoder.decode([record.value for record in records])
+        offsets = np.asarray([record.offset for record in records], dtype=np.int64)[decoded.accepted]
+        # The watermark before each event: the newest event time seen before it, minus the delay.
+        newest_before = np.maximum.accumulate(np.concatenate([[self.max_event_time], decoded.times]))[:-1]
+        watermark = newest_before.copy()
+        seen = newest_before != EMPTY_TIME
+        watermark[seen] -= self.delay_us
+        on_time = decoded.times >= watermark
+        if on_time.any():
+            self.max_event_time = max(self.max_event_time, int(decoded.times[on_time].max()))
+        ids = None
+        if self.state is not None and on_time.any():
+            keys = [decoded.keys[index] for index in np.flatnonzero(on_time)]
+            ids = self.state.ids_for(keys)
+            values = {
+                column: self._numeric(column, decoded.columns[column][on_time])
+                for column in self.decoder.columns
+            }
+            self.state.update(ids, decoded.times[on_time], offsets[on_time], values)
+        return decoded, on_time, offsets, ids
+
+    def _process_live(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+        started = time.perf_counter()
+        view = self.spec.name
+        decoded, on_time, _, ids = self._accept(records)
+        letters = [
+            DeadLetter(record=records[rejection.index], reason=rejection.reason, detail=rejection.detail)
+            for rejection in decoded.rejections
+        ]
+        letters += [
+            DeadLetter(
+                record=records[int(decoded.accepted[index])],
+                reason="late",
+                detail=f"event time is over {self.spec.watermark_delay} behind the partition's newest event",
+            )
+            for index in np.flatnonzero(~on_time)
+        ]
+        self.dead_letters.send(letters)
+        for letter in letters:
+            self.metrics.dead_letters.labels(view, letter.reason).inc()
+        accepted = int(on_time.sum())
+        self.metrics.events.labels(view).inc(accepted)
+        if not accepted:
+            return BatchOutcome(
+                accepted=0, dead_letters=len(letters), offline_rows=0, online_rows=0, replayed=0
+            )
+
+        keys, event_times, features = self._rows(decoded, on_time, ids)
+        created = np.full(len(keys), self.clock_us(), dtype=np.int64)
+        self.dataset.write_batch(
+            partition=self.partition,
+            first_offset=records[0].offset,
+            last_offset=records[-1].offset,
+            keys=keys,
+            event_times_us=event_times,
+            created_times_us=created,
+            features=features,
+        )
+        online = self.writer.write(
+            FeatureRows(keys=keys, event_times_us=event_times, created_times_us=created, features=features)
+        )
+        self.metrics.rows.labels(view, "offline").inc(len(keys))
+        self.metrics.rows.labels(view, "online").inc(online)
+        self.metrics.batch_seconds.labels(view).observe(time.perf_counter() - started)
+        self.metrics.event_time_lag.labels(view).set(self.clock_us() / 1e6 - self.max_event_time / 1e6)
+        return BatchOutcome(
+            accepted=accepted,
+            dead_letters=len(letters),
+            offline_rows=len(keys),
+            online_rows=online,
+            replayed=0,
+        )
+
+    def _rows(
+        self, decoded: DecodedBatch, on_time: NDArray[np.bool_], ids: NDArray[np.int64] | None
+    ) -> tuple[list[Any], NDArray[np.int64], dict[str, Any]]:
+        if self.state is not None and ids is not None:
+            touched = np.unique(ids)
+            as_of, results = self.state.rows(touched)
+            keys = [self.state.entity_keys[entity] for entity in touched]
+            features: dict[str, Any] = {}
+            for aggregation in self.spec.aggregations:
+                values = results[aggregation.feature]
+                vocabulary = self.vocabularies.get(aggregation.column)
+                if vocabulary is not None and aggregation.function == "last":
+                    words = list(vocabulary)
+                    values = np.asarray(
+                        [None if np.isnan(v) else words[int(v)] for v in values], dtype=object
+                    )
+                features[aggregation.feature] = values
+            return keys, as_of, features
+        # A plain view: every on-time event is a row.
+        indexes = np.flatnonzero(on_time)
+        keys = [decoded.keys[index] for index in indexes]
+        features = {name: decoded.columns[name][on_time] for name in self.spec.features}
+        return keys, decoded.times[on_time], features
+
+    def _numeric(self, column: str, values: NDArray[Any]) -> NDArray[np.float64]:
+        vocabulary = self.vocabularies.get(column)
+        if vocabulary is None:
+            return np.asarray(values, dtype=np.float64)
+        codes = np.empty(len(values), dtype=np.float64)
+        for position, value in enumerate(values):
+            codes[position] = np.nan if value is None else vocabulary.setdefault(value, len(vocabulary))
+        return codes
+
+    def _rewrite_online(self, files: Sequence[BatchFile]) -> int:
+        """Write the rows of batches that reached Parquet but were never committed to Redis again."""
+        table = self.dataset.read(files)
+        join_names = list(self.spec.join_keys)
+        if len(join_names) == 1:
+            keys: list[Any] = table.column(join_names[0]).to_pylist()
+        else:
+            keys = list(zip(*(table.column(name).to_pylist() for name in join_names), strict=True))
+        event_times = table.column("event_timestamp").cast("int64").to_numpy()
+        created = table.column("created_timestamp").cast("int64").to_numpy()
+        features = {name: table.column(name).to_pylist() for name in self.spec.features}
+        return self.writer.write(
+            FeatureRows(keys=keys, event_times_us=event_times, created_times_us=created, features=features)
+        )
