@@ -57,7 +57,7 @@ def validate(objects: Iterable[Any], *, project: str) -> list[FeatureViewSpec]:
     services = [item for item in objects if isinstance(item, FeatureService)]
     errors += _duplicates("Entity", entities)
     errors += _duplicates("DataSource", sources)
-    errors += _duplicates("FeatureView", views)
+    errors += _duplicates("FeatureView", views, kinds=True)
     errors += _duplicates("FeatureService", services)
 
     specs = []
@@ -76,11 +76,13 @@ def validate(objects: Iterable[Any], *, project: str) -> list[FeatureViewSpec]:
     return specs
 
 
-def _duplicates(kind: str, items: Sequence[Any]) -> list[DefinitionError]:
+def _duplicates(kind: str, items: Sequence[Any], *, kinds: bool = False) -> list[DefinitionError]:
+    """One error per name used more than once; with ``kinds``, named by the first object's own class."""
     counts = Counter(item.name for item in items)
+    first = {item.name: type(item).__name__ for item in reversed(items)}
     return [
         DefinitionError(
-            kind=kind,
+            kind=first[name] if kinds else kind,
             name=name,
             field="name",
             message=f"{count} definitions share this name; names must be unique, so rename all but one",
@@ -111,10 +113,23 @@ class _ViewChecker:
             return None
         timestamp_field = self._timestamp_field(message_schema)
         join_keys = self._join_keys(message_schema)
-        declared = {field.name: field.dtype.name for field in self.view.schema if field.name not in join_keys}
+        # Declaration order (Feast's own ``schema`` property passes through a set).
+        entity_columns = {
+            self.entities_by_name[name].join_key
+            for name in self.view.entities
+            if name in self.entities_by_name
+        }
+        declared = {
+            field.name: field.dtype.name
+            for field in [*self.view.entity_columns, *self.view.features]
+            if field.name not in entity_columns
+        }
+        declared_aggregations = list(getattr(self.view, "aggregations", None) or [])
         aggregations = tuple(self._aggregations(message_schema, declared))
-        if aggregations:
-            produced = {aggregation.feature for aggregation in aggregations}
+        if declared_aggregations:
+            # Outputs of rejected aggregations already have their error; do not report them again.
+            named = {aggregation.name for aggregation in declared_aggregations if aggregation.name}
+            produced = {aggregation.feature for aggregation in aggregations} | named | self._default_names()
             for name in declared:
                 if name not in produced:
                     self.fail(
@@ -149,6 +164,16 @@ class _ViewChecker:
             offline_path=offline_path,
             tags=dict(self.view.tags),
         )
+
+    def _default_names(self) -> set[str]:
+        """The default output name of every declared aggregation that has a window, valid or not."""
+        names = set()
+        for aggregation in getattr(self.view, "aggregations", None) or []:
+            if aggregation.time_window:
+                names.add(
+                    f"{aggregation.column}_{aggregation.function}_{window_label(aggregation.time_window)}"
+                )
+        return names
 
     def _message_schema(self) -> dict[str, str] | None:
         from feast.data_format import JsonFormat
@@ -260,10 +285,11 @@ class _ViewChecker:
                 continue
             input_dtype = message_schema[column]
             if input_dtype not in function.input_dtypes:
-                accepted = ", ".join(sorted(function.input_dtypes))
+                accepted = ", ".join(sorted(_feast_type_name(dtype) for dtype in function.input_dtypes))
                 self.fail(
                     f"{where}.function",
-                    f"{function.name} cannot aggregate {column!r} of type {input_dtype}; it takes {accepted}",
+                    f"{function.name} cannot aggregate {column!r} of type {_feast_type_name(input_dtype)}; "
+                    f"it takes {accepted}",
                 )
                 continue
             window, slide = aggregation.time_window, aggregation.slide_interval or aggregation.time_window
@@ -299,7 +325,7 @@ class _ViewChecker:
                 self.fail(
                     f"schema[{feature!r}]",
                     f"is declared {_feast_type_name(declared[feature])}, "
-                    f"but {function.name} over {input_dtype} "
+                    f"but {function.name} over {_feast_type_name(input_dtype)} "
                     f"produces {_feast_type_name(dtype)}; declare dtype={_feast_type_name(dtype)}",
                 )
                 continue

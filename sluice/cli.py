@@ -204,7 +204,7 @@ def _load_repo(context: _Context) -> Any:
     from features.validation import InvalidDefinitions
 
     try:
-        return load_repo(context.repo_path, config=context.config)
+        repo = load_repo(context.repo_path, config=context.config)
     except InvalidDefinitions as error:
         count = len(error.errors)
         raise click.ClickException(
@@ -212,6 +212,9 @@ def _load_repo(context: _Context) -> Any:
         ) from None
     except RepoLoadError as error:
         raise click.ClickException(str(error)) from None
+    finally:
+        _quiet_third_party_warnings()  # again: importing Feast resets the filters
+    return repo
 
 
 def _missing_topics(repo: Any) -> list[str]:
@@ -236,11 +239,15 @@ def _print_plan(changes: list[Any], missing_topics: list[str], config: SluiceCon
         click.echo("no changes: the registry and the topics match the repo")
 
 
-def main() -> None:
+def _quiet_third_party_warnings() -> None:
+    """Feast flags stream feature views as alpha, and kafka-python calls a deprecated importlib API:
+    neither is actionable for a sluice user."""
     import warnings
 
-    # Feast flags stream feature views as alpha, and kafka-python uses a deprecated importlib API:
-    # neither is actionable for a sluice user.
     warnings.filterwarnings("ignore", message="Stream feature views are experimental")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def main() -> None:
+    _quiet_third_party_warnings()
     cli(prog_name="sluice")

@@ -5,6 +5,10 @@ and where from: ``sluice.reason`` (one of ``streams.decoding.REASONS``), ``sluic
 ``sluice.feature_view``, ``sluice.source.topic``, ``sluice.source.partition`` and
 ``sluice.source.offset``. Delivery is at least once: after a crash, the batch being processed may
 be dead-lettered again, and the source coordinates identify the repeat.
+
+An oversized message is dead-lettered with its first 64 KiB only (and ``sluice.original_bytes``):
+the whole message would not fit a producer request either, and the source coordinates lead back
+to it while the source topic retains it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DeadLetter", "DeadLetterSink", "SourceRecord"]
+
+OVERSIZED_PREFIX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,22 +52,22 @@ class DeadLetterSink:
         """Send and wait until the broker has them all (so the batch may be committed after)."""
         if not letters:
             return
-        futures = [
-            self.producer.send(
-                self.topic,
-                key=letter.record.key,
-                value=letter.record.value,
-                headers=[
-                    ("sluice.reason", letter.reason.encode()),
-                    ("sluice.detail", letter.detail.encode()[:1000]),
-                    ("sluice.feature_view", self.feature_view.encode()),
-                    ("sluice.source.topic", letter.record.topic.encode()),
-                    ("sluice.source.partition", str(letter.record.partition).encode()),
-                    ("sluice.source.offset", str(letter.record.offset).encode()),
-                ],
-            )
-            for letter in letters
-        ]
+        futures = [self._send(letter) for letter in letters]
         self.producer.flush()
         for future in futures:
             future.get(timeout=30)
+
+    def _send(self, letter: DeadLetter) -> Any:
+        value = letter.record.value
+        headers = [
+            ("sluice.reason", letter.reason.encode()),
+            ("sluice.detail", letter.detail.encode()[:1000]),
+            ("sluice.feature_view", self.feature_view.encode()),
+            ("sluice.source.topic", letter.record.topic.encode()),
+            ("sluice.source.partition", str(letter.record.partition).encode()),
+            ("sluice.source.offset", str(letter.record.offset).encode()),
+        ]
+        if value is not None and len(value) > OVERSIZED_PREFIX_BYTES and letter.reason == "oversized":
+            headers.append(("sluice.original_bytes", str(len(value)).encode()))
+            value = value[:OVERSIZED_PREFIX_BYTES]
+        return self.producer.send(self.topic, key=letter.record.key, value=value, headers=headers)

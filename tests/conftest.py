@@ -12,9 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from hypothesis import settings
 
 from features.config import SluiceConfig, load_config
 from sluice import stack
+
+# Numba compiles a kernel on its first call; a per-example deadline would flag that as flaky.
+settings.register_profile("sluice", deadline=None)
+settings.load_profile("sluice")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,174 @@
+"""Helpers for tests that run the real stream worker against the real broker and Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+BOOTSTRAP = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+DEFINITIONS = """
+from datetime import timedelta
+
+from features import (
+    Aggregation, Entity, Field, FileSource, Float64, Int64, JsonFormat, KafkaSource, StreamFeatureView,
+    ValueType,
+)
+
+card = Entity(name="card", join_keys=["card_id"], value_type=ValueType.INT64)
+
+transactions = KafkaSource(
+    name="transactions",
+    topic="{topic}",
+    timestamp_field="ts",
+    message_format=JsonFormat(schema_json="card_id BIGINT, amount DOUBLE, ts TIMESTAMP"),
+    watermark_delay_threshold=timedelta(seconds={delay_s}),
+    batch_source=FileSource(name="transactions_history", path="offline", timestamp_field="event_timestamp"),
+)
+
+# Tumbling 10 s, sliding 30 s every 10 s, and tumbling 60 s.
+card_stats = StreamFeatureView(
+    name="card_stats",
+    source=transactions,
+    entities=[card],
+    ttl=timedelta(days=1),
+    timestamp_field="ts",
+    schema=[
+        Field(name="card_id", dtype=Int64),
+        Field(name="txn_count_10s", dtype=Int64),
+        Field(name="amount_sum_30s", dtype=Float64),
+        Field(name="amount_mean_30s", dtype=Float64),
+        Field(name="amount_stddev_30s", dtype=Float64),
+        Field(name="amount_max_1m", dtype=Float64),
+        Field(name="amount_last_1m", dtype=Float64),
+    ],
+    aggregations=[
+        Aggregation(
+            column="amount", function="count", time_window=timedelta(seconds=10), name="txn_count_10s"
+        ),
+        Aggregation(column="amount", function="sum", time_window=timedelta(seconds=30),
+                    slide_interval=timedelta(seconds=10)),
+        Aggregation(column="amount", function="mean", time_window=timedelta(seconds=30),
+                    slide_interval=timedelta(seconds=10)),
+        Aggregation(column="amount", function="stddev", time_window=timedelta(seconds=30),
+                    slide_interval=timedelta(seconds=10)),
+        Aggregation(column="amount", function="max", time_window=timedelta(seconds=60)),
+        Aggregation(column="amount", function="last", time_window=timedelta(seconds=60)),
+    ],
+)
+"""
+
+
+def make_repo(root: Path, *, project: str, topic: str, partitions: int = 4, delay_s: int = 5) -> Path:
+    """A feature repo with one stream feature view over ``topic``."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sluice.yaml").write_text(f"project: {project}\ntopics:\n  partitions: {partitions}\n")
+    (root / "definitions.py").write_text(DEFINITIONS.format(topic=topic, delay_s=delay_s))
+    return root
+
+
+def sluice(
+    repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sluice", "--repo", str(repo), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_worker(repo: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sluice", "--repo", str(repo), "worker", "--loglevel", "info", *extra],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def produce(topic: str, events: Sequence[dict[str, Any] | bytes | None], *, key: str = "card_id") -> None:
+    """Produce JSON events (or raw bytes) in order, keyed by entity so an entity stays in one partition."""
+    producer = KafkaProducer(
+        bootstrap_servers=BOOTSTRAP, linger_ms=20, batch_size=1 << 18, max_request_size=4 << 20
+    )
+    for event in events:
+        if isinstance(event, dict):
+            producer.send(topic, key=str(event[key]).encode(), value=orjson.dumps(event))
+        else:
+            producer.send(topic, key=b"poison", value=event)
+    producer.flush()
+    producer.close()
+
+
+def end_offsets(topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def committed(group: str, topic: str) -> dict[int, int]:
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+def wait_until_committed(
+    group: str, topic: str, *, timeout_s: float = 120, workers: Sequence[Any] = ()
+) -> None:
+    """Wait until the group has committed the end of every partition of the topic."""
+    target = end_offsets(topic)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for worker in workers:
+            assert worker.poll() is None, f"a worker exited with {worker.returncode}"
+        done = committed(group, topic)
+        if all(done.get(partition, 0) == end for partition, end in target.items()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} committed {committed(group, topic)}, expected {target}")
+
+
+def dead_letters(topic: str) -> list[tuple[bytes | None, dict[str, bytes]]]:
+    consumer = KafkaConsumer(
+        f"{topic}.dlq", bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    try:
+        return [(record.value, dict(record.headers)) for record in consumer]
+    finally:
+        consumer.close()
+
+
+def delete_topics(*topics: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    try:
+        existing = set(admin.list_topics())
+        admin.delete_topics([topic for topic in topics if topic in existing])
+    finally:
+        admin.close()

@@ -1,0 +1,115 @@
+"""Crashes, restarts and scale-out neither lose nor duplicate a feature row."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from features.repo import load_repo
+from offline_store.dataset import OfflineDataset
+from tests.streaming import (
+    committed,
+    delete_topics,
+    end_offsets,
+    make_repo,
+    produce,
+    sluice,
+    start_worker,
+    stop,
+    wait_until_committed,
+)
+from tests.test_stream_worker import assert_same, online_rows, reference, transactions
+
+pytestmark = pytest.mark.stack
+
+
+def _progress(group: str, topic: str, total: int) -> float:
+    return sum(committed(group, topic).values()) / total
+
+
+def _assert_every_offset_in_exactly_one_batch_file(repo: Path, topic: str) -> None:
+    dataset = OfflineDataset(spec=load_repo(repo).spec("card_stats"))
+    for partition, end in end_offsets(topic).items():
+        # A batch spanning midnight writes one file per date with the same offsets: count it once.
+        ranges = sorted(
+            {(file.first_offset, file.last_offset) for file in dataset.batch_files(partition=partition)}
+        )
+        covered = 0
+        for first, last in ranges:
+            assert first == covered, (
+                f"partition {partition}: offsets {covered}..{first - 1} missing or repeated"
+            )
+            covered = last + 1
+        assert covered == end, f"partition {partition}: batch files end at {covered}, the partition at {end}"
+
+
+def test_sigkill_three_times_in_a_200k_event_stream(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    assert sluice(repo, "apply").returncode == 0
+    events = transactions(200_000, cards=5_000, seed=3)
+    group = f"sluice-{project}"
+    try:
+        produce(topic, events)
+        worker = start_worker(repo, tmp_path / "worker.log")
+        for kill_at in (0.2, 0.45, 0.7):
+            deadline = time.monotonic() + 120
+            while _progress(group, topic, len(events)) < kill_at:
+                assert time.monotonic() < deadline, f"no progress to {kill_at:.0%}"
+                assert worker.poll() is None
+                time.sleep(0.1)
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+            worker = start_worker(repo, tmp_path / "worker.log")
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        stop(worker)
+
+        _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+        verified = sluice(repo, "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
+        cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+        assert_same(online_rows(redis_client, repo, cards), reference(events, repo))
+        log = (tmp_path / "worker.log").read_text()
+        assert log.count("rebuilt window state") >= 4 * 4, "each restart rebuilds every partition it gets"
+    finally:
+        delete_topics(topic, f"{topic}.dlq")
+
+
+def test_two_workers_in_one_group_give_the_same_state_as_one(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    single = make_repo(tmp_path / "single", project=f"{project}_one", topic=topic)
+    pair = make_repo(tmp_path / "pair", project=f"{project}_two", topic=topic)
+    assert sluice(single, "apply").returncode == 0
+    assert sluice(pair, "apply").returncode == 0
+    events = transactions(40_000, cards=2_000, seed=4)
+    workers = []
+    try:
+        produce(topic, events)
+        workers = [
+            start_worker(single, tmp_path / "single.log"),
+            start_worker(pair, tmp_path / "pair-a.log"),
+            start_worker(pair, tmp_path / "pair-b.log"),
+        ]
+        wait_until_committed(f"sluice-{project}_one", topic, workers=workers, timeout_s=180)
+        wait_until_committed(f"sluice-{project}_two", topic, workers=workers, timeout_s=180)
+        # Both workers of the pair got partitions: each rebuilt state for the ones it owned.
+        assert "rebuilt window state" in (tmp_path / "pair-a.log").read_text()
+        assert "rebuilt window state" in (tmp_path / "pair-b.log").read_text()
+    finally:
+        for worker in workers:
+            stop(worker)
+        delete_topics(topic, f"{topic}.dlq")
+    cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+    one, two = online_rows(redis_client, single, cards), online_rows(redis_client, pair, cards)
+    assert_same(two, one)
+    assert_same(one, reference(events, single))
+    for repo in (single, pair):
+        assert sluice(repo, "verify").returncode == 0
