@@ -133,10 +133,17 @@ def apply(context: _Context) -> None:
     "--view", "views", multiple=True, help="Only this feature view (repeatable); default: all streamed views."
 )
 @click.option(
-    "--batch-size", type=int, default=5000, show_default=True, help="The most records in one batch."
+    "--engine",
+    type=click.Choice(["kafka", "faust"]),
+    default="kafka",
+    show_default=True,
+    help="kafka: an aiokafka consumer group (fast); faust: a faust-streaming app, one agent per view.",
 )
 @click.option(
-    "--batch-window-ms", type=int, default=100, show_default=True, help="How long a batch waits to fill."
+    "--batch-size", type=int, default=20_000, show_default=True, help="The most records in one poll."
+)
+@click.option(
+    "--batch-window-ms", type=int, default=50, show_default=True, help="How long an empty poll waits."
 )
 @click.option(
     "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."
@@ -146,39 +153,50 @@ def apply(context: _Context) -> None:
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
     default="warn",
     show_default=True,
-    help="faust's log level.",
+    help="Log level.",
 )
 @click.pass_obj
 def worker(
     context: _Context,
     views: tuple[str, ...],
+    engine: str,
     batch_size: int,
     batch_window_ms: int,
     metrics_port: int,
     loglevel: str,
 ) -> None:
     """Run a stream worker: Kafka into Redis and Parquet. Start several to share the partitions."""
-    import faust
     from prometheus_client import start_http_server
 
     from streams.metrics import WorkerMetrics
-    from streams.worker import WorkerSettings, build_app
+    from streams.worker import WorkerSettings
 
     repo = _load_repo(context)
     settings = WorkerSettings(
-        batch_size=batch_size,
-        batch_window_s=batch_window_ms / 1000,
-        metrics_port=metrics_port,
-        views=views,
+        batch_size=batch_size, batch_window_s=batch_window_ms / 1000, metrics_port=metrics_port, views=views
     )
     metrics = WorkerMetrics()
-    try:
-        app = build_app(repo, settings, metrics=metrics)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    try:
+        if engine == "faust":
+            import faust
+
+            from streams.faust_worker import build_app
+
+            app = build_app(repo, settings, metrics=metrics)
+            faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+        else:
+            import asyncio
+            import logging
+
+            from streams import kafka_worker
+
+            level = {"crit": "CRITICAL", "warn": "WARNING"}.get(loglevel, loglevel.upper())
+            logging.basicConfig(level=level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+            asyncio.run(kafka_worker.run(repo, settings, metrics))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @cli.command("verify")

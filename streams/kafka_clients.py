@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,7 +12,35 @@ from kafka.errors import TopicAlreadyExistsError
 
 from features.config import KafkaConfig
 
-__all__ = ["admin_client", "consumer", "ensure_topics", "producer"]
+__all__ = ["admin_client", "aiokafka_kwargs", "consumer", "ensure_topics", "producer", "ssl_context"]
+
+
+def ssl_context(config: KafkaConfig) -> ssl.SSLContext | None:
+    """The TLS context of the SSL and SASL_SSL protocols (aiokafka and faust take a context, not files)."""
+    if config.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(cafile=config.ssl_cafile)
+    if config.ssl_certfile:
+        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+    return context
+
+
+def aiokafka_kwargs(config: KafkaConfig) -> dict[str, Any]:
+    """Connection and security keyword arguments for aiokafka clients."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": config.bootstrap_servers,
+        "security_protocol": config.security_protocol,
+    }
+    if config.security_protocol.startswith("SASL"):
+        kwargs.update(
+            sasl_mechanism=config.sasl_mechanism or "PLAIN",
+            sasl_plain_username=config.sasl_username,
+            sasl_plain_password=config.sasl_password,
+        )
+    context = ssl_context(config)
+    if context is not None:
+        kwargs["ssl_context"] = context
+    return kwargs
 
 
 def admin_client(config: KafkaConfig) -> KafkaAdminClient:

@@ -94,8 +94,9 @@ def stream_repo(tmp_path: Path, project: str, topic: str) -> Iterator[Path]:
     delete_topics(topic, f"{topic}.dlq")
 
 
+@pytest.mark.parametrize("engine", ["kafka", "faust"])
 def test_poison_goes_to_the_dead_letter_topic_and_the_rest_is_exact(
-    stream_repo: Path, topic: str, project: str, redis_client: redis.Redis, tmp_path: Path
+    engine: str, stream_repo: Path, topic: str, project: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     good = transactions(3000, cards=40, seed=1)
     late = {
@@ -118,7 +119,7 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_rest_is_exact(
     produce(topic, [*poison, late])
     produce(topic, good[2000:])
 
-    worker = start_worker(stream_repo, tmp_path / "worker.log")
+    worker = start_worker(stream_repo, tmp_path / "worker.log", "--engine", engine)
     try:
         wait_until_committed(f"sluice-{project}", topic, workers=[worker])
     finally:

@@ -1,0 +1,334 @@
+"""Ingest: one stream worker, Kafka into Redis and Parquet, against Feast's push path on the same events.
+
+Workload (issue #3): one StreamFeatureView with 3 aggregations (count, sum, mean) over 2 windows
+(10 min tumbling, 1 h sliding every 10 min), 100k distinct entities, both sinks on, one worker.
+
+1. Throughput: a backlog of events is produced first; then one ``sluice worker`` process drains it.
+   Sustained events/s is measured between 10% and 100% of the backlog committed, so start-up and
+   the consumer group join are not counted.
+2. Freshness: a producer paces events at a fixed rate; for a sample of events, the time from
+   ``send`` until Redis holds a row for that entity as of that event is measured.
+3. Competitor: the glue people write today, on the same events: a kafka-python consumer, pandas
+   for the latest row per entity, and Feast's ``FeatureStore.write_to_online_store`` (online only,
+   no windows, no offline write), timed over the same backlog.
+
+Prints one JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from features.repo import load_repo  # noqa: E402
+from online_store.layout import decode_timestamp, entity_key, timestamp_field  # noqa: E402
+
+BOOTSTRAP = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+REDIS_URL = os.environ.get("SLUICE_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+DEFINITIONS = """
+from datetime import timedelta
+from features import (
+    Aggregation, Entity, Field, FileSource, Float64, Int64, JsonFormat, KafkaSource, StreamFeatureView,
+    ValueType,
+)
+card = Entity(name="card", join_keys=["card_id"], value_type=ValueType.INT64)
+transactions = KafkaSource(
+    name="transactions", topic="{topic}", timestamp_field="ts",
+    message_format=JsonFormat(schema_json="card_id BIGINT, amount DOUBLE, ts TIMESTAMP"),
+    watermark_delay_threshold=timedelta(seconds=30),
+    batch_source=FileSource(name="history", path="offline", timestamp_field="event_timestamp"),
+)
+TEN, HOUR = timedelta(minutes=10), timedelta(hours=1)
+card_stats = StreamFeatureView(
+    name="card_stats", source=transactions, entities=[card], ttl=timedelta(days=1), timestamp_field="ts",
+    schema=[Field(name="card_id", dtype=Int64)]
+    + [Field(name=f"amount_{{f}}_{{w}}", dtype=Int64 if f == "count" else Float64)
+       for f in ("count", "sum", "mean") for w in ("10m", "1h")],
+    aggregations=[Aggregation(column="amount", function=f, time_window=TEN) for f in ("count", "sum", "mean")]
+    + [Aggregation(column="amount", function=f, time_window=HOUR, slide_interval=TEN)
+       for f in ("count", "sum", "mean")],
+)
+"""
+
+
+def events(count: int, *, entities: int, start_us: int, step_us: int, seed: int) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    return [
+        {
+            "card_id": rng.randrange(entities),
+            "amount": round(rng.lognormvariate(3, 1), 2),
+            "ts": (start_us + index * step_us) / 1e6,
+        }
+        for index in range(count)
+    ]
+
+
+def produce(topic: str, batch: list[dict[str, object]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, batch_size=1 << 18)
+    for event in batch:
+        producer.send(topic, key=str(event["card_id"]).encode(), value=orjson.dumps(event))
+    producer.flush()
+    producer.close()
+
+
+def committed_total(group: str, topic: str) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
+
+
+def sluice(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sluice", "--repo", str(repo), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def start_worker(repo: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sluice", "--repo", str(repo), "worker"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def measure_throughput(repo: Path, topic: str, group: str, total: int, log: Path) -> float:
+    worker = start_worker(repo, log)
+    try:
+        marks: dict[float, float] = {}
+        deadline = time.monotonic() + 900
+        while len(marks) < 2 and time.monotonic() < deadline:
+            done = committed_total(group, topic) / total
+            for mark in (0.1, 1.0):
+                if done >= mark and mark not in marks:
+                    marks[mark] = time.perf_counter()
+            time.sleep(0.05)
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited; see {log}")
+        return 0.9 * total / (marks[1.0] - marks[0.1])
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+
+
+def measure_freshness(
+    repo: Path, topic: str, *, rate: int, seconds: int, entities: int, log: Path
+) -> list[float]:
+    """Pace ``rate`` events/s for ``seconds``; sample one event in 50 and time it into Redis."""
+    spec = load_repo(repo).spec("card_stats")
+    client = redis.Redis.from_url(REDIS_URL)
+    ts_field = timestamp_field(spec.name)
+    worker = start_worker(repo, log)
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=1)
+    # Start the clock once the worker has joined the group and rebuilt its state: a probe event on
+    # every partition is readable in Redis.
+    probe_us = int(datetime.now(UTC).timestamp() * 1e6)
+    probes = [entities + index for index in range(64)]
+    for card in probes:
+        producer.send(
+            topic,
+            key=str(card).encode(),
+            value=orjson.dumps({"card_id": card, "amount": 0.0, "ts": probe_us / 1e6}),
+        )
+    producer.flush()
+    ready_by = time.monotonic() + 300
+    while any(
+        client.hget(entity_key({"card_id": card}, spec.join_keys, spec.project), ts_field) is None
+        for card in probes
+    ):
+        if time.monotonic() > ready_by:
+            raise RuntimeError(f"the worker did not become ready; see {log}")
+        time.sleep(0.2)
+    rng = random.Random(11)
+    pending: dict[bytes, tuple[int, float]] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set() or pending:
+            with lock:
+                items = list(pending.items())
+            if not items:
+                time.sleep(0.001)
+                continue
+            pipeline = client.pipeline(transaction=False)
+            for key, _ in items:
+                pipeline.hget(key, ts_field)
+            stored = pipeline.execute()
+            now = time.perf_counter()
+            with lock:
+                for (key, (event_us, sent)), raw in zip(items, stored, strict=True):
+                    moment = decode_timestamp(raw)
+                    if moment is not None and int(moment.timestamp() * 1e6) >= event_us:
+                        latencies.append((now - sent) * 1000)
+                        pending.pop(key, None)
+            if stop.is_set() and time.perf_counter() > deadline:
+                return
+            time.sleep(0.001)
+
+    deadline = time.perf_counter() + seconds + 30
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    start = time.perf_counter()
+    now_us = int(datetime.now(UTC).timestamp() * 1e6)
+    try:
+        for index in range(rate * seconds):
+            target = start + index / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            card = rng.randrange(entities)
+            event_us = now_us + int((time.perf_counter() - start) * 1e6)
+            event = {"card_id": card, "amount": 1.0, "ts": event_us / 1e6}
+            sampled = index % 50 == 0
+            key = entity_key({"card_id": card}, spec.join_keys, spec.project)
+            with lock:
+                if sampled and key not in pending:
+                    pending[key] = (event_us, time.perf_counter())
+            producer.send(topic, key=str(card).encode(), value=orjson.dumps(event))
+        producer.flush()
+        stop.set()
+        poller.join(timeout=40)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    return latencies
+
+
+def feast_push_baseline(repo: Path, topic: str, total: int) -> float:
+    """kafka-python + pandas + Feast's write_to_online_store, over the same backlog (online only)."""
+    import pandas as pd
+    from kafka import TopicPartition
+
+    from features.registry import feature_store
+
+    store = feature_store(load_repo(repo))
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_poll_records=5000)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    seen = 0
+    started = time.perf_counter()
+    while seen < total:
+        batch = [record.value for records in consumer.poll(timeout_ms=1000).values() for record in records]
+        if not batch:
+            continue
+        seen += len(batch)
+        frame = pd.DataFrame([json.loads(value) for value in batch])
+        frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+        grouped = frame.groupby("card_id")["amount"]
+        latest = pd.DataFrame(
+            {
+                "card_id": grouped.size().index,
+                "event_timestamp": frame.groupby("card_id")["ts"].max().to_numpy(),
+                **{f"amount_count_{window}": grouped.size().to_numpy() for window in ("10m", "1h")},
+                **{f"amount_sum_{window}": grouped.sum().to_numpy() for window in ("10m", "1h")},
+                **{f"amount_mean_{window}": grouped.mean().to_numpy() for window in ("10m", "1h")},
+            }
+        )
+        store.write_to_online_store("card_stats", latest)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return total / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--feast-events", type=int, default=50_000)
+    args = parser.parse_args()
+
+    run = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-ingest-"))
+    topic, project = f"bench.ingest.{run}", f"bench_ingest_{run}"
+    repo = workdir / "repo"
+    repo.mkdir()
+    (repo / "sluice.yaml").write_text(f"project: {project}\ntopics:\n  partitions: {args.partitions}\n")
+    (repo / "definitions.py").write_text(DEFINITIONS.format(topic=topic))
+    try:
+        sluice(repo, "apply")
+        start_us = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6)
+        backlog = events(args.events, entities=args.entities, start_us=start_us, step_us=2_000, seed=1)
+        produce(topic, backlog)
+        events_per_s = measure_throughput(
+            repo, topic, f"sluice-{project}", args.events, workdir / "worker.log"
+        )
+        print(f"sluice worker: {events_per_s:,.0f} events/s over {args.events:,} events", file=sys.stderr)
+
+        feast_events_per_s = feast_push_baseline(repo, topic, args.feast_events)
+        print(f"kafka-python + pandas + Feast push: {feast_events_per_s:,.0f} events/s", file=sys.stderr)
+
+        latencies = measure_freshness(
+            repo,
+            topic,
+            rate=args.rate,
+            seconds=args.seconds,
+            entities=args.entities,
+            log=workdir / "fresh.log",
+        )
+        p50, p99 = (
+            (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (float("nan"),) * 2
+        )
+        print(
+            f"freshness at {args.rate}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(latencies)} samples)",
+            file=sys.stderr,
+        )
+        sluice(repo, "verify")
+    finally:
+        admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        admin.delete_topics([topic, f"{topic}.dlq"])
+        admin.close()
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"*{project}", count=10_000):
+            client.delete(key)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "events_per_s": round(events_per_s),
+                "freshness_p50_ms": round(p50, 1),
+                "freshness_p99_ms": round(p99, 1),
+                "freshness_samples": len(latencies),
+                "freshness_rate_per_s": args.rate,
+                "feast_push_events_per_s": round(feast_events_per_s),
+                "events": args.events,
+                "entities": args.entities,
+                "partitions": args.partitions,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
