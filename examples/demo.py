@@ -1,74 +1,150 @@
-"""`make demo`: the main job, end to end, against the running stack.
+"""`make demo`: the fraud example end to end on the local stack.
 
-Today this is the stack smoke run: produce card transactions to Kafka and read them back, then
-write the latest amount per card to Redis and read it back. Later issues grow it into the full
-story: features, online reads, drift, alerts and retraining.
+1. `sluice apply` registers the card features with Feast and creates the topics.
+2. Synthetic card transactions, timed around now, are produced to Kafka, with a few bad ones.
+3. A stream worker computes the windowed features into Redis and Parquet.
+4. Feast's own SDK reads the features back from Redis, and `sluice verify` proves that Redis holds
+   the latest Parquet row of every card.
+
+Run it twice and it goes on where it left off: the topics, the registry and the data are kept.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import random
+import subprocess
+import sys
 import time
-import uuid
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
 
 from features import load_config
-from online_store import connect
-from streams import admin_client, consumer, ensure_topics, producer
+from streams import consumer, producer
 
-EVENTS = 1_000
-CARDS = 50
+REPO = Path(__file__).resolve().parent / "fraud"
+TRANSACTIONS = 20_000
+CARDS = 500
+
+
+def sluice(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "sluice", "--repo", str(REPO), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise SystemExit(f"sluice {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result
+
+
+def produce_transactions() -> tuple[int, int]:
+    """Transactions over the last hour, in event-time order, plus bad messages for the dead-letter topic."""
+    config = load_config(REPO)
+    rng = random.Random()
+    sender = producer(config.kafka, linger_ms=20)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    for index in range(TRANSACTIONS):
+        card = rng.randrange(CARDS)
+        event = {
+            "card_id": card,
+            "amount": round(rng.lognormvariate(3, 1), 2),
+            "merchant": f"m{rng.randrange(200)}",
+            "country": rng.choice(["DE", "FR", "NL", "US"]),
+            "event_time": (start + timedelta(seconds=index * 3600 / TRANSACTIONS)).isoformat(),
+        }
+        sender.send("transactions", key=str(card).encode(), value=orjson.dumps(event))
+    bad = [b"{not json", b'{"card_id": "seven", "amount": 1.0, "event_time": "2026-01-01T00:00:00Z"}']
+    for value in bad:
+        sender.send("transactions", key=b"bad", value=value)
+    sender.flush()
+    sender.close()
+    return TRANSACTIONS, len(bad)
+
+
+def wait_until_consumed(worker: subprocess.Popen[bytes], timeout_s: float = 120) -> float:
+    """Wait until the worker's group has committed the end of every partition; returns the seconds."""
+    from kafka import TopicPartition
+
+    config = load_config(REPO)
+    probe = consumer(config.kafka, group_id=f"sluice-{config.project}")
+    partitions = [
+        TopicPartition("transactions", p) for p in sorted(probe.partitions_for_topic("transactions"))
+    ]
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout_s:
+            if worker.poll() is not None:
+                raise SystemExit(f"the stream worker exited with {worker.returncode}")
+            ends = probe.end_offsets(partitions)
+            if all((probe.committed(tp) or 0) >= ends[tp] for tp in partitions):
+                return time.monotonic() - started
+            time.sleep(0.5)
+    finally:
+        probe.close()
+    raise SystemExit("the stream worker did not catch up in time")
 
 
 def main() -> None:
-    config = load_config()
-    run = uuid.uuid4().hex[:8]
-    topic = f"demo.transactions.{run}"
-    rng = random.Random(7)
+    print("1. sluice apply")
+    for line in sluice("apply").stdout.splitlines():
+        print(f"     {line}")
 
-    ensure_topics(config.kafka, [topic], partitions=3)
-    started = time.perf_counter()
-    sender = producer(config.kafka)
-    for index in range(EVENTS):
-        event = {"card_id": rng.randrange(CARDS), "amount": round(rng.lognormvariate(3, 1), 2), "seq": index}
-        sender.send(topic, key=str(event["card_id"]).encode(), value=json.dumps(event).encode())
-    sender.flush()
-    sender.close()
-    produced_s = time.perf_counter() - started
-    print(f"produced {EVENTS} transactions for {CARDS} cards to {topic} (3 partitions) in {produced_s:.2f} s")
+    produced, bad = produce_transactions()
+    print(
+        f"2. produced {produced} card transactions for {CARDS} cards (the last hour) and {bad} bad messages"
+    )
 
-    reader = consumer(config.kafka, topic, group_id=f"demo-{run}", consumer_timeout_ms=10_000)
-    latest: dict[int, dict[str, float]] = {}
-    received = 0
-    for record in reader:
-        event = json.loads(record.value)
-        received += 1
-        if event["seq"] > latest.get(event["card_id"], {"seq": -1})["seq"]:
-            latest[event["card_id"]] = event
-        if received == EVENTS:
-            break
-    reader.commit()
-    reader.close()
-    print(f"consumed {received} of {EVENTS} back from Kafka and committed the group's offsets")
+    log_path = Path(os.environ.get("SLUICE_STATE_DIR", REPO / ".sluice")) / "logs" / "demo-worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "sluice", "--repo", str(REPO), "worker", "--loglevel", "info"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        seconds = wait_until_consumed(worker)
+        print(f"3. the stream worker caught up in {seconds:.1f} s (log: {log_path})")
+    except SystemExit:
+        print(log_path.read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
 
-    redis = connect(config.redis)
-    pipeline = redis.pipeline(transaction=False)
-    for card_id, event in latest.items():
-        pipeline.hset(f"demo:{run}:card:{card_id}", mapping={"last_amount": event["amount"]})
-    pipeline.execute()
-    card = next(iter(latest))
-    stored = redis.hget(f"demo:{run}:card:{card}", "last_amount")
-    keys = list(redis.scan_iter(match=f"demo:{run}:*"))
-    print(f"wrote the last amount of {len(keys)} cards to Redis; card {card} reads back {stored!r}")
-    redis.delete(*keys)
-    redis.close()
-    admin = admin_client(config.kafka)
-    admin.delete_topics([topic])
-    admin.close()
-    print(f"cleaned up: deleted {topic} and the demo's Redis keys")
-    if received != EVENTS or len(keys) != len(latest):
-        raise SystemExit("the demo lost events: see the counts above")
-    print("demo ok: Kafka and Redis both round-trip")
+    from features.registry import feature_store
+    from features.repo import load_repo
+
+    warnings.filterwarnings("ignore", message="Stream feature views are experimental")
+
+    store = feature_store(load_repo(REPO))
+    features = ["txn_count_10m", "txn_count_1h", "amount_sum_1h", "amount_mean_1h", "amount_max_1d"]
+    rows = store.get_online_features(
+        features=[f"card_transaction_stats:{name}" for name in features],
+        entity_rows=[{"card_id": card} for card in (1, 2, 3)],
+    ).to_dict()
+    print("4. Feast's get_online_features reads what the worker wrote:")
+    for position, card in enumerate(rows["card_id"]):
+        values = ", ".join(
+            f"{name}={rows[name][position]:.2f}"
+            if isinstance(rows[name][position], float)
+            else f"{name}={rows[name][position]}"
+            for name in features
+        )
+        print(f"     card {card}: {values}")
+
+    verified = sluice("verify", check=False)
+    print("5. sluice verify")
+    for line in verified.stdout.splitlines():
+        print(f"     {line}")
+    if verified.returncode != 0:
+        raise SystemExit("verify found differences between Redis and Parquet")
+    print("demo ok")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,13 @@ def apply(context: _Context) -> None:
     "--batch-window-ms", type=int, default=50, show_default=True, help="How long an empty poll waits."
 )
 @click.option(
+    "--max-message-bytes",
+    type=int,
+    default=1 << 20,
+    show_default=True,
+    help="Larger messages go to the dead-letter topic as oversized.",
+)
+@click.option(
     "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."
 )
 @click.option(
@@ -162,6 +169,7 @@ def worker(
     engine: str,
     batch_size: int,
     batch_window_ms: int,
+    max_message_bytes: int,
     metrics_port: int,
     loglevel: str,
 ) -> None:
@@ -173,7 +181,11 @@ def worker(
 
     repo = _load_repo(context)
     settings = WorkerSettings(
-        batch_size=batch_size, batch_window_s=batch_window_ms / 1000, metrics_port=metrics_port, views=views
+        batch_size=batch_size,
+        batch_window_s=batch_window_ms / 1000,
+        max_message_bytes=max_message_bytes,
+        metrics_port=metrics_port,
+        views=views,
     )
     metrics = WorkerMetrics()
     if metrics_port:

@@ -35,6 +35,15 @@ _SINKS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sluice-sink")
 
 
 @dataclass(frozen=True, kw_only=True)
+class _ComputedBatch:
+    first_offset: int
+    last_offset: int
+    accepted: int
+    letters: list[DeadLetter]
+    rows: FeatureRows
+
+
+@dataclass(frozen=True, kw_only=True)
 class BatchOutcome:
     accepted: int
     dead_letters: int
@@ -86,6 +95,10 @@ class PartitionProcessor:
         }
         self.replay_until = -1
         self.pending_files: list[BatchFile] = []
+        self.applied_until = -1
+        """The offset of the last record applied to the window state: a retried batch is not applied twice."""
+        self.unwritten: _ComputedBatch | None = None
+        """A computed batch whose writes failed, kept so that a retry writes the same rows again."""
 
     def start(self, *, first_offset: int, history: Iterable[SourceRecord]) -> int:
         """Rebuild window state from ``history`` (the partition before ``first_offset``) and find the
@@ -109,19 +122,28 @@ class PartitionProcessor:
         return replayed
 
     def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
-        """Process records of this partition in offset order; safe to retry after a sink failure."""
-        replay = [record for record in records if record.offset <= self.replay_until]
-        live = [record for record in records if record.offset > self.replay_until]
+        """Process records of this partition in offset order.
+
+        Safe to call again with the same records after a sink failure: window state is updated once,
+        and the retry writes the rows computed the first time.
+        """
+        fresh = [record for record in records if record.offset > self.applied_until]
+        replay = [record for record in fresh if record.offset <= self.replay_until]
+        live = [record for record in fresh if record.offset > self.replay_until]
         replayed = self._replay(replay)
         online_rows = 0
-        if self.pending_files and (live or (replay and replay[-1].offset == self.replay_until)):
+        replay_done = bool(records) and records[-1].offset >= self.replay_until
+        if self.pending_files and replay_done:
             online_rows += self._rewrite_online(self.pending_files)
             self.pending_files = []
-        if not live:
+        if live:
+            self.unwritten = self._compute(live)
+        if self.unwritten is None:
             return BatchOutcome(
                 accepted=0, dead_letters=0, offline_rows=0, online_rows=online_rows, replayed=replayed
             )
-        outcome = self._process_live(live)
+        outcome = self._write(self.unwritten)
+        self.unwritten = None
         return BatchOutcome(
             accepted=outcome.accepted,
             dead_letters=outcome.dead_letters,
@@ -161,11 +183,11 @@ class PartitionProcessor:
                 for column in self.decoder.columns
             }
             self.state.update(ids, decoded.times[on_time], offsets[on_time], values)
+        self.applied_until = max(self.applied_until, records[-1].offset)
         return decoded, on_time, offsets, ids
 
-    def _process_live(self, records: Sequence[SourceRecord]) -> BatchOutcome:
-        started = time.perf_counter()
-        view = self.spec.name
+    def _compute(self, records: Sequence[SourceRecord]) -> _ComputedBatch:
+        """Apply the records to the window state and compute the batch's dead letters and rows."""
         decoded, on_time, _, ids = self._accept(records)
         letters = [
             DeadLetter(record=records[rejection.index], reason=rejection.reason, detail=rejection.detail)
@@ -179,44 +201,57 @@ class PartitionProcessor:
             )
             for index in np.flatnonzero(~on_time)
         ]
-        self.dead_letters.send(letters)
-        for letter in letters:
-            self.metrics.dead_letters.labels(view, letter.reason).inc()
         accepted = int(on_time.sum())
-        self.metrics.events.labels(view).inc(accepted)
-        if not accepted:
-            return BatchOutcome(
-                accepted=0, dead_letters=len(letters), offline_rows=0, online_rows=0, replayed=0
-            )
-
-        keys, event_times, features = self._rows(decoded, on_time, ids)
-        created = np.full(len(keys), self.clock_us(), dtype=np.int64)
-        # The two sinks are independent and both release the GIL while they wait on I/O, so they run
-        # side by side; the batch counts as written only when both returned.
-        online_write = _SINKS.submit(
-            self.writer.write,
-            FeatureRows(keys=keys, event_times_us=event_times, created_times_us=created, features=features),
-        )
-        try:
-            self.dataset.write_batch(
-                partition=self.partition,
-                first_offset=records[0].offset,
-                last_offset=records[-1].offset,
+        if accepted:
+            keys, event_times, features = self._rows(decoded, on_time, ids)
+        else:
+            keys, event_times, features = [], np.empty(0, dtype=np.int64), {}
+        return _ComputedBatch(
+            first_offset=records[0].offset,
+            last_offset=records[-1].offset,
+            accepted=accepted,
+            letters=letters,
+            rows=FeatureRows(
                 keys=keys,
                 event_times_us=event_times,
-                created_times_us=created,
+                created_times_us=np.full(len(keys), self.clock_us(), dtype=np.int64),
                 features=features,
-            )
-        finally:
-            online = online_write.result()
-        self.metrics.rows.labels(view, "offline").inc(len(keys))
+            ),
+        )
+
+    def _write(self, batch: _ComputedBatch) -> BatchOutcome:
+        """Dead letters first, then Parquet and Redis side by side; the batch is written when all returned."""
+        started = time.perf_counter()
+        view = self.spec.name
+        self.dead_letters.send(batch.letters)
+        online = 0
+        rows = batch.rows
+        if len(rows):
+            # Both sinks release the GIL while they wait on I/O, so they run side by side.
+            online_write = _SINKS.submit(self.writer.write, rows)
+            try:
+                self.dataset.write_batch(
+                    partition=self.partition,
+                    first_offset=batch.first_offset,
+                    last_offset=batch.last_offset,
+                    keys=rows.keys,
+                    event_times_us=np.asarray(rows.event_times_us, dtype=np.int64),
+                    created_times_us=np.asarray(rows.created_times_us, dtype=np.int64),
+                    features=rows.features,
+                )
+            finally:
+                online = online_write.result()
+        for letter in batch.letters:
+            self.metrics.dead_letters.labels(view, letter.reason).inc()
+        self.metrics.events.labels(view).inc(batch.accepted)
+        self.metrics.rows.labels(view, "offline").inc(len(rows))
         self.metrics.rows.labels(view, "online").inc(online)
         self.metrics.batch_seconds.labels(view).observe(time.perf_counter() - started)
         self.metrics.event_time_lag.labels(view).set(self.clock_us() / 1e6 - self.max_event_time / 1e6)
         return BatchOutcome(
-            accepted=accepted,
-            dead_letters=len(letters),
-            offline_rows=len(keys),
+            accepted=batch.accepted,
+            dead_letters=len(batch.letters),
+            offline_rows=len(rows),
             online_rows=online,
             replayed=0,
         )
