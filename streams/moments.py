@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Moments", "merge_moments", "moments_of"]
+__all__ = ["Moments", "arrays", "merge_moments", "moments_of"]
 
 EMPTY_TIME = np.iinfo(np.int64).min
 
@@ -166,7 +166,7 @@ def moments_of(
         np.arange(n, dtype=np.int64) if offsets is None else np.ascontiguousarray(offsets, dtype=np.int64)
     )
     result = Moments.empty((1,))
-    _moments_of(values, times, offsets, _arrays(result))
+    _moments_of(values, times, offsets, arrays(result))
     return result
 
 
@@ -185,11 +185,12 @@ def _merge(left: tuple[NDArray[Any], ...], right: tuple[NDArray[Any], ...]) -> N
 def merge_moments(left: Moments, right: Moments) -> Moments:
     """The statistics of both inputs together (row by row), as a new Moments."""
     merged = Moments(**{name: array.copy() for name, array in vars(left).items()})
-    _merge(_arrays(merged), _arrays(right))
+    _merge(arrays(merged), arrays(right))
     return merged
 
 
-def _arrays(moments: Moments) -> tuple[NDArray[Any], ...]:
+def arrays(moments: Moments) -> tuple[NDArray[Any], ...]:
+    """The statistics as the positional arrays the Numba kernels take, in their order."""
     return (
         moments.count,
         moments.sum,

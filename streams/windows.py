@@ -6,7 +6,7 @@ in O(1). A row for an entity is emitted as of its latest event time ``t``: each 
 the window ``[end - window, end)`` with ``end`` the first slide boundary after ``t``, so a row
 only ever holds events at or before its own timestamp.
 
-State is plain NumPy arrays, so a snapshot is a handful of arrays (no pickle).
+State is plain NumPy arrays, updated in Numba kernels: no Python object per event or per pane.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from features.spec import FeatureViewSpec
 from streams.aggregators import AGGREGATORS
-from streams.moments import EMPTY_TIME, Moments, add_value, merge_into
+from streams.moments import EMPTY_TIME, Moments, add_value, arrays, merge_into
 
 __all__ = ["PaneLayout", "WindowState"]
 
@@ -109,7 +109,7 @@ class WindowState:
         for state in self.layouts:
             matrix = np.column_stack([values[column] for column in state.layout.columns])
             _update_panes(
-                ids, times, offsets, matrix, state.layout.slide_us, state.pane_start, *_arrays(state.moments)
+                ids, times, offsets, matrix, state.layout.slide_us, state.pane_start, *arrays(state.moments)
             )
 
     def rows(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], dict[str, NDArray[np.float64]]]:
@@ -125,8 +125,8 @@ class WindowState:
                 layout.slide_us,
                 layout.window_us,
                 state.pane_start,
-                *_arrays(state.moments),
-                *_arrays(window),
+                *arrays(state.moments),
+                *arrays(window),
             )
             for aggregation in self.spec.aggregations:
                 window_us = int(aggregation.window.total_seconds() * MICROS)
@@ -157,20 +157,6 @@ class WindowState:
                 }
             )
         self.capacity = capacity
-
-
-def _arrays(moments: Moments) -> tuple[NDArray[Any], ...]:
-    return (
-        moments.count,
-        moments.sum,
-        moments.mean,
-        moments.m2,
-        moments.min,
-        moments.max,
-        moments.last_time,
-        moments.last_offset,
-        moments.last,
-    )
 
 
 @numba.njit(cache=True)
