@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from features.config import KafkaConfig
@@ -62,18 +61,24 @@ def consumer(config: KafkaConfig, *topics: str, **overrides: Any) -> KafkaConsum
 def ensure_topics(
     config: KafkaConfig, names: Iterable[str], *, partitions: int = 1, replication_factor: int = 1
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names it created."""
+    """Create the topics that do not exist yet, and wait until every partition has a leader.
+
+    Returns the names it created. A topic another client created meanwhile counts as existing.
+    """
     admin = admin_client(config)
     try:
         existing = set(admin.list_topics())
         missing = [name for name in dict.fromkeys(names) if name not in existing]
+        created = []
         for name in missing:
             try:
                 admin.create_topics(
-                    [NewTopic(name=name, num_partitions=partitions, replication_factor=replication_factor)]
+                    {name: {"num_partitions": partitions, "replication_factor": replication_factor}},
+                    wait_for_metadata=True,
                 )
             except TopicAlreadyExistsError:
                 continue
-        return missing
+            created.append(name)
+        return created
     finally:
         admin.close()

@@ -131,9 +131,16 @@ def end_offsets(topic: str) -> dict[int, int]:
 
 
 def committed(group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets; empty while the broker is still electing the group's coordinator."""
+    from kafka.errors import KafkaError
+
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
+    except KafkaError as error:
+        if getattr(error, "retriable", False):
+            return {}  # a fresh broker creates __consumer_offsets on the first group lookup
+        raise
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}

@@ -56,6 +56,7 @@ def test_sigkill_three_times_in_a_200k_event_stream(
     assert sluice(repo, "apply").returncode == 0
     events = transactions(200_000, cards=5_000, seed=3)
     group = f"sluice-{project}"
+    worker = None
     try:
         produce(topic, events)
         worker = start_worker(repo, tmp_path / "worker.log")
@@ -70,6 +71,7 @@ def test_sigkill_three_times_in_a_200k_event_stream(
             worker = start_worker(repo, tmp_path / "worker.log")
         wait_until_committed(group, topic, workers=[worker], timeout_s=180)
         stop(worker)
+        worker = None
 
         _assert_every_offset_in_exactly_one_batch_file(repo, topic)
         verified = sluice(repo, "verify")
@@ -83,6 +85,8 @@ def test_sigkill_three_times_in_a_200k_event_stream(
         )
         assert any(int(count) > 0 for count in replays)
     finally:
+        if worker is not None:
+            stop(worker)
         delete_topics(topic, f"{topic}.dlq")
 
 
