@@ -1,7 +1,8 @@
 """One feature view over one Kafka partition: decode, drop late events, aggregate, write both sinks.
 
-The write protocol of a batch, in order: dead letters (flushed), then the Parquet file named by the
-batch's offsets, then Redis; the caller commits the offsets only after ``process`` returns. After
+The write protocol of a batch: dead letters (flushed) first, then the Parquet file named by the
+batch's offsets and the Redis rows, side by side; the caller commits the offsets only after
+``process`` returns. A batch is computed once: a retry after a sink failure writes the same rows. After
 a crash, a new processor first rebuilds its window state by replaying the partition up to the
 committed offset (``start``). Batches written to Parquet but not committed are then not computed
 again: their events only rebuild state, and their files are written to Redis as they are. So
@@ -45,6 +46,8 @@ class _ComputedBatch:
 
 @dataclass(frozen=True, kw_only=True)
 class BatchOutcome:
+    """What one call of ``process`` did: events accepted and dead-lettered, rows written, records replayed."""
+
     accepted: int
     dead_letters: int
     offline_rows: int
