@@ -120,9 +120,10 @@ def main() -> None:
     from features.registry import feature_store
     from features.repo import load_repo
 
+    repo = load_repo(REPO)
+    # Importing Feast resets warning filters; Feast flags every stream feature view as alpha.
     warnings.filterwarnings("ignore", message="Stream feature views are experimental")
-
-    store = feature_store(load_repo(REPO))
+    store = feature_store(repo)
     features = ["txn_count_10m", "txn_count_1h", "amount_sum_1h", "amount_mean_1h", "amount_max_1d"]
     rows = store.get_online_features(
         features=[f"card_transaction_stats:{name}" for name in features],
