@@ -184,7 +184,6 @@ def worker(
         batch_size=batch_size,
         batch_window_s=batch_window_ms / 1000,
         max_message_bytes=max_message_bytes,
-        metrics_port=metrics_port,
         views=views,
     )
     metrics = WorkerMetrics()

@@ -35,7 +35,7 @@ log = logging.getLogger("sluice.worker")
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
-    """How a stream worker batches and where it reports."""
+    """How a stream worker batches, and which views it runs."""
 
     batch_size: int = 20_000
     """The most records taken from Kafka in one poll."""
@@ -43,8 +43,6 @@ class WorkerSettings:
     """How long a poll waits for records when there are none: a floor under freshness."""
     max_message_bytes: int = 1 << 20
     """Larger messages go to the dead-letter topic as oversized."""
-    metrics_port: int = 0
-    """Serve Prometheus metrics on 127.0.0.1:<port>; 0 turns it off."""
     views: tuple[str, ...] = ()
     """Only these feature views; all streamed views when empty."""
 
