@@ -61,7 +61,6 @@ def _add_agent(app: faust.App, runtime: ViewRuntime, settings: WorkerSettings) -
 
     @app.agent(topic, name=f"sluice.{runtime.spec.name}")
     async def agent(stream: Any) -> None:
-        import asyncio
 
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
             by_partition: dict[int, list[SourceRecord]] = {}
@@ -70,7 +69,7 @@ def _add_agent(app: faust.App, runtime: ViewRuntime, settings: WorkerSettings) -
                 by_partition.setdefault(record.partition, []).append(record)
             for partition, records in by_partition.items():
                 records.sort(key=lambda record: record.offset)
-                processor = await asyncio.to_thread(runtime.processor, partition, records[0].offset)
+                processor = await runtime.processor_async(partition, records[0].offset)
                 await process_until_done(processor, records, runtime.metrics)
             for event in events:
                 await stream.ack(event)

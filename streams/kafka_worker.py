@@ -96,7 +96,7 @@ async def _process(
             continue
         records = [source_record(message) for message in messages]
         for runtime in by_topic[partition.topic]:
-            processor = await asyncio.to_thread(runtime.processor, partition.partition, records[0].offset)
+            processor = await runtime.processor_async(partition.partition, records[0].offset)
             await process_until_done(processor, records, metrics)
         offsets[partition] = records[-1].offset + 1
     await consumer.commit(offsets)

@@ -85,6 +85,13 @@ class ViewRuntime:
         self.processors[partition] = processor
         return processor
 
+    async def processor_async(self, partition: int, first_offset: int) -> PartitionProcessor:
+        """``processor`` for the event loop: only a new processor's replay runs in a thread."""
+        existing = self.processors.get(partition)
+        if existing is not None:
+            return existing
+        return await asyncio.to_thread(self.processor, partition, first_offset)
+
     def forget(self, partition: int) -> None:
         """Drop a partition's state: it was revoked, and its next owner rebuilds it."""
         self.processors.pop(partition, None)
