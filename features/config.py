@@ -152,6 +152,16 @@ class RegistryConfig(_Model):
     def is_sql(self) -> bool:
         return "://" in self.path
 
+    def location(self, repo_path: Path) -> str:
+        """The SQL URL, or the registry file's absolute path with a relative one taken from the repo.
+
+        >>> RegistryConfig(path="data/registry.db").location(Path("/repo"))
+        '/repo/data/registry.db'
+        """
+        if self.is_sql or Path(self.path).is_absolute():
+            return self.path
+        return str(repo_path / self.path)
+
 
 class SluiceConfig(_Model):
     """Everything a sluice process needs to know about its surroundings."""

@@ -37,9 +37,7 @@ def feast_repo_config(config: SluiceConfig, repo_path: Path) -> Any:
             "cache_ttl_seconds": config.registry.cache_ttl_seconds,
         }
     else:
-        registry_path = Path(config.registry.path)
-        if not registry_path.is_absolute():
-            registry_path = repo_path / registry_path
+        registry_path = Path(config.registry.location(repo_path))
         registry_path.parent.mkdir(parents=True, exist_ok=True)
         registry = {
             "registry_type": "file",

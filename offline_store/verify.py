@@ -10,8 +10,7 @@ import redis
 
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
-from online_store.layout import decode_timestamp, decode_value, feature_field, timestamp_field
-from online_store.writer import entity_keys
+from online_store.layout import decode_timestamp, decode_value, entity_keys, feature_field, timestamp_field
 
 __all__ = ["VerifyReport", "latest_rows", "verify"]
 
@@ -67,7 +66,7 @@ def verify(spec: FeatureViewSpec, client: redis.Redis) -> VerifyReport:
     )
     features = list(spec.features)
     fields = [feature_field(spec.name, name) for name in features] + [timestamp_field(spec.name)]
-    redis_keys = entity_keys(keys, spec)
+    redis_keys = entity_keys(keys, spec.join_keys, spec.project)
     missing: list[Any] = []
     mismatched: list[tuple[Any, str]] = []
     matching = 0

@@ -3,6 +3,15 @@
 Keep this package light to import: no pandas, no Evidently, no Feast repo loading.
 """
 
+from online_store.client import AsyncOnlineClient, OnlineClient
 from online_store.connection import OnlineStoreUnavailable, connect
+from online_store.reads import EntityRowError, UnknownFeatureError
 
-__all__ = ["OnlineStoreUnavailable", "connect"]
+__all__ = [
+    "AsyncOnlineClient",
+    "EntityRowError",
+    "OnlineClient",
+    "OnlineStoreUnavailable",
+    "UnknownFeatureError",
+    "connect",
+]

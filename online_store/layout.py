@@ -21,19 +21,22 @@ encoder with Feast's own classes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import mmh3
+import numpy as np
 
 __all__ = [
     "decode_timestamp",
+    "decode_timestamp_micros",
     "decode_value",
     "encode_timestamp",
     "encode_timestamp_micros",
     "encode_value",
     "entity_key",
+    "entity_keys",
     "feature_field",
     "timestamp_field",
 ]
@@ -79,6 +82,30 @@ def entity_key(values: Mapping[str, Any], dtypes: Mapping[str, str], project: st
         parts.append(raw)
     parts.append(project.encode())
     return b"".join(parts)
+
+
+def entity_keys(keys: Sequence[Any], join_keys: Mapping[str, str], project: str) -> list[bytes]:
+    """The Redis key of each entity; ``keys`` holds a value per entity, or a tuple in ``join_keys`` order.
+
+    A single INT64 join key, the common case, takes a fast path that packs all keys at once.
+
+    >>> dtypes = {"card_id": "INT64"}
+    >>> entity_keys([1], dtypes, "fraud") == [entity_key({"card_id": 1}, dtypes, "fraud")]
+    True
+    """
+    names = list(join_keys)
+    if len(names) == 1 and join_keys[names[0]] == "INT64":
+        template = entity_key({names[0]: 0}, join_keys, project)
+        suffix = project.encode()
+        prefix = template[: -8 - len(suffix)]
+        array = np.asarray(keys)
+        if array.size and array.dtype.kind not in "iu":
+            raise TypeError(f"join key {names[0]!r} is INT64, but got {array.dtype} values")
+        packed = array.astype("<i8").tobytes()
+        return [prefix + packed[offset : offset + 8] + suffix for offset in range(0, len(packed), 8)]
+    if len(names) == 1:
+        return [entity_key({names[0]: key}, join_keys, project) for key in keys]
+    return [entity_key(dict(zip(names, key, strict=True)), join_keys, project) for key in keys]
 
 
 def feature_field(feature_view: str, feature: str) -> bytes:
@@ -180,6 +207,20 @@ def encode_timestamp_micros(micros: int) -> bytes:
     seconds, remainder = divmod(micros, 1_000_000)
     out = b"\x08" + _varint(seconds) if seconds else b""
     return out + (b"\x10" + _varint(remainder * 1000) if remainder else b"")
+
+
+def decode_timestamp_micros(data: bytes) -> int:
+    """Microseconds since the epoch of a serialized ``google.protobuf.Timestamp``."""
+    seconds = nanos = 0
+    offset = 0
+    while offset < len(data):
+        tag = data[offset]
+        value, offset = _read_varint(data, offset + 1)
+        if tag == 0x08:
+            seconds = _signed64(value)
+        elif tag == 0x10:
+            nanos = value
+    return seconds * 1_000_000 + nanos // 1000
 
 
 def decode_timestamp(data: bytes | None) -> datetime | None:

@@ -20,7 +20,7 @@ import redis
 from numpy.typing import NDArray
 
 from features.spec import FeatureViewSpec
-from online_store.layout import encode_value, entity_key, feature_field, timestamp_field
+from online_store.layout import encode_value, entity_keys, feature_field, timestamp_field
 
 __all__ = ["FeatureRows", "OnlineWriter"]
 
@@ -125,7 +125,7 @@ class OnlineWriter:
 
     def _write(self, rows: FeatureRows) -> int:
         spec = self.spec
-        keys = entity_keys(rows.keys, spec)
+        keys = entity_keys(rows.keys, spec.join_keys, spec.project)
         fields = [self._fields[name] for name in rows.features]
         columns = [encode_column(values, spec.features[name]) for name, values in rows.features.items()]
         event_us = np.asarray(rows.event_times_us, dtype=np.int64).tolist()
@@ -143,19 +143,6 @@ class OnlineWriter:
                 "EVALSHA", self._sha, stop - start, *keys[start:stop], *arguments
             )
         return sum(int(applied) for applied in pipeline.execute())
-
-
-def entity_keys(keys: Sequence[Any], spec: FeatureViewSpec) -> list[bytes]:
-    """The Redis key of each entity; a single INT64 join key takes a vectorised path."""
-    join_names = list(spec.join_keys)
-    if len(join_names) == 1 and spec.join_keys[join_names[0]] == "INT64":
-        template = entity_key({join_names[0]: 0}, spec.join_keys, spec.project)
-        prefix, suffix = template[: -8 - len(spec.project.encode())], spec.project.encode()
-        packed = np.asarray(keys, dtype="<i8").tobytes()
-        return [prefix + packed[offset : offset + 8] + suffix for offset in range(0, len(packed), 8)]
-    if len(join_names) == 1:
-        return [entity_key({join_names[0]: key}, spec.join_keys, spec.project) for key in keys]
-    return [entity_key(dict(zip(join_names, key, strict=True)), spec.join_keys, spec.project) for key in keys]
 
 
 _SMALL_INT64 = [encode_value(number, "INT64") for number in range(1 << 14)]

@@ -1,0 +1,236 @@
+"""Read online features at inference time: ``OnlineClient`` and, for asyncio servers, ``AsyncOnlineClient``.
+
+>>> client = OnlineClient(repo_path="examples/fraud")  # doctest: +SKIP
+>>> client.get_online_features(  # doctest: +SKIP
+...     features=["card_transaction_stats:amount_sum_1h"], entity_rows=[{"card_id": 7}]
+... )
+{'card_id': [7], 'amount_sum_1h': [42.5]}
+
+Each call makes one pipelined Redis round trip, whatever the number of entities and views. The
+import path stays light: no pandas, no Feast; the registry is read by ``online_store.catalog``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from features.config import SluiceConfig, load_config
+from online_store.catalog import Catalog, load_catalog
+from online_store.connection import OnlineStoreUnavailable, connect, describe
+from online_store.reads import FeatureVectors, PlanCache, ReadPlan, entity_columns
+from online_store.registry_cache import CatalogCache
+
+__all__ = ["AsyncOnlineClient", "EntityRows", "OnlineClient"]
+
+EntityRows = Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
+"""A list of ``{join_key: value}`` rows, or a dict of join key columns."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Setup:
+    """What both clients share: the config, the refreshed catalog and the cached read plans."""
+
+    config: SluiceConfig
+    catalogs: CatalogCache
+    plans: PlanCache
+
+    @classmethod
+    def create(cls, repo_path: str | Path, config: SluiceConfig | None) -> _Setup:
+        repo = Path(repo_path).resolve()
+        config = config or load_config(repo)
+        location = config.registry.location(repo)
+        project = config.project
+        catalogs = CatalogCache(
+            load=lambda: load_catalog(location, project=project),
+            ttl_seconds=config.registry.cache_ttl_seconds,
+        )
+        return cls(config=config, catalogs=catalogs, plans=PlanCache())
+
+    def plan(
+        self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool
+    ) -> ReadPlan:
+        return self.plans.plan(
+            self.catalogs.catalog,
+            features=features,
+            feature_service=feature_service,
+            full_feature_names=full_feature_names,
+        )
+
+    def unavailable(self, error: Exception) -> OnlineStoreUnavailable:
+        return OnlineStoreUnavailable(f"cannot read from Redis at {describe(self.config.redis.url)}: {error}")
+
+
+class OnlineClient:
+    """Reads features from Redis in Feast's layout; the registry is cached and refreshed off the read path."""
+
+    def __init__(
+        self,
+        *,
+        repo_path: str | Path = ".",
+        config: SluiceConfig | None = None,
+        redis_client: redis.Redis | None = None,
+    ) -> None:
+        """``repo_path`` holds ``sluice.yaml``; ``config`` replaces it. Redis is checked with a PING."""
+        self._setup = _Setup.create(repo_path, config)
+        self.config = self._setup.config
+        self._redis = redis_client or connect(self.config.redis)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The registry's feature views and services, as of the last refresh."""
+        return self._setup.catalogs.catalog
+
+    def refresh_registry(self) -> None:
+        """Reload the registry now rather than at the next background refresh."""
+        self._setup.catalogs.refresh()
+
+    def get_online_features(
+        self,
+        *,
+        entity_rows: EntityRows,
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+        include_event_timestamps: bool = False,
+        include_status: bool = False,
+    ) -> dict[str, list[Any]]:
+        """Feature values per entity row, shaped like Feast's ``OnlineResponse.to_dict()``.
+
+        ``include_event_timestamps`` adds ``<feature>__ts`` columns (seconds), and ``include_status``
+        adds ``<feature>__status`` columns: PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE. Values
+        older than their view's ttl come back as None.
+        """
+        vectors = self.read(
+            entity_rows=entity_rows,
+            features=features,
+            feature_service=feature_service,
+            full_feature_names=full_feature_names,
+        )
+        return vectors.to_dict(
+            include_event_timestamps=include_event_timestamps, include_status=include_status
+        )
+
+    def read(
+        self,
+        *,
+        entity_rows: EntityRows,
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+    ) -> FeatureVectors:
+        """The same read, as columns of values, statuses and event times."""
+        plan = self._setup.plan(features, feature_service, full_feature_names)
+        columns = entity_columns(entity_rows, plan.join_keys)
+        commands = plan.commands(columns)
+        try:
+            if len(commands) == 1:
+                key, fields = commands[0]
+                replies = [self._redis.execute_command("HMGET", key, *fields)]  # type: ignore[no-untyped-call]
+            else:
+                pipeline = self._redis.pipeline(transaction=False)
+                for key, fields in commands:
+                    pipeline.execute_command("HMGET", key, *fields)  # type: ignore[no-untyped-call]
+                replies = pipeline.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._setup.unavailable(error) from error
+        return plan.decode(columns, replies, now_us=time.time_ns() // 1000)
+
+    def close(self) -> None:
+        self._setup.catalogs.close()
+        self._redis.close()
+
+    def __enter__(self) -> OnlineClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncOnlineClient:
+    """``OnlineClient`` for asyncio code: the same reads, awaited on ``redis.asyncio``."""
+
+    def __init__(
+        self,
+        *,
+        repo_path: str | Path = ".",
+        config: SluiceConfig | None = None,
+        redis_client: redis.asyncio.Redis | None = None,
+    ) -> None:
+        self._setup = _Setup.create(repo_path, config)
+        self.config = self._setup.config
+        self._redis = redis_client or redis.asyncio.Redis.from_url(
+            self.config.redis.url, **self.config.redis.client_kwargs()
+        )
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._setup.catalogs.catalog
+
+    async def ping(self) -> None:
+        """Check that Redis answers; raises ``OnlineStoreUnavailable`` naming the address."""
+        try:
+            await self._redis.ping()  # type: ignore[misc]
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            raise self._setup.unavailable(error) from error
+
+    async def get_online_features(
+        self,
+        *,
+        entity_rows: EntityRows,
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+        include_event_timestamps: bool = False,
+        include_status: bool = False,
+    ) -> dict[str, list[Any]]:
+        """See ``OnlineClient.get_online_features``."""
+        vectors = await self.read(
+            entity_rows=entity_rows,
+            features=features,
+            feature_service=feature_service,
+            full_feature_names=full_feature_names,
+        )
+        return vectors.to_dict(
+            include_event_timestamps=include_event_timestamps, include_status=include_status
+        )
+
+    async def read(
+        self,
+        *,
+        entity_rows: EntityRows,
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+    ) -> FeatureVectors:
+        plan = self._setup.plan(features, feature_service, full_feature_names)
+        columns = entity_columns(entity_rows, plan.join_keys)
+        commands = plan.commands(columns)
+        try:
+            if len(commands) == 1:
+                key, fields = commands[0]
+                replies = [await self._redis.execute_command("HMGET", key, *fields)]  # type: ignore[no-untyped-call]
+            else:
+                pipeline = self._redis.pipeline(transaction=False)
+                for key, fields in commands:
+                    pipeline.execute_command("HMGET", key, *fields)
+                replies = await pipeline.execute()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            raise self._setup.unavailable(error) from error
+        return plan.decode(columns, replies, now_us=time.time_ns() // 1000)
+
+    async def close(self) -> None:
+        self._setup.catalogs.close()
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> AsyncOnlineClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
