@@ -1,6 +1,5 @@
-"""The offline store: the Parquet dataset that is the source of truth, and point-in-time reads of it.
+"""The offline store: the Parquet dataset that is the source of truth, and point-in-time reads of it."""
 
-Its public API arrives with the streaming sinks (issue 3) and training-set retrieval (issue 4).
-"""
+from offline_store.historical import RetrievalError, TrainingSet, get_historical_features
 
-__all__: list[str] = []
+__all__ = ["RetrievalError", "TrainingSet", "get_historical_features"]

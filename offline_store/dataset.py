@@ -19,6 +19,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,14 @@ class OfflineDataset:
                 first_offset=int(match["first"]),
                 last_offset=int(match["last"]),
             )
+
+    def paths(self, *, earliest: datetime | None = None, latest: datetime | None = None) -> list[str]:
+        """The dataset's files, sorted, skipping date partitions wholly outside [earliest, latest]."""
+        first = earliest.astimezone(UTC).date().isoformat() if earliest is not None else ""
+        last = latest.astimezone(UTC).date().isoformat() if latest is not None else "9999-12-31"
+        return sorted(
+            str(file.path) for file in self.batch_files() if first <= file.path.parent.name[5:] <= last
+        )
 
     def read(self, files: Sequence[BatchFile] | None = None) -> pa.Table:
         """All rows (or those of the given files) as one table with the view's schema."""
