@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,57 @@ def verify(context: _Context, views: tuple[str, ...]) -> None:
         click.echo(report.describe())
     if not all(report.ok for report in reports):
         raise SystemExit(1)
+
+
+@cli.command("materialize")
+@click.option("--start", type=click.DateTime(), help="Only rows with event time at or after this (UTC).")
+@click.option("--end", type=click.DateTime(), help="Only rows with event time before this (UTC).")
+@click.option("--view", "views", multiple=True, help="Only this feature view (repeatable).")
+@click.pass_obj
+def materialize(
+    context: _Context, start: datetime | None, end: datetime | None, views: tuple[str, ...]
+) -> None:
+    """Rebuild Redis from the Parquet datasets; never overwrites a newer online value."""
+    from offline_store.materialize import materialize as materialize_view
+    from online_store import OnlineStoreUnavailable, connect
+
+    repo = _load_repo(context)
+    try:
+        client = connect(repo.config.redis)
+    except OnlineStoreUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    bounds = [moment.replace(tzinfo=UTC) if moment is not None else None for moment in (start, end)]
+    for spec in repo.specs:
+        if not views or spec.name in views:
+            click.echo(materialize_view(spec, client, start=bounds[0], end=bounds[1]).describe())
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=6566, show_default=True, help="Feast's feature server port.")
+@click.option(
+    "--token", envvar="SLUICE_SERVE_TOKEN", help="Require this bearer token (or set SLUICE_SERVE_TOKEN)."
+)
+@click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
+@click.option("--max-rows", type=int, default=1000, show_default=True, help="Entity rows per request.")
+@click.pass_obj
+def serve(
+    context: _Context, host: str, port: int, token: str | None, max_body_bytes: int, max_rows: int
+) -> None:
+    """Serve POST /get-online-features (Feast's JSON), GET /health and GET /metrics."""
+    import uvicorn
+
+    from online_store import AsyncOnlineClient
+    from online_store.catalog import CatalogError
+    from online_store.server import ServerSettings, create_app
+
+    try:
+        client = AsyncOnlineClient(repo_path=context.repo_path, config=context.config)
+    except CatalogError as error:
+        raise click.ClickException(str(error)) from None
+    settings = ServerSettings(token=token, max_body_bytes=max_body_bytes, max_rows=max_rows)
+    click.echo(f"serving {len(client.catalog.views)} feature views on http://{host}:{port}")
+    uvicorn.run(create_app(client, settings), host=host, port=port, log_level="warning", access_log=False)
 
 
 def _load_repo(context: _Context) -> Any:

@@ -1,0 +1,202 @@
+"""``sluice serve``: the HTTP feature server, speaking Feast's ``/get-online-features`` JSON.
+
+Request, as Feast's feature server takes it::
+
+    {"features": ["card_transaction_stats:txn_count_1h"], "entities": {"card_id": [1, 2]},
+     "full_feature_names": false}
+
+(``"feature_service": "fraud_model_v1"`` may replace ``features``). The response is Feast's:
+``metadata.feature_names`` and one ``results`` entry per column with values, statuses and event
+timestamps. ``/health`` answers 200 when Redis and the registry do, and ``/metrics`` serves
+Prometheus metrics. An optional bearer token guards every route but ``/health``; bodies and rows
+per request are capped. Any bad request gets a 4xx whose JSON body says what is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from online_store.client import AsyncOnlineClient
+from online_store.connection import OnlineStoreUnavailable
+from online_store.reads import EntityRowError, UnknownFeatureError
+
+__all__ = ["ServerSettings", "create_app"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Limits and access control of the feature server."""
+
+    token: str | None = None
+    """When set, requests must carry ``Authorization: Bearer <token>``."""
+    max_body_bytes: int = 1 << 20
+    """Larger request bodies get 413."""
+    max_rows: int = 1000
+    """Requests with more entity rows get 413."""
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "sluice_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "sluice_http_request_seconds",
+            "Time to answer /get-online-features.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.rows = Counter("sluice_http_entity_rows", "Entity rows read.", registry=self.registry)
+
+
+def create_app(client: AsyncOnlineClient, settings: ServerSettings | None = None) -> Starlette:
+    """The ASGI app; run it with ``uvicorn`` (``sluice serve`` does)."""
+    settings = settings or ServerSettings()
+    metrics = _Metrics()
+    expected = f"Bearer {settings.token}".encode() if settings.token else None
+
+    def guarded(
+        route: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                if expected is not None and route != "/health":
+                    given = request.headers.get("authorization", "").encode()
+                    if not hmac.compare_digest(given, expected):
+                        raise _BadRequest(401, "missing or wrong bearer token in the Authorization header")
+                response: Response = await handler(request)
+            except _BadRequest as error:
+                response = _json({"error": str(error)}, status=error.status)
+                if error.status == 401:
+                    response.headers["WWW-Authenticate"] = "Bearer"
+            except OnlineStoreUnavailable as error:
+                response = _json({"error": str(error)}, status=503)
+            metrics.requests.labels(route, str(response.status_code)).inc()
+            return response
+
+        return endpoint
+
+    async def get_online_features(request: Request) -> Response:
+        started = time.perf_counter()
+        body = _json_body(await _read_body(request, settings.max_body_bytes))
+        features, feature_service, entities, full_names = _parse(body)
+        rows = len(next(iter(entities.values()), []))
+        if rows > settings.max_rows:
+            raise _BadRequest(
+                413, f"{rows} entity rows; this server takes at most {settings.max_rows} per request"
+            )
+        try:
+            vectors = await client.read(
+                entity_rows=entities,
+                features=features,
+                feature_service=feature_service,
+                full_feature_names=full_names,
+            )
+        except (UnknownFeatureError, EntityRowError) as error:
+            raise _BadRequest(400, str(error)) from None
+        response = Response(orjson.dumps(vectors.to_feast_json()), media_type="application/json")
+        metrics.rows.inc(rows)
+        metrics.latency.observe(time.perf_counter() - started)
+        return response
+
+    async def health(_: Request) -> Response:
+        await client.ping()
+        return _json({"status": "ok", "feature_views": len(client.catalog.views)})
+
+    async def prometheus(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.close()
+
+    routes = [
+        Route("/get-online-features", guarded("/get-online-features", get_online_features), methods=["POST"]),
+        Route("/health", guarded("/health", health), methods=["GET"]),
+        Route("/metrics", guarded("/metrics", prometheus), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BadRequest(413, f"request body of {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BadRequest(413, f"request body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise _BadRequest(400, "empty body; send a JSON object with entities and features")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise _BadRequest(400, f"body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise _BadRequest(400, "body must be a JSON object with entities and features")
+    return body
+
+
+def _parse(body: dict[str, Any]) -> tuple[list[str] | None, str | None, dict[str, list[Any]], bool]:
+    unknown = sorted(set(body) - {"features", "feature_service", "entities", "full_feature_names"})
+    if unknown:
+        raise _BadRequest(
+            400, f"unknown field {unknown[0]!r}; expected features or feature_service, entities"
+        )
+    entities = body.get("entities")
+    if not isinstance(entities, dict) or not entities:
+        raise _BadRequest(
+            400, 'entities must be an object of join key to list of values, e.g. {"card_id": [1]}'
+        )
+    for name, values in entities.items():
+        if not isinstance(values, list):
+            raise _BadRequest(400, f"entities.{name} must be a list of values")
+    features = body.get("features")
+    feature_service = body.get("feature_service")
+    if features is not None and feature_service is not None and features:
+        raise _BadRequest(400, "give features or feature_service, not both")
+    if feature_service is not None:
+        if not isinstance(feature_service, str):
+            raise _BadRequest(400, "feature_service must be a string")
+        features = None
+    elif (
+        not isinstance(features, list) or not features or not all(isinstance(item, str) for item in features)
+    ):
+        raise _BadRequest(400, 'features must be a non-empty list of "feature_view:feature" strings')
+    full_names = body.get("full_feature_names", False)
+    if not isinstance(full_names, bool):
+        raise _BadRequest(400, "full_feature_names must be true or false")
+    return features, feature_service, entities, full_names
+
+
+def _json(content: dict[str, Any], *, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
