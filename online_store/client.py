@@ -6,7 +6,7 @@
 ... )
 {'card_id': [7], 'amount_sum_1h': [42.5]}
 
-Each call makes one pipelined Redis round trip, whatever the number of entities and views. The
+Each call makes one Redis round trip, whatever the number of entities and views. The
 import path stays light: no pandas, no Feast; the registry is read by ``online_store.catalog``.
 """
 
@@ -26,6 +26,7 @@ from online_store.catalog import Catalog, load_catalog
 from online_store.connection import OnlineStoreUnavailable, connect, describe
 from online_store.reads import FeatureVectors, PlanCache, ReadPlan, entity_columns
 from online_store.registry_cache import CatalogCache
+from online_store.wire import fetch, fetch_async
 
 __all__ = ["AsyncOnlineClient", "EntityRows", "OnlineClient"]
 
@@ -128,16 +129,9 @@ class OnlineClient:
         """The same read, as columns of values, statuses and event times."""
         plan = self._setup.plan(features, feature_service, full_feature_names)
         columns = entity_columns(entity_rows, plan.join_keys)
-        commands = plan.commands(columns)
+        payload, count = plan.request(columns)
         try:
-            if len(commands) == 1:
-                key, fields = commands[0]
-                replies = [self._redis.execute_command("HMGET", key, *fields)]  # type: ignore[no-untyped-call]
-            else:
-                pipeline = self._redis.pipeline(transaction=False)
-                for key, fields in commands:
-                    pipeline.execute_command("HMGET", key, *fields)  # type: ignore[no-untyped-call]
-                replies = pipeline.execute()
+            replies = fetch(self._redis, payload, count)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise self._setup.unavailable(error) from error
         return plan.decode(columns, replies, now_us=time.time_ns() // 1000)
@@ -211,16 +205,9 @@ class AsyncOnlineClient:
     ) -> FeatureVectors:
         plan = self._setup.plan(features, feature_service, full_feature_names)
         columns = entity_columns(entity_rows, plan.join_keys)
-        commands = plan.commands(columns)
+        payload, count = plan.request(columns)
         try:
-            if len(commands) == 1:
-                key, fields = commands[0]
-                replies = [await self._redis.execute_command("HMGET", key, *fields)]  # type: ignore[no-untyped-call]
-            else:
-                pipeline = self._redis.pipeline(transaction=False)
-                for key, fields in commands:
-                    pipeline.execute_command("HMGET", key, *fields)
-                replies = await pipeline.execute()
+            replies = await fetch_async(self._redis, payload, count)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
             raise self._setup.unavailable(error) from error
         return plan.decode(columns, replies, now_us=time.time_ns() // 1000)

@@ -68,10 +68,14 @@ def entity_key(values: Mapping[str, Any], dtypes: Mapping[str, str], project: st
     for name in names:
         dtype = dtypes[name]
         value = values[name]
+        if dtype in ("INT64", "INT32") and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer))
+        ):
+            raise TypeError(f"join key {name!r} is {dtype}, but got {value!r}")
         if dtype == "INT64":
-            raw = struct.pack("<q", int(value))
+            raw = struct.pack("<q", value)
         elif dtype == "INT32":
-            raw = struct.pack("<i", int(value))
+            raw = struct.pack("<i", value)
         elif dtype == "STRING":
             raw = str(value).encode()
         else:
@@ -94,7 +98,7 @@ def entity_keys(keys: Sequence[Any], join_keys: Mapping[str, str], project: str)
     True
     """
     names = list(join_keys)
-    if len(names) == 1 and join_keys[names[0]] == "INT64":
+    if len(names) == 1 and join_keys[names[0]] == "INT64" and len(keys) >= 16:
         template = entity_key({names[0]: 0}, join_keys, project)
         suffix = project.encode()
         prefix = template[: -8 - len(suffix)]

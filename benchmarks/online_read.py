@@ -1,0 +1,189 @@
+"""Online reads: sluice's OnlineClient against Feast's get_online_features and a raw redis-py pipeline.
+
+Workload (issue #4): Feast registers three feature views of 10 FLOAT64 features each, keyed by one
+INT64 entity, and writes 1,000 entities into Redis with ``write_to_online_store``. All three readers
+then read the same Redis data in one process, interleaved call by call:
+
+- ``single``: 1 entity x 10 features (one view);
+- ``batch100``: 100 entities x 10 features (one view);
+- ``batch100_3fv``: 100 entities x 3 views x 10 features.
+
+The raw reader sends the same HMGET commands as sluice in one redis-py pipeline (a plain HMGET for
+one entity) and does not decode the replies: it is the floor for a Python client. Feast and sluice
+return the same values (checked before timing). Prints one JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from features.config import load_config  # noqa: E402
+from features.registry import feast_repo_config  # noqa: E402
+from online_store import AsyncOnlineClient, OnlineClient  # noqa: E402
+from online_store.reads import ReadPlan  # noqa: E402
+
+VIEWS, FEATURES, ENTITIES = 3, 10, 1000
+
+
+def build(root: Path, project: str) -> Any:
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, Int64
+
+    (root / "sluice.yaml").write_text(f"project: {project}\n")
+    now = datetime.now(UTC).replace(microsecond=0)
+    rng = np.random.default_rng(0)
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    store = FeatureStore(config=feast_repo_config(load_config(root), root))
+    views = []
+    frames = []
+    for index in range(VIEWS):
+        names = [f"f{index}_{feature}" for feature in range(FEATURES)]
+        frame = pd.DataFrame({name: rng.random(ENTITIES) for name in names})
+        frame.insert(0, "driver_id", np.arange(ENTITIES, dtype=np.int64))
+        frame["event_timestamp"] = now - timedelta(minutes=5)
+        path = root / f"view{index}.parquet"
+        frame.to_parquet(path)
+        views.append(
+            FeatureView(
+                name=f"view{index}",
+                entities=[driver],
+                ttl=timedelta(days=1),
+                schema=[Field(name="driver_id", dtype=Int64)]
+                + [Field(name=name, dtype=Float64) for name in names],
+                source=FileSource(path=str(path), timestamp_field="event_timestamp"),
+            )
+        )
+        frames.append(frame)
+    store.apply([driver, *views])
+    for view, frame in zip(views, frames, strict=True):
+        store.write_to_online_store(view.name, frame)
+    return store
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered) * 1e3, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=2000, help="calls per reader and case")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="sluice-online-read-"))
+    project = "bench_" + uuid.uuid4().hex[:8]
+    client_redis = redis.Redis.from_url(args.redis_url)
+    try:
+        store = build(root, project)
+        ours = OnlineClient(repo_path=root)
+        raw = redis.Redis.from_url(args.redis_url)
+        rng = np.random.default_rng(1)
+        cases: dict[str, tuple[list[str], int]] = {
+            "single": ([f"view0:f0_{feature}" for feature in range(FEATURES)], 1),
+            "batch100": ([f"view0:f0_{feature}" for feature in range(FEATURES)], 100),
+            "batch100_3fv": (
+                [f"view{view}:f{view}_{feature}" for view in range(VIEWS) for feature in range(FEATURES)],
+                100,
+            ),
+        }
+        results: dict[str, Any] = {}
+        for case, (features, count) in cases.items():
+            plan = ReadPlan(catalog=ours.catalog, features=features)
+
+            def raw_read(rows: list[dict[str, int]], plan: ReadPlan = plan) -> Any:
+                commands = plan.commands({"driver_id": [row["driver_id"] for row in rows]})
+                if len(commands) == 1:
+                    return raw.execute_command("HMGET", commands[0][0], *commands[0][1])
+                pipeline = raw.pipeline(transaction=False)
+                for key, fields in commands:
+                    pipeline.execute_command("HMGET", key, *fields)
+                return pipeline.execute()
+
+            readers: dict[str, Callable[[list[dict[str, int]]], Any]] = {
+                "feast": lambda rows, features=features: store.get_online_features(
+                    features=features, entity_rows=rows
+                ).to_dict(),
+                "sluice": lambda rows, features=features: ours.get_online_features(
+                    features=features, entity_rows=rows
+                ),
+                "raw": raw_read,
+            }
+            probe = [{"driver_id": int(key)} for key in rng.choice(ENTITIES, count, replace=False)]
+            expected = readers["feast"](probe)
+            got = readers["sluice"](probe)
+            assert set(got) == set(expected)
+            for name, values in expected.items():
+                assert np.allclose(np.asarray(got[name], dtype=float), np.asarray(values, dtype=float)), name
+            samples: dict[str, list[float]] = {name: [] for name in readers}
+            for _ in range(args.iterations // (5 if count > 1 else 1)):
+                rows = [{"driver_id": int(key)} for key in rng.choice(ENTITIES, count, replace=False)]
+                for name, reader in readers.items():
+                    started = time.perf_counter()
+                    reader(rows)
+                    samples[name].append(time.perf_counter() - started)
+            for name, timings in samples.items():
+                p50, p99 = percentiles(timings)
+                prefix = "" if name == "sluice" else f"{name}_"
+                results[f"{prefix}{case}_p50_ms"] = round(p50, 4)
+                results[f"{prefix}{case}_p99_ms"] = round(p99, 4)
+            print(
+                f"{case}: sluice p50 {results[f'{case}_p50_ms']} ms, "
+                f"feast {results[f'feast_{case}_p50_ms']} ms, raw {results[f'raw_{case}_p50_ms']} ms",
+                file=sys.stderr,
+            )
+        results.update(async_case(root, rng, args.iterations // 5))
+        for case in cases:
+            results[f"speedup_vs_feast_{case}"] = round(
+                results[f"feast_{case}_p50_ms"] / results[f"{case}_p50_ms"], 2
+            )
+            results[f"ratio_to_raw_{case}"] = round(
+                results[f"{case}_p50_ms"] / results[f"raw_{case}_p50_ms"], 2
+            )
+        results["iterations"] = args.iterations
+        print(json.dumps(results))
+    finally:
+        for key in client_redis.scan_iter(match=f"*{project}".encode(), count=1000):
+            client_redis.delete(key)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def async_case(root: Path, rng: np.random.Generator, iterations: int) -> dict[str, float]:
+    """AsyncOnlineClient on the batch100 case, one call at a time on an asyncio loop."""
+    features = [f"view0:f0_{feature}" for feature in range(FEATURES)]
+
+    async def run() -> list[float]:
+        async with AsyncOnlineClient(repo_path=root) as client:
+            timings = []
+            for _ in range(iterations):
+                rows = [{"driver_id": int(key)} for key in rng.choice(ENTITIES, 100, replace=False)]
+                started = time.perf_counter()
+                await client.get_online_features(features=features, entity_rows=rows)
+                timings.append(time.perf_counter() - started)
+            return timings
+
+    p50, p99 = percentiles(asyncio.run(run()))
+    return {"async_batch100_p50_ms": round(p50, 4), "async_batch100_p99_ms": round(p99, 4)}
+
+
+if __name__ == "__main__":
+    main()
