@@ -9,6 +9,7 @@ password and timeouts are redis-py's, as configured.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -31,7 +32,7 @@ def hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
 
 
 def pack_hmgets(keys: Sequence[bytes], head: bytes, tail: bytes) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     for key in keys:
         parts += (head, b"$%d\r\n" % len(key), key, b"\r\n", tail)
     return b"".join(parts)
@@ -41,7 +42,8 @@ def fetch(client: redis.Redis, payload: bytes, count: int) -> list[Reply]:
     """Send ``count`` packed commands and read their replies; a dropped connection is retried once."""
     pool = client.connection_pool
     for attempt in range(2):
-        connection = pool.get_connection()
+        # redis-py's connection methods are untyped.
+        connection: Any = pool.get_connection()
         try:
             connection.send_packed_command([payload])
             return [connection.read_response(disable_decoding=True) for _ in range(count)]
@@ -61,7 +63,7 @@ async def fetch_async(client: redis.asyncio.Redis, payload: bytes, count: int) -
     """``fetch`` for ``redis.asyncio``."""
     pool = client.connection_pool
     for attempt in range(2):
-        connection = await pool.get_connection()
+        connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(payload)
             return [await connection.read_response(disable_decoding=True) for _ in range(count)]
