@@ -3,8 +3,9 @@
 1. `sluice apply` registers the card features with Feast and creates the topics.
 2. Synthetic card transactions, timed around now, are produced to Kafka, with a few bad ones.
 3. A stream worker computes the windowed features into Redis and Parquet.
-4. Feast's own SDK reads the features back from Redis, and `sluice verify` proves that Redis holds
-   the latest Parquet row of every card.
+4. Feast's own SDK reads the features back from Redis, and so does sluice's OnlineClient, faster.
+5. `sluice verify` proves that Redis holds the latest Parquet row of every card.
+6. A point-in-time training set is joined from Parquet, and `sluice serve` answers over HTTP.
 
 Run it twice and it goes on where it left off: the topics, the registry and the data are kept.
 """
@@ -19,6 +20,7 @@ import time
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -139,13 +141,98 @@ def main() -> None:
         )
         print(f"     card {card}: {values}")
 
+    from online_store import OnlineClient
+
+    with OnlineClient(repo_path=REPO) as client:
+        ours = client.get_online_features(
+            features=[f"card_transaction_stats:{name}" for name in features],
+            entity_rows=[{"card_id": card} for card in (1, 2, 3)],
+        )
+        started = time.perf_counter()
+        for _ in range(100):
+            client.get_online_features(feature_service="fraud_model_v1", entity_rows=[{"card_id": 1}])
+        per_call_ms = (time.perf_counter() - started) * 10
+    if ours != rows:
+        raise SystemExit(f"OnlineClient and Feast disagree:\n{ours}\n{rows}")
+    print(f"   sluice's OnlineClient returns the same; a fraud_model_v1 read takes {per_call_ms:.2f} ms")
+
     verified = sluice("verify", check=False)
     print("5. sluice verify")
     for line in verified.stdout.splitlines():
         print(f"     {line}")
     if verified.returncode != 0:
         raise SystemExit("verify found differences between Redis and Parquet")
+
+    training_set(repo)
+    serve_one_request()
     print("demo ok")
+
+
+def training_set(repo: Any) -> None:
+    """Labels at random moments of the last hour, joined with the features as they were then."""
+    import pandas as pd
+
+    from offline_store import get_historical_features
+
+    rng = random.Random(1)
+    now = datetime.now(UTC)
+    labels = pd.DataFrame(
+        {
+            "card_id": [rng.randrange(CARDS) for _ in range(5000)],
+            "event_timestamp": [now - timedelta(seconds=rng.uniform(0, 3600)) for _ in range(5000)],
+            "is_fraud": [rng.random() < 0.02 for _ in range(5000)],
+        }
+    )
+    started = time.perf_counter()
+    frame = get_historical_features(
+        entity_df=labels,
+        features=["card_transaction_stats:txn_count_1h", "card_transaction_stats:amount_sum_1h"],
+        repo=repo,
+    ).to_df()
+    seconds = time.perf_counter() - started
+    known = int(frame["txn_count_1h"].notna().sum())
+    print(
+        f"6. a point-in-time training set: {len(frame)} labelled rows in {seconds:.2f} s, "
+        f"{known} with features as of their label time ({len(frame) - known} before the card's first window)"
+    )
+
+
+def serve_one_request() -> None:
+    """Start `sluice serve`, ask for one card in Feast's JSON, and stop it."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "--repo", str(REPO), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        body = orjson.dumps({"feature_service": "fraud_model_v1", "entities": {"card_id": [1]}})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/get-online-features",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (our loopback server)
+                    answer = orjson.loads(response.read())
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("sluice serve did not answer") from None
+                time.sleep(0.3)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    names = answer["metadata"]["feature_names"]
+    values = {name: result["values"][0] for name, result in zip(names, answer["results"], strict=True)}
+    print(f"7. sluice serve answered POST /get-online-features: card 1 txn_count_1h={values['txn_count_1h']}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Read online features at inference time: ``OnlineClient`` and, for asyncio servers, ``AsyncOnlineClient``.
 
->>> client = OnlineClient(repo_path="examples/fraud")  # doctest: +SKIP
->>> client.get_online_features(  # doctest: +SKIP
-...     features=["card_transaction_stats:amount_sum_1h"], entity_rows=[{"card_id": 7}]
-... )
-{'card_id': [7], 'amount_sum_1h': [42.5]}
+Example (with the fraud example applied and streamed)::
+
+    client = OnlineClient(repo_path="examples/fraud")
+    client.get_online_features(
+        features=["card_transaction_stats:amount_sum_1h"], entity_rows=[{"card_id": 7}]
+    )
+    # {'card_id': [7], 'amount_sum_1h': [42.5]}
 
 Each call makes one Redis round trip, whatever the number of entities and views. The
 import path stays light: no pandas, no Feast; the registry is read by ``online_store.catalog``.
