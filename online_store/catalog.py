@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from online_store.layout import read_varint
+
 __all__ = ["Catalog", "CatalogError", "ServedView", "load_catalog", "parse_registry"]
 
 # feast.types.ValueType numbers to the Feast type names sluice uses everywhere else.
@@ -192,13 +194,13 @@ def _message(data: bytes) -> dict[int, list[bytes | int]]:
     offset, end = 0, len(data)
     try:
         while offset < end:
-            key, offset = _varint(data, offset)
+            key, offset = read_varint(data, offset)
             number, wire_type = key >> 3, key & 7
             value: bytes | int
             if wire_type == 0:
-                value, offset = _varint(data, offset)
+                value, offset = read_varint(data, offset)
             elif wire_type == 2:
-                length, offset = _varint(data, offset)
+                length, offset = read_varint(data, offset)
                 value, offset = data[offset : offset + length], offset + length
             elif wire_type == 1:
                 value, offset = int.from_bytes(data[offset : offset + 8], "little"), offset + 8
@@ -210,14 +212,3 @@ def _message(data: bytes) -> dict[int, list[bytes | int]]:
     except IndexError:
         raise CatalogError("Feast's registry is truncated") from None
     return fields
-
-
-def _varint(data: bytes, offset: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[offset]
-        offset += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, offset
-        shift += 7

@@ -56,18 +56,37 @@ class _Setup:
         )
         return cls(config=config, catalogs=catalogs, plans=PlanCache())
 
-    def plan(
-        self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool
-    ) -> ReadPlan:
-        return self.plans.plan(
+    def prepare(
+        self,
+        entity_rows: EntityRows,
+        features: Sequence[str] | None,
+        feature_service: str | None,
+        full_feature_names: bool,
+    ) -> _Read:
+        """Everything a read needs before its round trip: the plan, the key columns, the packed commands."""
+        plan = self.plans.plan(
             self.catalogs.catalog,
             features=features,
             feature_service=feature_service,
             full_feature_names=full_feature_names,
         )
+        columns = entity_columns(entity_rows, plan.join_keys)
+        payload, count = plan.request(columns)
+        return _Read(plan=plan, columns=columns, payload=payload, count=count)
 
     def unavailable(self, error: Exception) -> OnlineStoreUnavailable:
         return OnlineStoreUnavailable(f"cannot read from Redis at {describe(self.config.redis.url)}: {error}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Read:
+    plan: ReadPlan
+    columns: dict[str, list[Any]]
+    payload: bytes
+    count: int
+
+    def result(self, replies: list[list[bytes | None]]) -> FeatureVectors:
+        return self.plan.decode(self.columns, replies, now_us=time.time_ns() // 1000)
 
 
 class OnlineClient:
@@ -129,14 +148,12 @@ class OnlineClient:
         full_feature_names: bool = False,
     ) -> FeatureVectors:
         """The same read, as columns of values, statuses and event times."""
-        plan = self._setup.plan(features, feature_service, full_feature_names)
-        columns = entity_columns(entity_rows, plan.join_keys)
-        payload, count = plan.request(columns)
+        read = self._setup.prepare(entity_rows, features, feature_service, full_feature_names)
         try:
-            replies = fetch(self._redis, payload, count)
+            replies = fetch(self._redis, read.payload, read.count)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise self._setup.unavailable(error) from error
-        return plan.decode(columns, replies, now_us=time.time_ns() // 1000)
+        return read.result(replies)
 
     def close(self) -> None:
         self._setup.catalogs.close()
@@ -205,14 +222,12 @@ class AsyncOnlineClient:
         feature_service: str | None = None,
         full_feature_names: bool = False,
     ) -> FeatureVectors:
-        plan = self._setup.plan(features, feature_service, full_feature_names)
-        columns = entity_columns(entity_rows, plan.join_keys)
-        payload, count = plan.request(columns)
+        read = self._setup.prepare(entity_rows, features, feature_service, full_feature_names)
         try:
-            replies = await fetch_async(self._redis, payload, count)
+            replies = await fetch_async(self._redis, read.payload, read.count)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
             raise self._setup.unavailable(error) from error
-        return plan.decode(columns, replies, now_us=time.time_ns() // 1000)
+        return read.result(replies)
 
     async def close(self) -> None:
         self._setup.catalogs.close()

@@ -38,6 +38,7 @@ __all__ = [
     "entity_key",
     "entity_keys",
     "feature_field",
+    "read_varint",
     "timestamp_field",
 ]
 
@@ -158,7 +159,8 @@ def encode_value(value: Any, dtype: str) -> bytes:
     raise ValueError(f"cannot encode a value of type {dtype}")
 
 
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+def read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    """A protobuf varint at ``offset``: its value and the offset after it."""
     result = shift = 0
     while True:
         byte = data[offset]
@@ -182,20 +184,20 @@ def decode_value(data: bytes | None) -> object:
     if field == _DOUBLE:
         return _UNPACK_DOUBLE(data, 1)[0]
     if field == _INT64:
-        return _signed64(_read_varint(data, 1)[0])
+        return _signed64(read_varint(data, 1)[0])
     if field == _INT32:
-        value = _signed64(_read_varint(data, 1)[0])
+        value = _signed64(read_varint(data, 1)[0])
         return value - (1 << 32) if value >= 1 << 31 else value
     if field == _FLOAT:
         return _UNPACK_FLOAT(data, 1)[0]
     if field in (_STRING, _BYTES):
-        length, offset = _read_varint(data, 1)
+        length, offset = read_varint(data, 1)
         raw = data[offset : offset + length]
         return raw.decode() if field == _STRING else bytes(raw)
     if field == _BOOL:
         return data[1] != 0
     if field == _UNIX_TIMESTAMP:
-        return _signed64(_read_varint(data, 1)[0])
+        return _signed64(read_varint(data, 1)[0])
     raise ValueError(f"unsupported Value field {field} (list and map values are not read by sluice)")
 
 
@@ -219,7 +221,7 @@ def decode_timestamp_micros(data: bytes) -> int:
     offset = 0
     while offset < len(data):
         tag = data[offset]
-        value, offset = _read_varint(data, offset + 1)
+        value, offset = read_varint(data, offset + 1)
         if tag == 0x08:
             seconds = _signed64(value)
         elif tag == 0x10:
@@ -231,13 +233,4 @@ def decode_timestamp(data: bytes | None) -> datetime | None:
     """The UTC datetime of a serialized ``google.protobuf.Timestamp``; None when absent."""
     if data is None:
         return None
-    seconds = nanos = 0
-    offset = 0
-    while offset < len(data):
-        tag = data[offset]
-        value, offset = _read_varint(data, offset + 1)
-        if tag == 0x08:
-            seconds = _signed64(value)
-        elif tag == 0x10:
-            nanos = value
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000)
+    return _EPOCH + decode_timestamp_micros(data) * _MICROSECOND
