@@ -279,6 +279,109 @@ def serve(
     uvicorn.run(create_app(client, settings), host=host, port=port, log_level="warning", access_log=False)
 
 
+@cli.command("profile")
+@click.option("--model", required=True, help="Model name.")
+@click.option("--version", "model_version", required=True, help="Model version.")
+@click.option(
+    "--training", type=click.Path(exists=True, path_type=Path), required=True, help="Training set (Parquet)."
+)
+@click.option("--feature", "features", multiple=True, help="Only this column (repeatable); default: all.")
+@click.option("--bins", type=int, default=20, show_default=True)
+@click.option("--sample-size", type=int, default=10_000, show_default=True)
+@click.pass_obj
+def profile(
+    context: _Context,
+    model: str,
+    model_version: str,
+    training: Path,
+    features: tuple[str, ...],
+    bins: int,
+    sample_size: int,
+) -> None:
+    """Build and save the reference profile of a model version from its training set."""
+    from monitors.profile import ProfileError, ReferenceProfile
+
+    try:
+        built = ReferenceProfile.build(
+            training,
+            model=model,
+            version=model_version,
+            features=list(features) or None,
+            bins=bins,
+            sample_size=sample_size,
+        )
+    except ProfileError as error:
+        raise click.ClickException(str(error)) from None
+    folder = built.save(context.config.state_dir / "profiles")
+    kinds = [feature.kind for feature in built.features.values()]
+    click.echo(
+        f"profiled {built.rows} rows of {model} {model_version}: {kinds.count('numeric')} numeric and "
+        f"{kinds.count('categorical')} categorical features -> {folder}"
+    )
+
+
+@cli.command("monitor")
+@click.option("--topic", default="predictions", show_default=True, help="The prediction events topic.")
+@click.option("--window-seconds", type=float, default=60.0, show_default=True)
+@click.option("--lateness-seconds", type=float, default=10.0, show_default=True)
+@click.option("--metric", "metrics", multiple=True, help="FEATURE=METRIC, e.g. amount=ks (repeatable).")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Level of the p-value tests.")
+@click.option(
+    "--kserve-feature", "kserve_features", multiple=True, help="Names of KServe list inputs, in order."
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(["crit", "error", "warn", "info", "debug"]),
+    default="warn",
+    show_default=True,
+)
+@click.pass_obj
+def monitor(
+    context: _Context,
+    topic: str,
+    window_seconds: float,
+    lateness_seconds: float,
+    metrics: tuple[str, ...],
+    alpha: float,
+    kserve_features: tuple[str, ...],
+    loglevel: str,
+) -> None:
+    """Score prediction events for drift, window by window, against each model version's reference profile."""
+    import asyncio
+    import logging
+    from datetime import timedelta
+
+    from monitors.metrics import UnknownMetricError, metric
+    from monitors.monitor import MonitorSettings
+    from monitors.worker import run
+    from streams import ensure_topics
+
+    chosen = {}
+    for item in metrics:
+        feature, separator, name = item.partition("=")
+        if not separator:
+            raise click.BadParameter(f"{item!r} is not FEATURE=METRIC", param_hint="--metric")
+        try:
+            chosen[feature] = metric(name).name
+        except UnknownMetricError as error:
+            raise click.BadParameter(str(error), param_hint="--metric") from None
+    try:
+        settings = MonitorSettings(
+            window=timedelta(seconds=window_seconds),
+            lateness=timedelta(seconds=lateness_seconds),
+            profiles=context.config.state_dir / "profiles",
+            metrics=chosen,
+            alpha=alpha,
+        )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    level = {"crit": "CRITICAL", "warn": "WARNING"}.get(loglevel, loglevel.upper())
+    logging.basicConfig(level=level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    config = context.config
+    ensure_topics(config.kafka, [topic], partitions=config.topics.partitions)
+    asyncio.run(run(config, topic=topic, settings=settings, kserve_features=list(kserve_features)))
+
+
 def _load_repo(context: _Context) -> Any:
     """The validated repo, or a clean error listing every problem (never a traceback)."""
     from features.repo import RepoLoadError, load_repo

@@ -1,0 +1,260 @@
+"""Prediction and label events as CloudEvents 1.0 records in Kafka's binary mode.
+
+The record's headers carry the CloudEvents attributes (``ce_specversion``, ``ce_id``, ``ce_source``,
+``ce_type``, ``ce_time``) and ``content-type``; the key is the request id; the value is JSON data:
+
+    {"model": "fraud", "version": "3", "request_id": "r-1", "entities": {"card_id": 7},
+     "features": {"amount_sum_1h": 42.5}, "outputs": {"score": 0.91}, "event_time": "2026-...Z"}
+
+A label event (``io.sluice.label``) carries ``model``, ``request_id``, ``label`` and ``event_time``.
+Payloads are parsed as JSON only (never pickle or eval); anything else raises ``EventError`` with a
+reason, which the monitor sends to its dead-letter topic.
+
+KServe's inference logger is accepted as well: a ``org.kubeflow.serving.inference.request`` and a
+``...response`` with the same ``ce_id`` make one prediction (see ``KServeJoiner``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "LABEL_TYPE",
+    "PREDICTION_TYPE",
+    "EventError",
+    "KServeJoiner",
+    "LabelEvent",
+    "PredictionEvent",
+    "decode",
+    "encode",
+]
+
+PREDICTION_TYPE = "io.sluice.prediction"
+LABEL_TYPE = "io.sluice.label"
+KSERVE_REQUEST = "org.kubeflow.serving.inference.request"
+KSERVE_RESPONSE = "org.kubeflow.serving.inference.response"
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class EventError(ValueError):
+    """A record that is not a valid event; ``reason`` is a short label for metrics and the DLQ."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictionEvent:
+    model: str
+    version: str
+    request_id: str
+    features: dict[str, Any]
+    """The feature values actually served, by name."""
+    event_time: datetime
+    entities: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "request_id": self.request_id,
+            "entities": self.entities,
+            "features": self.features,
+            "outputs": self.outputs,
+            "event_time": _iso(self.event_time),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelEvent:
+    model: str
+    request_id: str
+    label: Any
+    event_time: datetime
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "request_id": self.request_id,
+            "label": self.label,
+            "event_time": _iso(self.event_time),
+        }
+
+
+def encode(
+    event: PredictionEvent | LabelEvent, *, source: str
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the Kafka record for an event."""
+    kind = PREDICTION_TYPE if isinstance(event, PredictionEvent) else LABEL_TYPE
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", uuid.uuid4().hex.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", kind.encode()),
+        ("ce_time", _iso(event.event_time).encode()),
+        ("content-type", b"application/json"),
+    ]
+    return event.request_id.encode(), orjson.dumps(event.data()), headers
+
+
+def decode(headers: Headers, value: bytes | None) -> PredictionEvent | LabelEvent | KServePart:
+    """The event in a record; raises ``EventError`` for anything that is not a valid one."""
+    attributes = {name.lower().replace("-", "_"): raw for name, raw in headers}
+    if attributes.get("ce_specversion") != b"1.0":
+        raise EventError("not_cloudevent", "missing header ce_specversion: 1.0 (CloudEvents binary mode)")
+    kind = attributes.get("ce_type", b"").decode(errors="replace")
+    if value is None:
+        raise EventError("malformed_json", "the record has no value")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        raise EventError("malformed_json", f"data is not JSON: {error}") from None
+    if kind in (KSERVE_REQUEST, KSERVE_RESPONSE):
+        return _kserve(kind, attributes, data)
+    if not isinstance(data, dict):
+        raise EventError("schema", "data must be a JSON object")
+    if kind == PREDICTION_TYPE:
+        return PredictionEvent(
+            model=_text(data, "model"),
+            version=_text(data, "version"),
+            request_id=_text(data, "request_id"),
+            features=_object(data, "features"),
+            entities=_object(data, "entities", required=False),
+            outputs=_object(data, "outputs", required=False),
+            event_time=_time(data.get("event_time")),
+        )
+    if kind == LABEL_TYPE:
+        if "label" not in data:
+            raise EventError("schema", "a label event needs a 'label'")
+        return LabelEvent(
+            model=_text(data, "model"),
+            request_id=_text(data, "request_id"),
+            label=data["label"],
+            event_time=_time(data.get("event_time")),
+        )
+    raise EventError(
+        "unknown_type", f"ce_type {kind!r} is neither {PREDICTION_TYPE}, {LABEL_TYPE} nor KServe's"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class KServePart:
+    """Half of a KServe inference: the request's inputs or the response's outputs, by ``ce_id``."""
+
+    kind: str
+    inference_id: str
+    model: str
+    rows: list[Any]
+    event_time: datetime
+
+
+class KServeJoiner:
+    """Pairs KServe request and response events by ``ce_id`` into predictions, one per instance.
+
+    Instances that are JSON objects give their keys as feature names; instances that are lists take
+    the names in ``feature_names``. The model is ``ce_inferenceservicename`` (else ``ce_source``); KServe
+    does not send a model version, so it is ``version``. At most ``capacity`` halves wait for their other
+    half; the oldest are dropped first and counted in ``dropped``.
+    """
+
+    def __init__(
+        self, *, feature_names: Sequence[str] = (), version: str = "0", capacity: int = 10_000
+    ) -> None:
+        self.feature_names = list(feature_names)
+        self.version = version
+        self.capacity = capacity
+        self.dropped = 0
+        self._waiting: OrderedDict[tuple[str, str], KServePart] = OrderedDict()
+
+    def add(self, part: KServePart) -> list[PredictionEvent]:
+        other_kind = KSERVE_RESPONSE if part.kind == KSERVE_REQUEST else KSERVE_REQUEST
+        other = self._waiting.pop((other_kind, part.inference_id), None)
+        if other is None:
+            self._waiting[(part.kind, part.inference_id)] = part
+            while len(self._waiting) > self.capacity:
+                self._waiting.popitem(last=False)
+                self.dropped += 1
+            return []
+        request, response = (part, other) if part.kind == KSERVE_REQUEST else (other, part)
+        events = []
+        for index, instance in enumerate(request.rows):
+            features = (
+                dict(instance)
+                if isinstance(instance, Mapping)
+                else dict(zip(self.feature_names, instance, strict=False))
+            )
+            output = response.rows[index] if index < len(response.rows) else None
+            events.append(
+                PredictionEvent(
+                    model=request.model,
+                    version=self.version,
+                    request_id=f"{request.inference_id}-{index}",
+                    features=features,
+                    outputs={"prediction": output},
+                    event_time=request.event_time,
+                )
+            )
+        return events
+
+
+def _kserve(kind: str, attributes: Mapping[str, bytes], data: Any) -> KServePart:
+    inference_id = attributes.get("ce_id", b"").decode()
+    if not inference_id:
+        raise EventError("schema", "a KServe event needs a ce_id")
+    model = (attributes.get("ce_inferenceservicename") or attributes.get("ce_source") or b"").decode()
+    if not isinstance(data, dict):
+        raise EventError("schema", "KServe data must be a JSON object")
+    # v1: {"instances": [...]} / {"predictions": [...]}; v2: {"inputs": [...]} / {"outputs": [...]}.
+    rows = data.get("instances") or data.get("predictions") or data.get("inputs") or data.get("outputs")
+    if not isinstance(rows, list):
+        raise EventError("schema", "KServe data needs instances, predictions, inputs or outputs as a list")
+    raw_time = attributes.get("ce_time")
+    return KServePart(
+        kind=kind,
+        inference_id=inference_id,
+        model=model,
+        rows=rows,
+        event_time=_time(raw_time.decode()) if raw_time else datetime.now(UTC),
+    )
+
+
+def _text(data: Mapping[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
+        raise EventError("schema", f"'{name}' must be a non-empty string")
+    return str(value)
+
+
+def _object(data: Mapping[str, Any], name: str, *, required: bool = True) -> dict[str, Any]:
+    value = data.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise EventError("schema", f"'{name}' must be a JSON object")
+    return value
+
+
+def _time(value: Any) -> datetime:
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value)
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    raise EventError("type", f"event_time must be an ISO 8601 time or epoch seconds, not {value!r}")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,144 @@
+"""The Numba kernels behind ``monitors.metrics``: sorted-sample statistics and binned distances.
+
+Every kernel takes plain NumPy arrays that the typed functions in ``monitors.metrics`` have
+checked (finite values, sorted where it says so), and is compiled once per machine (``cache=True``).
+The ``*_rows`` kernels take one feature per row and run one feature per thread (``prange``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "bin_counts",
+    "ks_sorted",
+    "ks_wasserstein_padded",
+    "ks_wasserstein_rows",
+    "ks_wasserstein_sorted",
+    "seed",
+    "wasserstein_sorted",
+    "window_update",
+]
+
+
+@njit(cache=True, nogil=True)
+def ks_wasserstein_padded(left: np.ndarray, right: np.ndarray) -> tuple[float, float]:  # pragma: no cover
+    """The KS statistic and the 1-Wasserstein distance of two sorted, non-empty samples, in one merge.
+
+    Each sample ends with one extra +inf, a sentinel, so the merge needs no bounds checks: it takes one
+    value a step, from whichever side is smaller, without a data-dependent branch. The ECDF gap counts
+    for KS only where the next value differs (so ties are compared after the jump, as scipy's
+    ``searchsorted(side="right")`` does); the area between the ECDFs adds the gap times the step to the
+    next value, which is zero inside a run of ties.
+    """
+    n1, n2 = left.shape[0] - 1, right.shape[0] - 1
+    i = j = 0
+    largest = 0.0
+    area = 0.0
+    value = min(left[0], right[0])
+    for _ in range(n1 + n2):
+        take = left[i] <= right[j]
+        i += take
+        j += 1 - take
+        following = min(left[i], right[j])
+        gap = abs(i / n1 - j / n2)
+        if following != value and gap > largest:
+            largest = gap
+        if following != np.inf:
+            area += gap * (following - value)
+        value = following
+    return largest, area
+
+
+@njit(cache=True, nogil=True)
+def ks_wasserstein_sorted(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:  # pragma: no cover
+    """``ks_wasserstein_padded`` of two sorted samples without their sentinels."""
+    left = np.empty(first.shape[0] + 1)
+    left[:-1] = first
+    left[-1] = np.inf
+    right = np.empty(second.shape[0] + 1)
+    right[:-1] = second
+    right[-1] = np.inf
+    return ks_wasserstein_padded(left, right)
+
+
+@njit(cache=True, nogil=True)
+def ks_sorted(first: np.ndarray, second: np.ndarray) -> float:  # pragma: no cover - compiled
+    """The two-sample KS statistic of two sorted samples: the largest gap between their ECDFs."""
+    return ks_wasserstein_sorted(first, second)[0]
+
+
+@njit(cache=True, nogil=True)
+def wasserstein_sorted(first: np.ndarray, second: np.ndarray) -> float:  # pragma: no cover - compiled
+    """The 1-Wasserstein distance of two sorted samples: the area between their ECDFs."""
+    return ks_wasserstein_sorted(first, second)[1]
+
+
+@njit(cache=True, nogil=True)
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Counts per bin for bins ``(-inf, e0], (e0, e1], ..., (e_last, inf)``; NaNs are not counted."""
+    counts = np.zeros(edges.shape[0] + 1, dtype=np.int64)
+    for value in values:
+        if value == value:
+            counts[np.searchsorted(edges, value, side="left")] += 1
+    return counts
+
+
+@njit(cache=True, parallel=True)
+def ks_wasserstein_rows(first: np.ndarray, second: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``ks_wasserstein_padded`` of each pair of rows of two row-sorted 2-D arrays whose last column is
+    +inf, one row per thread. Returns a (rows, 2) array: each feature's KS statistic and Wasserstein distance.
+    """
+    result = np.empty((first.shape[0], 2))
+    for row in prange(first.shape[0]):
+        ks, area = ks_wasserstein_padded(first[row], second[row])
+        result[row, 0] = ks
+        result[row, 1] = area
+    return result
+
+
+@njit(cache=True, nogil=True)
+def window_update(
+    values: np.ndarray,
+    edges: np.ndarray,
+    counts: np.ndarray,
+    nulls: np.ndarray,
+    reservoir: np.ndarray,
+    seen: np.ndarray,
+    moments: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Add a batch of rows (one column per numeric feature) to a window, in O(1) memory per feature.
+
+    Per feature: a count per reference bin (``edges`` padded with +inf), the nulls, a uniform
+    reservoir sample (algorithm R; ``seen`` values so far) and count, sum, sum of squares, min, max.
+    """
+    rows, features = values.shape
+    capacity = reservoir.shape[1]
+    for row in range(rows):
+        for feature in range(features):
+            value = values[row, feature]
+            if value != value:
+                nulls[feature] += 1
+                continue
+            counts[feature, np.searchsorted(edges[feature], value, side="left")] += 1
+            total = seen[feature]
+            if total < capacity:
+                reservoir[feature, total] = value
+            else:
+                slot = np.random.randint(0, total + 1)
+                if slot < capacity:
+                    reservoir[feature, slot] = value
+            seen[feature] = total + 1
+            moments[feature, 0] += value
+            moments[feature, 1] += value * value
+            if value < moments[feature, 2]:
+                moments[feature, 2] = value
+            if value > moments[feature, 3]:
+                moments[feature, 3] = value
+
+
+@njit(cache=True)
+def seed(value: int) -> None:  # pragma: no cover - compiled
+    """Seed Numba's own random generator (the reservoirs'), so that windows are reproducible."""
+    np.random.seed(value)

@@ -1,0 +1,161 @@
+"""The monitor's core: prediction events in, one drift report per closed window out.
+
+Windows are tumbling, in event time, per (model, version). A model version's watermark is the latest
+event time it has seen (the earliest such time over the partitions it arrives on) less the allowed
+lateness; a window closes when the watermark passes its end,
+and is then scored against the reference profile and against the version's previous window. An event
+for a window that has already closed is late: it goes to the dead-letter topic with reason "late".
+
+This module knows nothing about Kafka; ``monitors.worker`` feeds it records and commits offsets only
+below the oldest record of a window still open, so a restart replays exactly the open windows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from monitors.detector import DriftDetector, WindowReport
+from monitors.events import PredictionEvent
+from monitors.profile import ProfileError, ReferenceProfile
+from monitors.window import ServingWindow
+
+__all__ = ["Monitor", "MonitorSettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitorSettings:
+    window: timedelta = timedelta(minutes=1)
+    """Length of the tumbling event-time windows; down to a second."""
+    lateness: timedelta = timedelta(seconds=10)
+    """How far behind the latest event time an event may arrive and still count."""
+    profiles: Path = Path(".sluice/profiles")
+    """Where reference profiles are saved, ``<profiles>/<model>/<version>/``."""
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Feature to metric name; unlisted features get Evidently's default for their type and size."""
+    alpha: float = 0.05
+    sample_size: int = 2000
+    """Values a window keeps per numeric feature for KS and Wasserstein."""
+
+    def __post_init__(self) -> None:
+        if self.window < timedelta(seconds=1):
+            raise ValueError(f"the window must be at least one second, not {self.window.total_seconds()} s")
+        if self.lateness < timedelta(0):
+            raise ValueError("the lateness cannot be negative")
+
+
+@dataclass
+class _Version:
+    detector: DriftDetector
+    open: dict[int, ServingWindow] = field(default_factory=dict)
+    """Window start (µs) to its window."""
+    first_offsets: dict[int, dict[int, int]] = field(default_factory=dict)
+    """Window start to the smallest offset per partition of its events."""
+    previous: ServingWindow | None = None
+    latest_us: dict[int, int] = field(default_factory=dict)
+    """The latest event time seen per partition. The version's watermark is the earliest of them, less
+    the lateness: events are in time order within a partition, not across partitions."""
+
+    def watermark(self, lateness_us: int) -> int:
+        return min(self.latest_us.values(), default=-(2**62)) - lateness_us
+
+
+class Monitor:
+    """Routes events into windows per model version and scores the windows that close."""
+
+    def __init__(
+        self, *, settings: MonitorSettings, load_profile: Callable[[str, str], ReferenceProfile] | None = None
+    ) -> None:
+        self.settings = settings
+        self._load = load_profile or (
+            lambda model, version: ReferenceProfile.load(settings.profiles, model=model, version=version)
+        )
+        self._versions: dict[tuple[str, str], _Version | None] = {}
+        self._window_us = int(settings.window.total_seconds() * 1_000_000)
+        self._lateness_us = int(settings.lateness.total_seconds() * 1_000_000)
+
+    def add(
+        self, events: list[tuple[PredictionEvent, int, int]]
+    ) -> tuple[list[WindowReport], list[tuple[int, str]]]:
+        """Add (event, partition, offset) triples; returns the reports of windows that closed, and
+        (index, reason) for each event that was not counted (late, or no reference profile)."""
+        rejected: list[tuple[int, str]] = []
+        touched: set[tuple[str, str]] = set()
+        batches: dict[tuple[tuple[str, str], int], list[PredictionEvent]] = {}
+        for index, (event, partition, offset) in enumerate(events):
+            key = (event.model, event.version)
+            state = self._version(key)
+            if state is None:
+                rejected.append((index, "no_profile"))
+                continue
+            event_us = int(event.event_time.timestamp() * 1_000_000)
+            start = event_us - event_us % self._window_us
+            if start + self._window_us <= state.watermark(self._lateness_us):
+                rejected.append((index, "late"))  # its window has closed, or would have
+                continue
+            if start not in state.open:
+                state.open[start] = ServingWindow(
+                    profile=state.detector.profile,
+                    start_us=start,
+                    end_us=start + self._window_us,
+                    sample_size=self.settings.sample_size,
+                )
+            offsets = state.first_offsets.setdefault(start, {})
+            offsets[partition] = min(offsets.get(partition, offset), offset)
+            batches.setdefault((key, start), []).append(event)
+            state.latest_us[partition] = max(state.latest_us.get(partition, event_us), event_us)
+            touched.add(key)
+        for (key, start), batch in batches.items():
+            state = self._versions[key]
+            assert state is not None
+            names = list(state.detector.profile.features)
+            state.open[start].update({name: [event.features.get(name) for event in batch] for name in names})
+        reports = []
+        for key in sorted(touched):
+            reports += self._close(key)
+        return reports, rejected
+
+    def open_offsets(self) -> dict[int, int]:
+        """Per partition, the smallest offset of an event in a window that is still open."""
+        result: dict[int, int] = {}
+        for state in self._versions.values():
+            if state is None:
+                continue
+            for offsets in state.first_offsets.values():
+                for partition, offset in offsets.items():
+                    result[partition] = min(result.get(partition, offset), offset)
+        return result
+
+    def _version(self, key: tuple[str, str]) -> _Version | None:
+        if key not in self._versions:
+            try:
+                profile = self._load(*key)
+            except ProfileError as error:
+                log.warning("%s", error)
+                self._versions[key] = None
+                return None
+            detector = DriftDetector(
+                profile=profile, metrics=self.settings.metrics, alpha=self.settings.alpha
+            )
+            self._versions[key] = _Version(detector=detector)
+        return self._versions[key]
+
+    def _close(self, key: tuple[str, str]) -> list[WindowReport]:
+        state = self._versions[key]
+        assert state is not None
+        watermark = state.watermark(self._lateness_us)
+        reports = []
+        for start in sorted(state.open):
+            window = state.open[start]
+            if window.end_us > watermark:
+                break
+            reports.append(state.detector.evaluate(window, previous=state.previous))
+            state.previous = window
+            del state.open[start]
+            del state.first_offsets[start]
+        return reports

@@ -1,0 +1,272 @@
+"""Reference profiles: what a model's training data looked like, feature by feature, saved per model version.
+
+A numeric feature keeps its quantile bin edges and counts, summary statistics, its null count and a
+bounded uniform sample, sorted, for KS and Wasserstein. A categorical feature keeps its vocabulary
+(the most frequent values; the rest share one "other" bucket) and the counts.
+
+The sample bounds the cost of a sample test whatever the size of the training set. A uniform sample
+of ``k`` values has an ECDF within ``sqrt(ln(2/alpha) / (2k))`` of the full data's everywhere with
+probability ``1 - alpha`` (the DKW inequality): 0.0136 at k = 10,000 and alpha = 0.05, so a KS
+statistic computed from it is off by at most that much.
+
+>>> import pandas as pd
+>>> profile = ReferenceProfile.build(
+...     pd.DataFrame({"amount": [1.0, 2.0, 3.0, None], "country": ["DE", "FR", "DE", "NL"]}),
+...     model="fraud", version="1", bins=2,
+... )
+>>> profile.features["amount"].null_count, profile.features["country"].vocabulary
+(1, ('DE', 'FR', 'NL'))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitors.metrics import bin_counts, quantile_edges
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = ["FeatureProfile", "ProfileError", "ReferenceProfile", "category_counts"]
+
+OTHER = "__other__"
+
+
+class ProfileError(ValueError):
+    """A training set that cannot be profiled, or a profile that cannot be found; the message says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureProfile:
+    """One feature of the reference."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    count: int
+    """Non-null values."""
+    null_count: int
+    counts: NDArray[np.int64]
+    """Per bin (numeric: ``len(edges) + 1`` bins) or per category (vocabulary order, then "other")."""
+    edges: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    vocabulary: tuple[str, ...] = ()
+    sample: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    """A uniform sample of the non-null values, sorted (numeric only)."""
+    mean: float = float("nan")
+    std: float = float("nan")
+    minimum: float = float("nan")
+    maximum: float = float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "count": self.count,
+            "null_count": self.null_count,
+            "counts": self.counts.tolist(),
+            "edges": self.edges.tolist(),
+            "vocabulary": list(self.vocabulary),
+            "mean": self.mean,
+            "std": self.std,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceProfile:
+    """The reference of one model version: a profile per feature."""
+
+    model: str
+    version: str
+    features: dict[str, FeatureProfile]
+    rows: int
+
+    def padded_samples(self, names: list[str]) -> NDArray[np.float64]:
+        """The samples of these numeric features as rows ending with +inf (built once, then cached)."""
+        key = tuple(names)
+        cached = self._padded.get(key)
+        if cached is None:
+            samples = [self.features[name].sample for name in names]
+            cached = np.full((len(samples), len(samples[0]) + 1), np.inf)
+            for row, sample in enumerate(samples):
+                cached[row, :-1] = sample
+            self._padded[key] = cached
+        return cached
+
+    @property
+    def _padded(self) -> dict[tuple[str, ...], NDArray[np.float64]]:
+        cache: dict[tuple[str, ...], NDArray[np.float64]] = self.__dict__.setdefault("_padded_cache", {})
+        return cache
+
+    @classmethod
+    def build(
+        cls,
+        training: pd.DataFrame | pa.Table | str | Path,
+        *,
+        model: str,
+        version: str,
+        features: list[str] | None = None,
+        bins: int = 20,
+        sample_size: int = 10_000,
+        vocabulary_size: int = 50,
+        seed: int = 0,
+    ) -> ReferenceProfile:
+        """Profile a training set: a DataFrame, an Arrow table (``get_historical_features(...).to_arrow()``)
+        or a Parquet path. ``features`` defaults to every numeric, boolean and string column."""
+        table = _as_arrow(training)
+        rng = np.random.default_rng(seed)
+        names = features or [name for name in table.column_names if _kind(table.schema.field(name).type)]
+        profiles = {}
+        for name in names:
+            if name not in table.column_names:
+                raise ProfileError(
+                    f"the training set has no column {name!r}; it has {', '.join(table.column_names)}"
+                )
+            kind = _kind(table.schema.field(name).type)
+            if kind is None:
+                raise ProfileError(
+                    f"column {name!r} is {table.schema.field(name).type}: neither numeric nor categorical"
+                )
+            column = table.column(name)
+            if kind == "numeric":
+                profiles[name] = _numeric(name, column, bins=bins, sample_size=sample_size, rng=rng)
+            else:
+                profiles[name] = _categorical(name, column, vocabulary_size=vocabulary_size)
+        return cls(model=model, version=version, features=profiles, rows=table.num_rows)
+
+    def save(self, root: Path) -> Path:
+        """Write ``<root>/<model>/<version>/`` (profile.json and sample.npz); returns the folder."""
+        folder = root / self.model / self.version
+        folder.mkdir(parents=True, exist_ok=True)
+        document = {
+            "model": self.model,
+            "version": self.version,
+            "rows": self.rows,
+            "features": [profile.to_json() for profile in self.features.values()],
+        }
+        (folder / "profile.json").write_text(json.dumps(document, indent=1))
+        samples = {
+            name: profile.sample for name, profile in self.features.items() if profile.kind == "numeric"
+        }
+        np.savez(folder / "samples.npz", **samples)  # type: ignore[arg-type]
+        return folder
+
+    @classmethod
+    def load(cls, root: Path, *, model: str, version: str) -> ReferenceProfile:
+        folder = root / model / version
+        try:
+            document = json.loads((folder / "profile.json").read_text())
+        except FileNotFoundError:
+            known = sorted(path.name for path in (root / model).glob("*")) if (root / model).is_dir() else []
+            raise ProfileError(
+                f"no reference profile for model {model!r} version {version!r} under {root}"
+                + (
+                    f"; versions there: {', '.join(known)}"
+                    if known
+                    else "; build one with ReferenceProfile.build"
+                )
+            ) from None
+        samples = np.load(folder / "samples.npz")
+        features = {}
+        for item in document["features"]:
+            features[item["name"]] = FeatureProfile(
+                name=item["name"],
+                kind=item["kind"],
+                count=item["count"],
+                null_count=item["null_count"],
+                counts=np.asarray(item["counts"], dtype=np.int64),
+                edges=np.asarray(item["edges"], dtype=np.float64),
+                vocabulary=tuple(item["vocabulary"]),
+                sample=samples[item["name"]] if item["kind"] == "numeric" else np.empty(0),
+                mean=item["mean"],
+                std=item["std"],
+                minimum=item["minimum"],
+                maximum=item["maximum"],
+            )
+        return cls(
+            model=document["model"], version=document["version"], features=features, rows=document["rows"]
+        )
+
+
+def category_counts(values: list[Any], vocabulary: tuple[str, ...]) -> NDArray[np.int64]:
+    """Counts per vocabulary entry, then the "other" bucket; None is not counted."""
+    index = {value: position for position, value in enumerate(vocabulary)}
+    counts = np.zeros(len(vocabulary) + 1, dtype=np.int64)
+    other = len(vocabulary)
+    for value in values:
+        if value is not None:
+            counts[index.get(str(value), other)] += 1
+    return counts
+
+
+def _as_arrow(training: Any) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(training, (str, Path)):
+        return pq.read_table(training)
+    if isinstance(training, pa.Table):
+        return training
+    if hasattr(training, "to_arrow"):
+        return training.to_arrow()
+    return pa.Table.from_pandas(training, preserve_index=False)
+
+
+def _kind(dtype: Any) -> Literal["numeric", "categorical"] | None:
+    import pyarrow as pa
+
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return "numeric"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_boolean(dtype):
+        return "categorical"
+    if pa.types.is_dictionary(dtype):
+        return "categorical"
+    return None
+
+
+def _numeric(
+    name: str, column: Any, *, bins: int, sample_size: int, rng: np.random.Generator
+) -> FeatureProfile:
+    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    present = values[~np.isnan(values)]
+    edges = quantile_edges(present, bins)
+    sample = present if len(present) <= sample_size else rng.choice(present, sample_size, replace=False)
+    return FeatureProfile(
+        name=name,
+        kind="numeric",
+        count=len(present),
+        null_count=len(values) - len(present),
+        counts=bin_counts(present, edges),
+        edges=edges,
+        sample=np.sort(sample),
+        mean=float(present.mean()) if len(present) else float("nan"),
+        std=float(present.std()) if len(present) else float("nan"),
+        minimum=float(present.min()) if len(present) else float("nan"),
+        maximum=float(present.max()) if len(present) else float("nan"),
+    )
+
+
+def _categorical(name: str, column: Any, *, vocabulary_size: int) -> FeatureProfile:
+    values = [None if value is None else str(value) for value in column.to_pylist()]
+    frequencies: dict[str, int] = {}
+    for value in values:
+        if value is not None:
+            frequencies[value] = frequencies.get(value, 0) + 1
+    ranked = sorted(frequencies, key=lambda value: (-frequencies[value], value))[:vocabulary_size]
+    vocabulary = tuple(sorted(ranked))
+    present = sum(frequencies.values())
+    return FeatureProfile(
+        name=name,
+        kind="categorical",
+        count=present,
+        null_count=len(values) - present,
+        counts=category_counts(values, vocabulary),
+        vocabulary=vocabulary,
+    )

@@ -1,0 +1,187 @@
+"""``sluice monitor``: consume prediction events, score closed windows, publish the scores.
+
+An aiokafka consumer (group ``sluice-monitor-<project>``) reads the predictions topic in batches.
+Each record is decoded as a CloudEvent (``monitors.events``); invalid ones, late ones and those of
+a model version without a reference profile go to ``<topic>.dlq`` with a ``sluice.reason`` header.
+Closed windows' reports go to ``<topic>.scores`` (one JSON record per window, keyed by model,
+version and window start) and to Parquet under ``<state_dir>/monitor/scores/``, one file per window,
+named by the window, so a replay rewrites it rather than adding one. Offsets are committed only
+below the oldest event of a window still open, after the reports are written: a restart replays
+exactly the open windows, and a window is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from features.config import SluiceConfig
+from monitors.detector import WindowReport
+from monitors.events import EventError, KServeJoiner, KServePart, LabelEvent, PredictionEvent, decode
+from monitors.monitor import Monitor, MonitorSettings
+from streams.kafka_clients import aiokafka_kwargs, ensure_topics, producer
+
+__all__ = ["ScoresSink", "run"]
+
+log = logging.getLogger("sluice.monitor")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoresSink:
+    """Writes window reports to the scores topic and to Parquet."""
+
+    producer: Any
+    topic: str
+    root: Path
+
+    def write(self, reports: list[WindowReport]) -> None:
+        futures = []
+        for report in reports:
+            record = report.to_record()
+            key = f"{report.model}/{report.version}/{report.window_start_us}".encode()
+            futures.append(self.producer.send(self.topic, key=key, value=orjson.dumps(record)))
+            self._parquet(report)
+        self.producer.flush()
+        for future in futures:
+            future.get(timeout=30)
+
+    def _parquet(self, report: WindowReport) -> None:
+        folder = self.root / f"model={report.model}" / f"version={report.version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {
+                "window_start_us": report.window_start_us,
+                "window_end_us": report.window_end_us,
+                "events": report.events,
+                "drift_share": report.drift_share,
+                "dataset_drift": report.dataset_drift,
+                "feature": score.feature,
+                "metric": score.metric,
+                "against": score.against,
+                "score": score.score,
+                "threshold": score.threshold,
+                "drift": score.drift,
+            }
+            for score in report.scores
+        ]
+        target = folder / f"window-{report.window_start_us:020d}.parquet"
+        temporary = folder / f".{target.name}.tmp"
+        pq.write_table(pa.Table.from_pylist(rows), temporary)
+        temporary.replace(target)
+
+
+async def run(
+    config: SluiceConfig, *, topic: str, settings: MonitorSettings, kserve_features: list[str]
+) -> None:
+    """Consume until SIGTERM or SIGINT; then commit what is safe and leave the group."""
+    monitor = Monitor(settings=settings)
+    joiner = KServeJoiner(feature_names=kserve_features)
+    ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq"])
+    sender = producer(config.kafka, linger_ms=5)
+    sink = ScoresSink(producer=sender, topic=f"{topic}.scores", root=config.state_dir / "monitor" / "scores")
+    consumer = AIOKafkaConsumer(
+        topic,
+        group_id=f"sluice-monitor-{config.project}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
+        **aiokafka_kwargs(config.kafka),
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await consumer.start()
+    log.info("monitoring %s as group sluice-monitor-%s", topic, config.project)
+    try:
+        while not stopping.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
+            if batches:
+                offsets = await asyncio.to_thread(_process, batches, monitor, joiner, sink, sender, topic)
+                await consumer.commit(offsets)
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        sender.close()
+
+
+def _process(
+    batches: dict[TopicPartition, list[Any]],
+    monitor: Monitor,
+    joiner: KServeJoiner,
+    sink: ScoresSink,
+    sender: Any,
+    topic: str,
+) -> dict[TopicPartition, int]:
+    events: list[tuple[PredictionEvent, int, int]] = []
+    sources: list[Any] = []
+    """The record of each event, for the dead-letter topic."""
+    letters: list[tuple[Any, str, str]] = []
+    labels = 0
+    ends: dict[TopicPartition, int] = {}
+    for partition, messages in batches.items():
+        for message in messages:
+            try:
+                event = decode(message.headers or [], message.value)
+            except EventError as error:
+                letters.append((message, error.reason, str(error)))
+                continue
+            if isinstance(event, LabelEvent):
+                labels += 1
+                continue
+            predictions = joiner.add(event) if isinstance(event, KServePart) else [event]
+            events += [(prediction, partition.partition, message.offset) for prediction in predictions]
+            sources += [message] * len(predictions)
+        if messages:
+            ends[partition] = messages[-1].offset + 1
+    if labels:
+        log.info("skipped %d label events: joining labels to predictions is not built yet", labels)
+    reports, rejected = monitor.add(events)
+    for index, reason in rejected:
+        event = events[index][0]
+        letters.append((sources[index], reason, f"model {event.model} version {event.version}: {reason}"))
+    _dead_letters(sender, topic, letters)
+    if reports:
+        sink.write(reports)
+        for report in reports:
+            log.info(
+                "window %s %s [%d, %d): %d events, drifted: %s",
+                report.model,
+                report.version,
+                report.window_start_us,
+                report.window_end_us,
+                report.events,
+                ", ".join(report.drifted_features) or "none",
+            )
+    open_offsets = monitor.open_offsets()
+    return {
+        partition: min(end, open_offsets.get(partition.partition, end)) for partition, end in ends.items()
+    }
+
+
+def _dead_letters(sender: Any, topic: str, letters: list[tuple[Any, str, str]]) -> None:
+    futures = []
+    for message, reason, detail in letters:
+        headers = [
+            ("sluice.reason", reason.encode()),
+            ("sluice.detail", detail.encode()[:1000]),
+            ("sluice.source.topic", message.topic.encode()),
+            ("sluice.source.partition", str(message.partition).encode()),
+            ("sluice.source.offset", str(message.offset).encode()),
+        ]
+        futures.append(sender.send(f"{topic}.dlq", key=message.key, value=message.value, headers=headers))
+    if futures:
+        sender.flush()
+        for future in futures:
+            future.get(timeout=30)
