@@ -178,3 +178,16 @@ def test_a_growing_shift_gives_more_drift_and_then_drift(name: str) -> None:
     ordered = scores if item.drift_when == "above" else [-score for score in scores]
     assert ordered == sorted(ordered), scores
     assert item.is_drift(scores[-1])
+
+
+def test_the_kolmogorov_p_value_is_close_to_scipys_asymptotic_one_on_large_samples() -> None:
+    from monitors.metrics import ks_result
+
+    rng = np.random.default_rng(9)
+    for shift in (0.0, 0.01, 0.02, 0.05):
+        reference, current = rng.normal(size=20_000), rng.normal(shift, 1, size=15_000)
+        statistic = ks_2samp(reference, current, method="asymp")[0]
+        fast = ks_result(statistic, 20_000, 15_000, method="kolmogorov")[1]
+        assert fast == pytest.approx(
+            scipy.stats.ks_2samp(reference, current, method="asymp").pvalue, abs=0.005
+        )
