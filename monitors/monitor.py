@@ -23,7 +23,7 @@ from monitors.events import PredictionEvent
 from monitors.profile import ProfileError, ReferenceProfile
 from monitors.window import ServingWindow
 
-__all__ = ["Monitor", "MonitorSettings"]
+__all__ = ["ClosedWindow", "Monitor", "MonitorSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,14 @@ class MonitorSettings:
             raise ValueError(f"the window must be at least one second, not {self.window.total_seconds()} s")
         if self.lateness < timedelta(0):
             raise ValueError("the lateness cannot be negative")
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    """A window that closed: its scores, and its summaries (for the report a person can look at)."""
+
+    report: WindowReport
+    window: ServingWindow
 
 
 @dataclass
@@ -81,8 +89,8 @@ class Monitor:
 
     def add(
         self, events: list[tuple[PredictionEvent, int, int]]
-    ) -> tuple[list[WindowReport], list[tuple[int, str]]]:
-        """Add (event, partition, offset) triples; returns the reports of windows that closed, and
+    ) -> tuple[list[ClosedWindow], list[tuple[int, str]]]:
+        """Add (event, partition, offset) triples; returns the windows that closed, scored, and
         (index, reason) for each event that was not counted (late, or no reference profile)."""
         rejected: list[tuple[int, str]] = []
         touched: set[tuple[str, str]] = set()
@@ -115,10 +123,10 @@ class Monitor:
             assert state is not None
             names = list(state.detector.profile.features)
             state.open[start].update({name: [event.features.get(name) for event in batch] for name in names})
-        reports = []
+        closed = []
         for key in sorted(touched):
-            reports += self._close(key)
-        return reports, rejected
+            closed += self._close(key)
+        return closed, rejected
 
     def open_offsets(self) -> dict[int, int]:
         """Per partition, the smallest offset of an event in a window that is still open."""
@@ -145,17 +153,17 @@ class Monitor:
             self._versions[key] = _Version(detector=detector)
         return self._versions[key]
 
-    def _close(self, key: tuple[str, str]) -> list[WindowReport]:
+    def _close(self, key: tuple[str, str]) -> list[ClosedWindow]:
         state = self._versions[key]
         assert state is not None
         watermark = state.watermark(self._lateness_us)
-        reports = []
+        closed = []
         for start in sorted(state.open):
             window = state.open[start]
             if window.end_us > watermark:
                 break
-            reports.append(state.detector.evaluate(window, previous=state.previous))
+            closed.append(ClosedWindow(state.detector.evaluate(window, previous=state.previous), window))
             state.previous = window
             del state.open[start]
             del state.first_offsets[start]
-        return reports
+        return closed

@@ -17,13 +17,16 @@ count per vocabulary entry. Each value costs O(1) (a binary search over at most 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 from monitors import kernels
-from monitors.profile import ReferenceProfile, category_counts
+from monitors.profile import OTHER, ReferenceProfile, category_counts
 
 __all__ = ["ServingWindow"]
 
@@ -95,6 +98,36 @@ class ServingWindow:
         if name in self._category_nulls:
             return self._category_nulls[name]
         return int(self._nulls[self.numeric.index(name)])
+
+    def summary_table(self) -> pa.Table:
+        """The window's sample and counts in long form: (feature, value, category, count) rows, one per
+        sampled numeric value (count 1) and one per category. ``monitors.report`` reads it back."""
+        import pyarrow as pa
+
+        features: list[str] = []
+        values: list[float | None] = []
+        categories: list[str | None] = []
+        counts: list[int] = []
+        for name in self.numeric:
+            sample = self.sample(name).tolist()
+            features += [name] * len(sample)
+            values += sample
+            categories += [None] * len(sample)
+            counts += [1] * len(sample)
+        for name in self.categorical:
+            labels = [*self.profile.features[name].vocabulary, OTHER]
+            features += [name] * len(labels)
+            values += [None] * len(labels)
+            categories += labels
+            counts += self._categories[name].tolist()
+        return pa.table(
+            {
+                "feature": pa.array(features, pa.string()),
+                "value": pa.array(values, pa.float64()),
+                "category": pa.array(categories, pa.string()),
+                "count": pa.array(counts, pa.int64()),
+            }
+        )
 
     def mean(self, name: str) -> float:
         row = self.numeric.index(name)

@@ -28,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from features.config import SluiceConfig
 from monitors.detector import WindowReport
 from monitors.events import EventError, KServeJoiner, KServePart, LabelEvent, PredictionEvent, decode
-from monitors.monitor import Monitor, MonitorSettings
+from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
+from monitors.window import ServingWindow
 from streams.kafka_clients import aiokafka_kwargs, ensure_topics, producer
 
 __all__ = ["ScoresSink", "run"]
@@ -44,18 +45,18 @@ class ScoresSink:
     topic: str
     root: Path
 
-    def write(self, reports: list[WindowReport]) -> None:
+    def write(self, closed: list[ClosedWindow]) -> None:
         futures = []
-        for report in reports:
-            record = report.to_record()
+        for item in closed:
+            report = item.report
             key = f"{report.model}/{report.version}/{report.window_start_us}".encode()
-            futures.append(self.producer.send(self.topic, key=key, value=orjson.dumps(record)))
-            self._parquet(report)
+            futures.append(self.producer.send(self.topic, key=key, value=orjson.dumps(report.to_record())))
+            self._parquet(report, item.window)
         self.producer.flush()
         for future in futures:
             future.get(timeout=30)
 
-    def _parquet(self, report: WindowReport) -> None:
+    def _parquet(self, report: WindowReport, window: ServingWindow) -> None:
         folder = self.root / f"model={report.model}" / f"version={report.version}"
         folder.mkdir(parents=True, exist_ok=True)
         rows = [
@@ -74,10 +75,15 @@ class ScoresSink:
             }
             for score in report.scores
         ]
-        target = folder / f"window-{report.window_start_us:020d}.parquet"
-        temporary = folder / f".{target.name}.tmp"
-        pq.write_table(pa.Table.from_pylist(rows), temporary)
-        temporary.replace(target)
+        name = f"window-{report.window_start_us:020d}"
+        _write(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
+        _write(window.summary_table(), folder / f"{name}.summary.parquet")
+
+
+def _write(table: pa.Table, target: Path) -> None:
+    temporary = target.with_name(f".{target.name}.tmp")
+    pq.write_table(table, temporary)
+    temporary.replace(target)
 
 
 async def run(
@@ -147,14 +153,14 @@ def _process(
             ends[partition] = messages[-1].offset + 1
     if labels:
         log.info("skipped %d label events: joining labels to predictions is not built yet", labels)
-    reports, rejected = monitor.add(events)
+    closed, rejected = monitor.add(events)
     for index, reason in rejected:
         event = events[index][0]
         letters.append((sources[index], reason, f"model {event.model} version {event.version}: {reason}"))
     _dead_letters(sender, topic, letters)
-    if reports:
-        sink.write(reports)
-        for report in reports:
+    if closed:
+        sink.write(closed)
+        for report in (item.report for item in closed):
             log.info(
                 "window %s %s [%d, %d): %d events, drifted: %s",
                 report.model,

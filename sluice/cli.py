@@ -382,6 +382,36 @@ def monitor(
     asyncio.run(run(config, topic=topic, settings=settings, kserve_features=list(kserve_features)))
 
 
+@cli.command("report")
+@click.option("--model", required=True)
+@click.option("--version", "model_version", required=True)
+@click.option(
+    "--window-start", type=int, help="The window's start in epoch microseconds; default: the latest."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("drift-report.html"),
+    show_default=True,
+)
+@click.pass_obj
+def report(context: _Context, model: str, model_version: str, window_start: int | None, out: Path) -> None:
+    """Write Evidently's HTML drift report for a closed window against the reference profile."""
+    from monitors.profile import ProfileError, ReferenceProfile
+    from monitors.report import ReportError, drift_report_html, read_summary, window_summary_path
+
+    state = context.config.state_dir
+    try:
+        reference = ReferenceProfile.load(state / "profiles", model=model, version=model_version)
+        path = window_summary_path(
+            state / "monitor" / "scores", model=model, version=model_version, window_start_us=window_start
+        )
+    except (ProfileError, ReportError) as error:
+        raise click.ClickException(str(error)) from None
+    out.write_text(drift_report_html(reference, read_summary(path)), encoding="utf-8")
+    click.echo(f"wrote {out} for {path.name.split('.')[0]} of {model} {model_version}")
+
+
 def _load_repo(context: _Context) -> Any:
     """The validated repo, or a clean error listing every problem (never a traceback)."""
     from features.repo import RepoLoadError, load_repo

@@ -174,9 +174,30 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
     reasons = sorted(headers["sluice.reason"].decode() for _, headers in dead_letters(topic))
     assert reasons == ["late", "malformed_json", "no_profile", "not_cloudevent"]
 
-    written = list(
-        (config.state_dir / "monitor" / "scores" / "model=drifting" / "version=1").glob("window-*.parquet")
-    )
+    folder = config.state_dir / "monitor" / "scores" / "model=drifting" / "version=1"
+    written = [path for path in folder.glob("window-*.parquet") if not path.name.endswith(".summary.parquet")]
     assert len(written) == 20
+    assert len(list(folder.glob("window-*.summary.parquet"))) == 20
     table = pq.read_table(sorted(written)[12])
     assert set(table.column("feature").to_pylist()) == set(FEATURES)
+
+    # A person can look at the window that drifted, in Evidently's report.
+    start_us = int((T0 + timedelta(seconds=12 * WINDOW_S)).timestamp() * 1_000_000)
+    out = tmp_path / "window12.html"
+    made = sluice(
+        repo,
+        "report",
+        "--model",
+        "drifting",
+        "--version",
+        "1",
+        "--window-start",
+        str(start_us),
+        "--out",
+        str(out),
+    )
+    assert made.returncode == 0, made.stderr
+    html = out.read_text()
+    assert "<html" in html.lower() and "f7" in html
+    missing = sluice(repo, "report", "--model", "drifting", "--version", "1", "--window-start", "5")
+    assert missing.returncode == 1 and "no window starting at 5 µs" in missing.stderr
