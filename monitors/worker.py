@@ -3,11 +3,12 @@
 An aiokafka consumer (group ``sluice-monitor-<project>``) reads the predictions topic in batches.
 Each record is decoded as a CloudEvent (``monitors.events``); invalid ones, late ones and those of
 a model version without a reference profile go to ``<topic>.dlq`` with a ``sluice.reason`` header.
-Closed windows' reports go to ``<topic>.scores`` (one JSON record per window, keyed by model,
-version and window start) and to Parquet under ``<state_dir>/monitor/scores/``, one file per window,
-named by the window, so a replay rewrites it rather than adding one. Offsets are committed only
-below the oldest event of a window still open, after the reports are written: a restart replays
-exactly the open windows, and a window is never lost.
+Labels are joined to their predictions by request id (``monitors.labels``); the pairs go to
+``<topic>.labelled``. Closed windows' reports go to ``<topic>.scores`` (one JSON record per window,
+keyed by model, version and window start) and to Parquet under ``<state_dir>/monitor/scores/``,
+one file per window named by the window, so a replay rewrites it rather than adding one. Offsets
+are committed only below the oldest event of a window still open, after the reports are written:
+a restart replays exactly the open windows, and a window is never lost.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from features.config import SluiceConfig
 from monitors.detector import WindowReport
 from monitors.events import EventError, KServeJoiner, KServePart, LabelEvent, PredictionEvent, decode
+from monitors.labels import LabelJoiner, LabelledPrediction
 from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.window import ServingWindow
 from streams.kafka_clients import aiokafka_kwargs, ensure_topics, producer
@@ -92,7 +94,8 @@ async def run(
     """Consume until SIGTERM or SIGINT; then commit what is safe and leave the group."""
     monitor = Monitor(settings=settings)
     joiner = KServeJoiner(feature_names=kserve_features)
-    ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq"])
+    labels = LabelJoiner()
+    ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled"])
     sender = producer(config.kafka, linger_ms=5)
     sink = ScoresSink(producer=sender, topic=f"{topic}.scores", root=config.state_dir / "monitor" / "scores")
     consumer = AIOKafkaConsumer(
@@ -114,7 +117,9 @@ async def run(
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
             if batches:
-                offsets = await asyncio.to_thread(_process, batches, monitor, joiner, sink, sender, topic)
+                offsets = await asyncio.to_thread(
+                    _process, batches, monitor, joiner, labels, sink, sender, topic
+                )
                 await consumer.commit(offsets)
     finally:
         with contextlib.suppress(Exception):
@@ -126,6 +131,7 @@ def _process(
     batches: dict[TopicPartition, list[Any]],
     monitor: Monitor,
     joiner: KServeJoiner,
+    labels: LabelJoiner,
     sink: ScoresSink,
     sender: Any,
     topic: str,
@@ -134,7 +140,7 @@ def _process(
     sources: list[Any] = []
     """The record of each event, for the dead-letter topic."""
     letters: list[tuple[Any, str, str]] = []
-    labels = 0
+    labelled: list[LabelledPrediction] = []
     ends: dict[TopicPartition, int] = {}
     for partition, messages in batches.items():
         for message in messages:
@@ -144,15 +150,16 @@ def _process(
                 letters.append((message, error.reason, str(error)))
                 continue
             if isinstance(event, LabelEvent):
-                labels += 1
+                labelled += labels.add_label(event)
                 continue
             predictions = joiner.add(event) if isinstance(event, KServePart) else [event]
+            for prediction in predictions:
+                labelled += labels.add_prediction(prediction)
             events += [(prediction, partition.partition, message.offset) for prediction in predictions]
             sources += [message] * len(predictions)
         if messages:
             ends[partition] = messages[-1].offset + 1
-    if labels:
-        log.info("skipped %d label events: joining labels to predictions is not built yet", labels)
+    _send_labelled(sender, f"{topic}.labelled", labelled)
     closed, rejected = monitor.add(events)
     for index, reason in rejected:
         event = events[index][0]
@@ -174,6 +181,17 @@ def _process(
     return {
         partition: min(end, open_offsets.get(partition.partition, end)) for partition, end in ends.items()
     }
+
+
+def _send_labelled(sender: Any, topic: str, labelled: list[LabelledPrediction]) -> None:
+    futures = [
+        sender.send(topic, key=pair.prediction.request_id.encode(), value=orjson.dumps(pair.to_record()))
+        for pair in labelled
+    ]
+    if futures:
+        sender.flush()
+        for future in futures:
+            future.get(timeout=30)
 
 
 def _dead_letters(sender: Any, topic: str, letters: list[tuple[Any, str, str]]) -> None:

@@ -53,7 +53,7 @@ def repo(tmp_path: Path, project: str, topic: str) -> Iterator[Path]:
         assert built.returncode == 0, built.stderr
         assert "profiled 20000 rows of " in built.stdout and "20 numeric and 0 categorical" in built.stdout
     yield root
-    delete_topics(topic, f"{topic}.scores", f"{topic}.dlq")
+    delete_topics(topic, f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled")
 
 
 def produce(
@@ -136,6 +136,10 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
         logger = PredictionLogger(config=config.kafka, topic=topic, source="tests")
         produce(logger, "drifting", 20, 250, shift_from=12, seed=1)
         produce(logger, "steady", 200, 150, shift_from=None, seed=2)
+        # Ground truth for five predictions of the first window, and one for a request never seen.
+        for row in range(5):
+            logger.log_label(model="drifting", request_id=f"drifting-0-{row}", label=row % 2)
+        logger.log_label(model="drifting", request_id="never-predicted", label=1)
         assert logger.flush(60)
         assert logger.stats.failed == 0 and logger.stats.dropped == 0
         # Poison: not JSON, not a CloudEvent, and an event for a window that has long closed.
@@ -170,6 +174,18 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
     steady = [r for r in reports if r["model"] == "steady"]
     alarms = sum(any(s["drift"] for s in r["scores"] if s["against"] == "reference") for r in steady)
     assert alarms <= binom.ppf(0.999, 200, 0.05), alarms
+
+    labelled = KafkaConsumer(
+        f"{topic}.labelled",
+        bootstrap_servers=BOOTSTRAP,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    pairs = sorted((orjson.loads(record.value) for record in labelled), key=lambda pair: pair["request_id"])
+    labelled.close()
+    assert [(p["request_id"], p["version"], p["label"], p["outputs"]) for p in pairs] == [
+        (f"drifting-0-{row}", "1", row % 2, {"score": 0.5}) for row in range(5)
+    ]
 
     reasons = sorted(headers["sluice.reason"].decode() for _, headers in dead_letters(topic))
     assert reasons == ["late", "malformed_json", "no_profile", "not_cloudevent"]

@@ -1,0 +1,78 @@
+"""Join ground-truth labels to the predictions they judge, by request id.
+
+Labels usually arrive after their prediction (minutes to weeks), sometimes before it. The joiner keeps
+the latest ``capacity`` predictions and the latest ``capacity`` unmatched labels; the oldest go first,
+and are counted. A joined pair carries the prediction's model, version, time and outputs, and the
+label with its time: enough to compute a model's performance per window downstream.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from monitors.events import LabelEvent, PredictionEvent
+
+__all__ = ["LabelJoiner", "LabelledPrediction"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelledPrediction:
+    prediction: PredictionEvent
+    label: LabelEvent
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "model": self.prediction.model,
+            "version": self.prediction.version,
+            "request_id": self.prediction.request_id,
+            "prediction_time": self.prediction.event_time.isoformat(),
+            "label_time": self.label.event_time.isoformat(),
+            "outputs": self.prediction.outputs,
+            "label": self.label.label,
+        }
+
+
+class LabelJoiner:
+    """Pairs predictions and labels with the same (model, request id), whichever comes first.
+
+    >>> from datetime import UTC, datetime
+    >>> joiner = LabelJoiner(capacity=2)
+    >>> now = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> joiner.add_label(LabelEvent(model="m", request_id="r1", label=1, event_time=now))
+    []
+    >>> [pair.label.label for pair in joiner.add_prediction(
+    ...     PredictionEvent(model="m", version="2", request_id="r1", features={}, event_time=now))]
+    [1]
+    """
+
+    def __init__(self, *, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self.forgotten_predictions = 0
+        self.forgotten_labels = 0
+        self._predictions: OrderedDict[tuple[str, str], PredictionEvent] = OrderedDict()
+        self._labels: OrderedDict[tuple[str, str], LabelEvent] = OrderedDict()
+
+    def add_prediction(self, event: PredictionEvent) -> list[LabelledPrediction]:
+        key = (event.model, event.request_id)
+        label = self._labels.pop(key, None)
+        if label is not None:
+            return [LabelledPrediction(prediction=event, label=label)]
+        self._predictions[key] = event
+        self._predictions.move_to_end(key)
+        if len(self._predictions) > self.capacity:
+            self._predictions.popitem(last=False)
+            self.forgotten_predictions += 1
+        return []
+
+    def add_label(self, event: LabelEvent) -> list[LabelledPrediction]:
+        key = (event.model, event.request_id)
+        prediction = self._predictions.get(key)
+        if prediction is not None:
+            return [LabelledPrediction(prediction=prediction, label=event)]
+        self._labels[key] = event
+        if len(self._labels) > self.capacity:
+            self._labels.popitem(last=False)
+            self.forgotten_labels += 1
+        return []
