@@ -29,7 +29,8 @@ Correction = Literal["benjamini-hochberg", "bonferroni", "none"]
 class FeatureScore:
     feature: str
     metric: str
-    against: Literal["reference", "previous"]
+    against: Literal["reference", "previous", "offline"]
+    """The training profile, the version's previous window, or the offline store (feature skew)."""
     score: float
     """The p-value (after correction) or the distance; NaN when a side had no values."""
     threshold: float

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
 from monitors.detector import DriftDetector, WindowReport
 from monitors.events import PredictionEvent
 from monitors.profile import ProfileError, ReferenceProfile
+from monitors.skew import SkewSample, SkewSettings, skew_scores
 from monitors.window import ServingWindow
 
 __all__ = ["ClosedWindow", "Monitor", "MonitorSettings"]
@@ -41,6 +42,8 @@ class MonitorSettings:
     alpha: float = 0.05
     sample_size: int = 2000
     """Values a window keeps per numeric feature for KS and Wasserstein."""
+    skew: SkewSettings | None = None
+    """Compare a sample of served values with the offline store; None to skip."""
 
     def __post_init__(self) -> None:
         if self.window < timedelta(seconds=1):
@@ -62,6 +65,7 @@ class _Version:
     detector: DriftDetector
     open: dict[int, ServingWindow] = field(default_factory=dict)
     """Window start (µs) to its window."""
+    skew_samples: dict[int, SkewSample] = field(default_factory=dict)
     first_offsets: dict[int, dict[int, int]] = field(default_factory=dict)
     """Window start to the smallest offset per partition of its events."""
     previous: ServingWindow | None = None
@@ -113,6 +117,10 @@ class Monitor:
                     end_us=start + self._window_us,
                     sample_size=self.settings.sample_size,
                 )
+            if self.settings.skew is not None:
+                state.skew_samples.setdefault(
+                    start, SkewSample(capacity=self.settings.skew.sample_size, seed=start)
+                ).add(event)
             offsets = state.first_offsets.setdefault(start, {})
             offsets[partition] = min(offsets.get(partition, offset), offset)
             batches.setdefault((key, start), []).append(event)
@@ -162,7 +170,13 @@ class Monitor:
             window = state.open[start]
             if window.end_us > watermark:
                 break
-            closed.append(ClosedWindow(state.detector.evaluate(window, previous=state.previous), window))
+            report = state.detector.evaluate(window, previous=state.previous)
+            sample = state.skew_samples.pop(start, None)
+            if sample is not None and self.settings.skew is not None:
+                report = replace(
+                    report, scores=report.scores + skew_scores(sample.events, self.settings.skew)
+                )
+            closed.append(ClosedWindow(report, window))
             state.previous = window
             del state.open[start]
             del state.first_offsets[start]

@@ -330,6 +330,12 @@ def profile(
     "--kserve-feature", "kserve_features", multiple=True, help="Names of KServe list inputs, in order."
 )
 @click.option(
+    "--skew-view", "skew_views", multiple=True, help="Check served values against this feature view offline."
+)
+@click.option(
+    "--skew-threshold", type=float, default=0.01, show_default=True, help="Mismatch rate that is skew."
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
     default="warn",
@@ -344,6 +350,8 @@ def monitor(
     metrics: tuple[str, ...],
     alpha: float,
     kserve_features: tuple[str, ...],
+    skew_views: tuple[str, ...],
+    skew_threshold: float,
     loglevel: str,
 ) -> None:
     """Score prediction events for drift, window by window, against each model version's reference profile."""
@@ -365,6 +373,16 @@ def monitor(
             chosen[feature] = metric(name).name
         except UnknownMetricError as error:
             raise click.BadParameter(str(error), param_hint="--metric") from None
+    skew = None
+    if skew_views:
+        from monitors.skew import SkewSettings
+
+        repo = _load_repo(context)
+        try:
+            views = tuple(repo.spec(name) for name in skew_views)
+        except KeyError as error:
+            raise click.BadParameter(str(error.args[0]), param_hint="--skew-view") from None
+        skew = SkewSettings(views=views, threshold=skew_threshold)
     try:
         settings = MonitorSettings(
             window=timedelta(seconds=window_seconds),
@@ -372,6 +390,7 @@ def monitor(
             profiles=context.config.state_dir / "profiles",
             metrics=chosen,
             alpha=alpha,
+            skew=skew,
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
