@@ -1,0 +1,95 @@
+"""The bulk (pyarrow) decoding path gives exactly what decoding message by message gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.decoding import EventDecoder
+
+SCHEMA = {
+    "card_id": "INT64",
+    "amount": "FLOAT64",
+    "count": "INT32",
+    "ok": "BOOL",
+    "merchant": "STRING",
+    "ts": "UNIX_TIMESTAMP",
+}
+
+
+def decoder() -> EventDecoder:
+    return EventDecoder(
+        join_keys={"card_id": "INT64"}, timestamp_field="ts", schema=SCHEMA, columns=("amount", "count", "ok")
+    )
+
+
+numeric_time = st.floats(0, 4e9, allow_nan=False) | st.integers(0, 4_000_000_000)
+iso_time = st.datetimes().map(lambda moment: moment.isoformat())
+valid_event = st.fixed_dictionaries(
+    {
+        "card_id": st.integers(-(2**63), 2**63 - 1),
+        "amount": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**15), 10**15),
+        "count": st.integers(-(2**31), 2**31 - 1),
+        "ok": st.booleans(),
+        "merchant": st.text(max_size=8),
+    },
+    optional={"extra": st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5)},
+)
+poison = st.sampled_from(
+    [
+        b"{nope",
+        b"[1, 2]",
+        b'{"card_id": 1.5, "amount": 1, "count": 1, "ok": true, "ts": 1}',
+        b'{"card_id": true, "amount": 1, "count": 1, "ok": true, "ts": 1}',
+        b'{"card_id": 1, "amount": "1", "count": 1, "ok": true, "ts": 1}',
+        b'{"card_id": 1, "amount": NaN, "count": 1, "ok": true, "ts": 1}',
+        b'{"card_id": 1, "amount": 1, "count": 4294967296, "ok": true, "ts": 1}',
+        b'{"card_id": 1, "amount": null, "count": 1, "ok": true, "ts": 1}',
+        b'{"amount": 1, "count": 1, "ok": true, "ts": 1}',
+        b'{"card_id": 1, "card_id": 2, "amount": 1, "count": 1, "ok": true, "ts": 1}',
+        b'{"card_id": 1, "amount": 1, "count": 1, "ok": true, "ts": "not a time"}',
+        b'{"card_id": 1, "amount": 1, "count": 1, "ok": true, "ts": 1}{"card_id": 2}',
+        b"",
+    ]
+)
+
+
+def same(first: Any, second: Any) -> None:
+    assert first.accepted.tolist() == second.accepted.tolist()
+    assert first.keys == second.keys
+    assert first.times.tolist() == second.times.tolist()
+    for name in first.columns:
+        assert np.array_equal(first.columns[name], second.columns[name], equal_nan=True), name
+    assert [(r.index, r.reason) for r in first.rejections] == [(r.index, r.reason) for r in second.rejections]
+
+
+@settings(max_examples=150)
+@given(
+    events=st.lists(valid_event, min_size=64, max_size=120),
+    times=st.data(),
+    bad=st.lists(st.tuples(st.integers(0, 119), poison), max_size=2),
+)
+def test_bulk_decoding_equals_decoding_each_message(
+    events: list[dict[str, Any]], times: st.DataObject, bad: list[tuple[int, bytes]]
+) -> None:
+    kind = times.draw(st.sampled_from([numeric_time, iso_time]))
+    messages: list[bytes | None] = [orjson.dumps({**event, "ts": times.draw(kind)}) for event in events]
+    for position, message in bad:
+        messages[position % len(messages)] = message
+    ours = decoder()
+    same(ours.decode(messages), ours._decode_each(messages))
+
+
+def test_a_clean_batch_takes_the_bulk_path() -> None:
+    messages = [
+        orjson.dumps(
+            {"card_id": card, "amount": card / 3, "count": card, "ok": card % 2 == 0, "ts": 1.7e9 + card}
+        )
+        for card in range(100)
+    ]
+    assert decoder()._decode_bulk(messages) is not None
+    assert decoder()._decode_bulk([*messages, None]) is None
