@@ -139,7 +139,7 @@ class EventDecoder:
         if table.num_rows != len(values) or any(table.column(name).null_count for name in self._required):
             return None
         if numeric_time:
-            seconds = table.column(self.timestamp_field).to_numpy()
+            seconds = np.asarray(table.column(self.timestamp_field).to_numpy(), dtype=np.float64)
             times = np.round(seconds * 1_000_000).astype(np.int64)
         else:
             try:
@@ -177,7 +177,7 @@ class EventDecoder:
         }
         fields = []
         for name, dtype in self.schema.items():
-            if name == self.timestamp_field:
+            if name == self.timestamp_field and dtype == "UNIX_TIMESTAMP":
                 fields.append(pa.field(name, pa.float64() if numeric_time else pa.string()))
             elif dtype in types:
                 fields.append(pa.field(name, types[dtype]))

@@ -93,3 +93,21 @@ def test_a_clean_batch_takes_the_bulk_path() -> None:
     ]
     assert decoder()._decode_bulk(messages) is not None
     assert decoder()._decode_bulk([*messages, None]) is None
+
+
+def test_an_event_time_declared_as_an_integer_refuses_fractions_on_both_paths() -> None:
+    strict = EventDecoder(
+        join_keys={"card_id": "INT64"},
+        timestamp_field="ts",
+        schema={"card_id": "INT64", "amount": "FLOAT64", "ts": "INT64"},
+        columns=("amount",),
+    )
+    messages = [
+        orjson.dumps({"card_id": card, "amount": 1.0, "ts": 1_700_000_000 + card}) for card in range(80)
+    ]
+    messages[5] = orjson.dumps({"card_id": 5, "amount": 1.0, "ts": 1_700_000_000.5})
+    same(strict.decode(messages), strict._decode_each(messages))
+    assert [(r.index, r.reason) for r in strict.decode(messages).rejections] == [(5, "type")]
+    clean = [message for index, message in enumerate(messages) if index != 5]
+    assert strict._decode_bulk(clean) is not None
+    same(strict.decode(clean), strict._decode_each(clean))
