@@ -69,6 +69,8 @@ class _Version:
     first_offsets: dict[int, dict[int, int]] = field(default_factory=dict)
     """Window start to the smallest offset per partition of its events."""
     previous: ServingWindow | None = None
+    reported_until_us: int = -(2**62)
+    """Windows ending at or before this were scored before a restart: their replayed events are skipped."""
     latest_us: dict[int, int] = field(default_factory=dict)
     """The latest event time seen per partition. The version's watermark is the earliest of them, less
     the lateness: events are in time order within a partition, not across partitions."""
@@ -81,9 +83,16 @@ class Monitor:
     """Routes events into windows per model version and scores the windows that close."""
 
     def __init__(
-        self, *, settings: MonitorSettings, load_profile: Callable[[str, str], ReferenceProfile] | None = None
+        self,
+        *,
+        settings: MonitorSettings,
+        load_profile: Callable[[str, str], ReferenceProfile] | None = None,
+        last_reported: Callable[[str, str], int | None] | None = None,
     ) -> None:
+        """``last_reported(model, version)`` gives the start of the version's last window already scored
+        (before a restart), so that the events replayed for it are not scored again."""
         self.settings = settings
+        self._last_reported = last_reported or (lambda model, version: None)
         self._load = load_profile or (
             lambda model, version: ReferenceProfile.load(settings.profiles, model=model, version=version)
         )
@@ -107,6 +116,8 @@ class Monitor:
                 continue
             event_us = int(event.event_time.timestamp() * 1_000_000)
             start = event_us - event_us % self._window_us
+            if start + self._window_us <= state.reported_until_us:
+                continue  # replayed after a restart: its window was scored before it
             if start + self._window_us <= state.watermark(self._lateness_us):
                 rejected.append((index, "late"))  # its window has closed, or would have
                 continue
@@ -158,7 +169,11 @@ class Monitor:
             detector = DriftDetector(
                 profile=profile, metrics=self.settings.metrics, alpha=self.settings.alpha
             )
-            self._versions[key] = _Version(detector=detector)
+            reported = self._last_reported(*key)
+            self._versions[key] = _Version(
+                detector=detector,
+                reported_until_us=reported + self._window_us if reported is not None else -(2**62),
+            )
         return self._versions[key]
 
     def _close(self, key: tuple[str, str]) -> list[ClosedWindow]:

@@ -34,7 +34,7 @@ from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.window import ServingWindow
 from streams.kafka_clients import aiokafka_kwargs, ensure_topics, producer
 
-__all__ = ["ScoresSink", "run"]
+__all__ = ["ScoresSink", "last_window", "run"]
 
 log = logging.getLogger("sluice.monitor")
 
@@ -82,6 +82,13 @@ class ScoresSink:
         _write(window.summary_table(), folder / f"{name}.summary.parquet")
 
 
+def last_window(scores_root: Path, model: str, version: str) -> int | None:
+    """The start (µs) of the last window of a model version written by ``ScoresSink``, if any."""
+    folder = scores_root / f"model={model}" / f"version={version}"
+    starts = [int(path.name[7:27]) for path in folder.glob("window-*.summary.parquet")]
+    return max(starts, default=None)
+
+
 def _write(table: pa.Table, target: Path) -> None:
     temporary = target.with_name(f".{target.name}.tmp")
     pq.write_table(table, temporary)
@@ -92,12 +99,15 @@ async def run(
     config: SluiceConfig, *, topic: str, settings: MonitorSettings, kserve_features: list[str]
 ) -> None:
     """Consume until SIGTERM or SIGINT; then commit what is safe and leave the group."""
-    monitor = Monitor(settings=settings)
+    scores_root = config.state_dir / "monitor" / "scores"
+    monitor = Monitor(
+        settings=settings, last_reported=lambda model, version: last_window(scores_root, model, version)
+    )
     joiner = KServeJoiner(feature_names=kserve_features)
     labels = LabelJoiner()
     ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled"])
     sender = producer(config.kafka, linger_ms=5)
-    sink = ScoresSink(producer=sender, topic=f"{topic}.scores", root=config.state_dir / "monitor" / "scores")
+    sink = ScoresSink(producer=sender, topic=f"{topic}.scores", root=scores_root)
     consumer = AIOKafkaConsumer(
         topic,
         group_id=f"sluice-monitor-{config.project}",

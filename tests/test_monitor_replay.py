@@ -1,0 +1,56 @@
+"""After a restart, the events replayed for windows that were already scored are not scored again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from monitors.events import PredictionEvent
+from monitors.monitor import Monitor, MonitorSettings
+from monitors.profile import ReferenceProfile
+from monitors.worker import last_window
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def event(second: float, index: int) -> PredictionEvent:
+    return PredictionEvent(
+        model="fraud",
+        version="1",
+        request_id=str(index),
+        features={"amount": float(index)},
+        event_time=T0 + timedelta(seconds=second),
+    )
+
+
+def test_replayed_events_of_a_scored_window_are_skipped_and_the_next_window_is_whole(tmp_path: Path) -> None:
+    profile = ReferenceProfile.build(
+        pd.DataFrame({"amount": np.random.default_rng(0).normal(size=500)}), model="fraud", version="1"
+    )
+    window_us = 10_000_000
+    first_start = int(T0.timestamp() * 1_000_000)
+    # Before the crash, the window [0 s, 10 s) was scored and written; [10 s, 20 s) was still open.
+    monitor = Monitor(
+        settings=MonitorSettings(window=timedelta(seconds=10), lateness=timedelta(0)),
+        load_profile=lambda model, version: profile,
+        last_reported=lambda model, version: first_start,
+    )
+    replayed = [event(second, index) for index, second in enumerate([1, 5, 9, 11, 15, 19, 25])]
+    closed, rejected = monitor.add([(item, 0, offset) for offset, item in enumerate(replayed)])
+    assert rejected == []  # skipped, not dead-lettered as late
+    assert [(item.report.window_start_us - first_start, item.report.events) for item in closed] == [
+        (window_us, 3)
+    ]
+
+
+def test_last_window_reads_the_saved_window_files(tmp_path: Path) -> None:
+    folder = tmp_path / "model=fraud" / "version=1"
+    folder.mkdir(parents=True)
+    for start in (100, 300, 200):
+        (folder / f"window-{start:020d}.parquet").touch()
+        (folder / f"window-{start:020d}.summary.parquet").touch()
+    assert last_window(tmp_path, "fraud", "1") == 300
+    assert last_window(tmp_path, "fraud", "2") is None
