@@ -13,6 +13,7 @@ below the oldest record of a window still open, so a restart replays exactly the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -27,6 +28,9 @@ from monitors.window import ServingWindow
 __all__ = ["ClosedWindow", "Monitor", "MonitorSettings"]
 
 log = logging.getLogger(__name__)
+
+_PROFILE_RETRY_S = 30.0
+"""How long a model version without a reference profile waits before the monitor looks again."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +92,7 @@ class Monitor:
         settings: MonitorSettings,
         load_profile: Callable[[str, str], ReferenceProfile] | None = None,
         last_reported: Callable[[str, str], int | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``last_reported(model, version)`` gives the start of the version's last window already scored
         (before a restart), so that the events replayed for it are not scored again."""
@@ -96,7 +101,10 @@ class Monitor:
         self._load = load_profile or (
             lambda model, version: ReferenceProfile.load(settings.profiles, model=model, version=version)
         )
-        self._versions: dict[tuple[str, str], _Version | None] = {}
+        self._versions: dict[tuple[str, str], _Version] = {}
+        self._missing: dict[tuple[str, str], float] = {}
+        """When loading each version's profile last failed: it is tried again after a while."""
+        self._clock = clock
         self._window_us = int(settings.window.total_seconds() * 1_000_000)
         self._lateness_us = int(settings.lateness.total_seconds() * 1_000_000)
 
@@ -139,7 +147,6 @@ class Monitor:
             touched.add(key)
         for (key, start), batch in batches.items():
             state = self._versions[key]
-            assert state is not None
             names = list(state.detector.profile.features)
             state.open[start].update({name: [event.features.get(name) for event in batch] for name in names})
         closed = []
@@ -151,8 +158,6 @@ class Monitor:
         """Per partition, the smallest offset of an event in a window that is still open."""
         result: dict[int, int] = {}
         for state in self._versions.values():
-            if state is None:
-                continue
             for offsets in state.first_offsets.values():
                 for partition, offset in offsets.items():
                     result[partition] = min(result.get(partition, offset), offset)
@@ -160,12 +165,17 @@ class Monitor:
 
     def _version(self, key: tuple[str, str]) -> _Version | None:
         if key not in self._versions:
+            failed_at = self._missing.get(key)
+            if failed_at is not None and self._clock() - failed_at < _PROFILE_RETRY_S:
+                return None
             try:
                 profile = self._load(*key)
             except ProfileError as error:
-                log.warning("%s", error)
-                self._versions[key] = None
+                if failed_at is None:
+                    log.warning("%s", error)
+                self._missing[key] = self._clock()
                 return None
+            self._missing.pop(key, None)
             detector = DriftDetector(
                 profile=profile, metrics=self.settings.metrics, alpha=self.settings.alpha
             )
@@ -178,7 +188,6 @@ class Monitor:
 
     def _close(self, key: tuple[str, str]) -> list[ClosedWindow]:
         state = self._versions[key]
-        assert state is not None
         watermark = state.watermark(self._lateness_us)
         closed = []
         for start in sorted(state.open):

@@ -54,3 +54,31 @@ def test_last_window_reads_the_saved_window_files(tmp_path: Path) -> None:
         (folder / f"window-{start:020d}.summary.parquet").touch()
     assert last_window(tmp_path, "fraud", "1") == 300
     assert last_window(tmp_path, "fraud", "2") is None
+
+
+def test_a_profile_saved_after_the_monitor_started_is_picked_up(tmp_path: Path) -> None:
+    from monitors.profile import ProfileError
+
+    profile = ReferenceProfile.build(
+        pd.DataFrame({"amount": np.random.default_rng(0).normal(size=500)}), model="fraud", version="1"
+    )
+    saved: list[ReferenceProfile] = []
+    now = [0.0]
+
+    def load(model: str, version: str) -> ReferenceProfile:
+        if not saved:
+            raise ProfileError("no reference profile yet")
+        return saved[0]
+
+    monitor = Monitor(
+        settings=MonitorSettings(window=timedelta(seconds=10), lateness=timedelta(0)),
+        load_profile=load,
+        clock=lambda: now[0],
+    )
+    _, rejected = monitor.add([(event(1, 0), 0, 0)])
+    assert rejected == [(0, "no_profile")]
+    saved.append(profile)
+    now[0] = 5.0  # too soon to look again
+    assert monitor.add([(event(2, 1), 0, 1)])[1] == [(0, "no_profile")]
+    now[0] = 31.0
+    assert monitor.add([(event(3, 2), 0, 2)])[1] == []
