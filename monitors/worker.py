@@ -31,6 +31,7 @@ from monitors.detector import WindowReport
 from monitors.events import EventError, KServeJoiner, KServePart, LabelEvent, PredictionEvent, decode
 from monitors.labels import LabelJoiner, LabelledPrediction
 from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
+from monitors.monitor_metrics import MonitorMetrics
 from monitors.window import ServingWindow
 from streams.kafka_clients import aiokafka_kwargs, ensure_topics, producer
 
@@ -96,9 +97,15 @@ def _write(table: pa.Table, target: Path) -> None:
 
 
 async def run(
-    config: SluiceConfig, *, topic: str, settings: MonitorSettings, kserve_features: list[str]
+    config: SluiceConfig,
+    *,
+    topic: str,
+    settings: MonitorSettings,
+    kserve_features: list[str],
+    metrics: MonitorMetrics | None = None,
 ) -> None:
     """Consume until SIGTERM or SIGINT; then commit what is safe and leave the group."""
+    metrics = metrics or MonitorMetrics()
     scores_root = config.state_dir / "monitor" / "scores"
     monitor = Monitor(
         settings=settings, last_reported=lambda model, version: last_window(scores_root, model, version)
@@ -128,7 +135,7 @@ async def run(
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
             if batches:
                 offsets = await asyncio.to_thread(
-                    _process, batches, monitor, joiner, labels, sink, sender, topic
+                    _process, batches, monitor, joiner, labels, sink, sender, topic, metrics
                 )
                 await consumer.commit(offsets)
     finally:
@@ -145,6 +152,7 @@ def _process(
     sink: ScoresSink,
     sender: Any,
     topic: str,
+    metrics: MonitorMetrics,
 ) -> dict[TopicPartition, int]:
     events: list[tuple[PredictionEvent, int, int]] = []
     sources: list[Any] = []
@@ -175,9 +183,14 @@ def _process(
         event = events[index][0]
         letters.append((sources[index], reason, f"model {event.model} version {event.version}: {reason}"))
     _dead_letters(sender, topic, letters)
+    for _, reason, _ in letters:
+        metrics.dead_letters.labels(reason).inc()
+    for pair in labelled:
+        metrics.labelled.labels(pair.prediction.model).inc()
     if closed:
         sink.write(closed)
         for report in (item.report for item in closed):
+            metrics.record(report)
             log.info(
                 "window %s %s [%d, %d): %d events, drifted: %s",
                 report.model,

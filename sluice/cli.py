@@ -336,6 +336,9 @@ def profile(
     "--skew-threshold", type=float, default=0.01, show_default=True, help="Mismatch rate that is skew."
 )
 @click.option(
+    "--metrics-port", type=int, default=0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
     default="warn",
@@ -352,6 +355,7 @@ def monitor(
     kserve_features: tuple[str, ...],
     skew_views: tuple[str, ...],
     skew_threshold: float,
+    metrics_port: int,
     loglevel: str,
 ) -> None:
     """Score prediction events for drift, window by window, against each model version's reference profile."""
@@ -398,7 +402,16 @@ def monitor(
     logging.basicConfig(level=level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     config = context.config
     ensure_topics(config.kafka, [topic], partitions=config.topics.partitions)
-    asyncio.run(run(config, topic=topic, settings=settings, kserve_features=list(kserve_features)))
+    from monitors.monitor_metrics import MonitorMetrics
+
+    counters = MonitorMetrics()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=counters.registry)
+    asyncio.run(
+        run(config, topic=topic, settings=settings, kserve_features=list(kserve_features), metrics=counters)
+    )
 
 
 @cli.command("report")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,6 +111,9 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
 ) -> None:
     config = load_config(repo)
     env = {**os.environ}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     log = (tmp_path / "monitor.log").open("wb")
     monitor = subprocess.Popen(
         [
@@ -126,6 +131,8 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
             "0",
             "--loglevel",
             "info",
+            "--metrics-port",
+            str(metrics_port),
             *[argument for name in FEATURES for argument in ("--metric", f"{name}=ks")],
         ],
         stdout=log,
@@ -159,6 +166,9 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
         logger.close()
 
         reports = scores(topic, 220, monitor)
+        scraped = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        )
     finally:
         stop(monitor)
         log.close()
@@ -186,6 +196,14 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
     assert [(p["request_id"], p["version"], p["label"], p["outputs"]) for p in pairs] == [
         (f"drifting-0-{row}", "1", row % 2, {"score": 0.5}) for row in range(5)
     ]
+
+    # Prometheus has the latest window's score per feature, for teams that alert with Alertmanager.
+    assert (
+        'sluice_feature_drift{against="reference",feature="f7",metric="ks",model="drifting",version="1"} 1.0'
+        in scraped
+    )
+    assert 'sluice_monitor_dead_letters_total{reason="late"} 1.0' in scraped
+    assert 'sluice_monitor_windows_total{model="steady",version="1"} 200.0' in scraped
 
     reasons = sorted(headers["sluice.reason"].decode() for _, headers in dead_letters(topic))
     assert reasons == ["late", "malformed_json", "no_profile", "not_cloudevent"]

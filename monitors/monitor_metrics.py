@@ -1,0 +1,78 @@
+"""Prometheus metrics of the monitor: each feature's latest drift score, so teams with Alertmanager can
+alert their own way, and the counts of what the monitor consumed and refused."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from monitors.detector import WindowReport
+
+__all__ = ["MonitorMetrics"]
+
+
+class MonitorMetrics:
+    """The monitor's metrics, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.events = Counter(
+            "sluice_monitor_events_total",
+            "Prediction events counted into a window.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "sluice_monitor_dead_letters_total",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.labelled = Counter(
+            "sluice_monitor_labelled_total",
+            "Predictions joined with their label.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.windows = Counter(
+            "sluice_monitor_windows_total",
+            "Windows closed and scored.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.score = Gauge(
+            "sluice_drift_score",
+            "The latest closed window's score per feature: a p-value (after correction), a distance or "
+            "a mismatch rate; see the metric label.",
+            ["model", "version", "feature", "metric", "against"],
+            registry=self.registry,
+        )
+        self.drift = Gauge(
+            "sluice_feature_drift",
+            "1 when the latest closed window's score crossed its threshold, else 0.",
+            ["model", "version", "feature", "metric", "against"],
+            registry=self.registry,
+        )
+        self.dataset_drift = Gauge(
+            "sluice_dataset_drift",
+            "1 when at least the drift share of the latest window's features drifted, else 0.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.drift_share = Gauge(
+            "sluice_drift_share",
+            "Share of the latest window's features that drifted.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
+    def record(self, report: WindowReport) -> None:
+        self.windows.labels(report.model, report.version).inc()
+        self.events.labels(report.model, report.version).inc(report.events)
+        self.dataset_drift.labels(report.model, report.version).set(1 if report.dataset_drift else 0)
+        self.drift_share.labels(report.model, report.version).set(report.drift_share)
+        for score in report.scores:
+            labels = (report.model, report.version, score.feature, score.metric, score.against)
+            self.score.labels(*labels).set(score.score if not math.isnan(score.score) else math.nan)
+            self.drift.labels(*labels).set(1 if score.drift else 0)
