@@ -6,6 +6,8 @@
 4. Feast's own SDK reads the features back from Redis, and so does sluice's OnlineClient, faster.
 5. `sluice verify` proves that Redis holds the latest Parquet row of every card.
 6. A point-in-time training set is joined from Parquet, and `sluice serve` answers over HTTP.
+7. The model logs the features it served; `sluice monitor` scores 5-second windows against the training
+   set's profile and flags the feature whose values drift.
 
 Run it twice and it goes on where it left off: the topics, the registry and the data are kept.
 """
@@ -163,12 +165,13 @@ def main() -> None:
     if verified.returncode != 0:
         raise SystemExit("verify found differences between Redis and Parquet")
 
-    training_set(repo)
+    training = training_set(repo)
     serve_one_request()
+    watch_for_drift(training)
     print("demo ok")
 
 
-def training_set(repo: Any) -> None:
+def training_set(repo: Any) -> Any:
     """Labels at random moments of the last hour, joined with the features as they were then."""
     import pandas as pd
 
@@ -195,6 +198,7 @@ def training_set(repo: Any) -> None:
         f"6. a point-in-time training set: {len(frame)} labelled rows in {seconds:.2f} s, "
         f"{known} with features as of their label time ({len(frame) - known} before the card's first window)"
     )
+    return frame
 
 
 def serve_one_request() -> None:
@@ -233,6 +237,88 @@ def serve_one_request() -> None:
     names = answer["metadata"]["feature_names"]
     values = {name: result["values"][0] for name, result in zip(names, answer["results"], strict=True)}
     print(f"7. sluice serve answered POST /get-online-features: card 1 txn_count_1h={values['txn_count_1h']}")
+
+
+def watch_for_drift(training: Any) -> None:
+    """The model logs what it served; the monitor scores 5-second windows against the training set."""
+    from kafka import KafkaConsumer
+
+    from monitors import PredictionLogger, ReferenceProfile
+
+    config = load_config(REPO)
+    features = ["txn_count_1h", "amount_sum_1h"]
+    version = datetime.now(UTC).strftime("%Y%m%d%H%M%S")  # a fresh model version per demo run
+    reference = training[features].dropna()
+    ReferenceProfile.build(reference, model="fraud", version=version).save(config.state_dir / "profiles")
+    monitor = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sluice",
+            "--repo",
+            str(REPO),
+            "monitor",
+            "--topic",
+            "demo.predictions",
+            "--window-seconds",
+            "5",
+            "--lateness-seconds",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        logger = PredictionLogger(config=config.kafka, topic="demo.predictions", source="demo")
+        rng = random.Random(2)
+        start = datetime.fromtimestamp(int(time.time()) // 5 * 5, UTC)  # on a window boundary
+        rows = reference.to_dict("records")
+        # Six windows of served features; from the fifth on, amounts arrive three times larger.
+        for window in range(6):
+            for index in range(300):
+                served = dict(rng.choice(rows))
+                if window >= 4:
+                    served["amount_sum_1h"] *= 3
+                logger.log(
+                    model="fraud",
+                    version=version,
+                    request_id=f"{version}-{window}-{index}",
+                    features=served,
+                    outputs={"score": rng.random()},
+                    event_time=start + timedelta(seconds=window * 5 + index / 60),
+                )
+        for tick in range(8):  # move every partition's watermark past the last window
+            logger.log(
+                model="fraud",
+                version=version,
+                request_id=f"{version}-tick-{tick}",
+                features={},
+                event_time=start + timedelta(minutes=5),
+            )
+        logger.close()
+        reports = []
+        scores = KafkaConsumer(
+            "demo.predictions.scores",
+            bootstrap_servers=config.kafka.bootstrap_servers,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=1000,
+        )
+        deadline = time.monotonic() + 90
+        while len(reports) < 6 and time.monotonic() < deadline:
+            for record in scores:
+                report = orjson.loads(record.value)
+                if report["version"] == version:
+                    reports.append(report)
+        scores.close()
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=60)
+    if len(reports) < 6:
+        raise SystemExit(f"the monitor scored {len(reports)} of 6 windows in time")
+    print("8. sluice monitor scored six 5-second windows of served features against the training set:")
+    for number, report in enumerate(sorted(reports, key=lambda item: item["window_start_us"]), start=1):
+        drifted = [s["feature"] for s in report["scores"] if s["against"] == "reference" and s["drift"]]
+        print(f"     window {number}: {report['events']} events, drifted: {', '.join(drifted) or 'none'}")
 
 
 if __name__ == "__main__":
