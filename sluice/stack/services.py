@@ -171,7 +171,10 @@ class KafkaBroker:
         """Format the KRaft log directory once; later starts reuse it and keep their topics."""
         if (self.home / "data" / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            # Like Kafka's own Uuid.randomUuid: an id starting with "-" would read as an option (1 in 64).
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             [
                 "java",
