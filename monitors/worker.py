@@ -33,7 +33,9 @@ from monitors.labels import LabelJoiner, LabelledPrediction
 from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.monitor_metrics import MonitorMetrics
 from monitors.window import ServingWindow
+from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.kafka_clients import aiokafka_kwargs, ensure_topics, producer
+from streams.worker import source_record
 
 __all__ = ["ScoresSink", "last_window", "run"]
 
@@ -115,6 +117,7 @@ async def run(
     ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled"])
     sender = producer(config.kafka, linger_ms=5)
     sink = ScoresSink(producer=sender, topic=f"{topic}.scores", root=scores_root)
+    dead_letters = DeadLetterSink(producer=sender, topic=f"{topic}.dlq")
     consumer = AIOKafkaConsumer(
         topic,
         group_id=f"sluice-monitor-{config.project}",
@@ -135,7 +138,7 @@ async def run(
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
             if batches:
                 offsets = await asyncio.to_thread(
-                    _process, batches, monitor, joiner, labels, sink, sender, topic, metrics
+                    _process, batches, monitor, joiner, labels, sink, dead_letters, sender, topic, metrics
                 )
                 await consumer.commit(offsets)
     finally:
@@ -150,6 +153,7 @@ def _process(
     joiner: KServeJoiner,
     labels: LabelJoiner,
     sink: ScoresSink,
+    dead_letters: DeadLetterSink,
     sender: Any,
     topic: str,
     metrics: MonitorMetrics,
@@ -157,7 +161,7 @@ def _process(
     events: list[tuple[PredictionEvent, int, int]] = []
     sources: list[Any] = []
     """The record of each event, for the dead-letter topic."""
-    letters: list[tuple[Any, str, str]] = []
+    letters: list[DeadLetter] = []
     labelled: list[LabelledPrediction] = []
     ends: dict[TopicPartition, int] = {}
     for partition, messages in batches.items():
@@ -165,7 +169,9 @@ def _process(
             try:
                 event = decode(message.headers or [], message.value)
             except EventError as error:
-                letters.append((message, error.reason, str(error)))
+                letters.append(
+                    DeadLetter(record=source_record(message), reason=error.reason, detail=str(error))
+                )
                 continue
             if isinstance(event, LabelEvent):
                 labelled += labels.add_label(event)
@@ -181,10 +187,11 @@ def _process(
     closed, rejected = monitor.add(events)
     for index, reason in rejected:
         event = events[index][0]
-        letters.append((sources[index], reason, f"model {event.model} version {event.version}: {reason}"))
-    _dead_letters(sender, topic, letters)
-    for _, reason, _ in letters:
-        metrics.dead_letters.labels(reason).inc()
+        detail = f"model {event.model} version {event.version}: {reason}"
+        letters.append(DeadLetter(record=source_record(sources[index]), reason=reason, detail=detail))
+    dead_letters.send(letters)
+    for letter in letters:
+        metrics.dead_letters.labels(letter.reason).inc()
     for pair in labelled:
         metrics.labelled.labels(pair.prediction.model).inc()
     if closed:
@@ -211,23 +218,6 @@ def _send_labelled(sender: Any, topic: str, labelled: list[LabelledPrediction]) 
         sender.send(topic, key=pair.prediction.request_id.encode(), value=orjson.dumps(pair.to_record()))
         for pair in labelled
     ]
-    if futures:
-        sender.flush()
-        for future in futures:
-            future.get(timeout=30)
-
-
-def _dead_letters(sender: Any, topic: str, letters: list[tuple[Any, str, str]]) -> None:
-    futures = []
-    for message, reason, detail in letters:
-        headers = [
-            ("sluice.reason", reason.encode()),
-            ("sluice.detail", detail.encode()[:1000]),
-            ("sluice.source.topic", message.topic.encode()),
-            ("sluice.source.partition", str(message.partition).encode()),
-            ("sluice.source.offset", str(message.offset).encode()),
-        ]
-        futures.append(sender.send(f"{topic}.dlq", key=message.key, value=message.value, headers=headers))
     if futures:
         sender.flush()
         for future in futures:

@@ -2,9 +2,9 @@
 
 A dead letter keeps the original key and value, so it can be fixed and replayed. Headers say why
 and where from: ``sluice.reason`` (one of ``streams.decoding.REASONS``), ``sluice.detail``,
-``sluice.feature_view``, ``sluice.source.topic``, ``sluice.source.partition`` and
-``sluice.source.offset``. Delivery is at least once: after a crash, the batch being processed may
-be dead-lettered again, and the source coordinates identify the repeat.
+``sluice.feature_view`` (for a feature view's letters), ``sluice.source.topic``,
+``sluice.source.partition`` and ``sluice.source.offset``. Delivery is at least once: after a crash,
+the batch being processed may be dead-lettered again, and the source coordinates identify the repeat.
 
 An oversized message is dead-lettered with its first 64 KiB only (and ``sluice.original_bytes``):
 the whole message would not fit a producer request either, and the source coordinates lead back
@@ -41,9 +41,10 @@ class DeadLetter:
 
 
 class DeadLetterSink:
-    """Sends dead letters of one feature view to its ``<topic>.dlq`` with a kafka-python producer."""
+    """Sends dead letters of one source (a feature view's, or the monitor's) to its ``<topic>.dlq`` with a
+    kafka-python producer."""
 
-    def __init__(self, *, producer: Any, topic: str, feature_view: str) -> None:
+    def __init__(self, *, producer: Any, topic: str, feature_view: str | None = None) -> None:
         self.producer = producer
         self.topic = topic
         self.feature_view = feature_view
@@ -62,7 +63,7 @@ class DeadLetterSink:
         headers = [
             ("sluice.reason", letter.reason.encode()),
             ("sluice.detail", letter.detail.encode()[:1000]),
-            ("sluice.feature_view", self.feature_view.encode()),
+            *([("sluice.feature_view", self.feature_view.encode())] if self.feature_view is not None else []),
             ("sluice.source.topic", letter.record.topic.encode()),
             ("sluice.source.partition", str(letter.record.partition).encode()),
             ("sluice.source.offset", str(letter.record.offset).encode()),
