@@ -21,7 +21,7 @@ from offline_store.dataset import OfflineDataset
 from offline_store.duck import parquet_scan, quote
 from online_store.writer import FeatureRows, OnlineWriter
 
-__all__ = ["MaterializeReport", "materialize"]
+__all__ = ["MaterializeReport", "feature_rows", "materialize"]
 
 _ROWS_PER_WRITE = 20_000
 
@@ -81,13 +81,14 @@ def materialize(
     finally:
         connection.close()
     writer = OnlineWriter(client=client, spec=spec)
-    written = sum(writer.write(_feature_rows(spec, batch)) for batch in latest.to_batches(_ROWS_PER_WRITE))
+    written = sum(writer.write(feature_rows(spec, batch)) for batch in latest.to_batches(_ROWS_PER_WRITE))
     return MaterializeReport(
         feature_view=spec.name, offline_rows=offline_rows, entities=latest.num_rows, written=written
     )
 
 
-def _feature_rows(spec: FeatureViewSpec, batch: pa.RecordBatch) -> FeatureRows:
+def feature_rows(spec: FeatureViewSpec, batch: pa.RecordBatch | pa.Table) -> FeatureRows:
+    """Rows of a view's Parquet dataset (a table or a batch of it) as the online writer takes them."""
     join_names = list(spec.join_keys)
     if len(join_names) == 1:
         keys: list[object] = batch.column(join_names[0]).to_pylist()

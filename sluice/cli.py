@@ -200,12 +200,10 @@ def worker(
             faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
         else:
             import asyncio
-            import logging
 
             from streams import kafka_worker
 
-            level = {"crit": "CRITICAL", "warn": "WARNING"}.get(loglevel, loglevel.upper())
-            logging.basicConfig(level=level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+            _log_at(loglevel)
             asyncio.run(kafka_worker.run(repo, settings, metrics))
     except ValueError as error:
         raise click.ClickException(str(error)) from None
@@ -360,7 +358,6 @@ def monitor(
 ) -> None:
     """Score prediction events for drift, window by window, against each model version's reference profile."""
     import asyncio
-    import logging
     from datetime import timedelta
 
     from monitors.metrics import UnknownMetricError, metric
@@ -398,8 +395,7 @@ def monitor(
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    level = {"crit": "CRITICAL", "warn": "WARNING"}.get(loglevel, loglevel.upper())
-    logging.basicConfig(level=level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    _log_at(loglevel)
     config = context.config
     ensure_topics(config.kafka, [topic], partitions=config.topics.partitions)
     from monitors.monitor_metrics import MonitorMetrics
@@ -483,6 +479,14 @@ def _print_plan(changes: list[Any], missing_topics: list[str], config: SluiceCon
         click.echo(f"+ Topic {topic} ({partitions} partition{'s' * (partitions > 1)})")
     if not changes and not missing_topics:
         click.echo("no changes: the registry and the topics match the repo")
+
+
+def _log_at(loglevel: str) -> None:
+    """Log to stderr at one of the CLI's (faust's) level names: crit, error, warn, info, debug."""
+    import logging
+
+    level = {"crit": "CRITICAL", "warn": "WARNING"}.get(loglevel, loglevel.upper())
+    logging.basicConfig(level=level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
 
 
 def _quiet_third_party_warnings() -> None:

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from features.spec import FeatureViewSpec
 from offline_store.dataset import BatchFile, OfflineDataset
+from offline_store.materialize import feature_rows
 from online_store.writer import FeatureRows, OnlineWriter
 from streams.dead_letters import DeadLetter, DeadLetterSink, SourceRecord
 from streams.decoding import DecodedBatch, EventDecoder
@@ -294,15 +295,4 @@ class PartitionProcessor:
 
     def _rewrite_online(self, files: Sequence[BatchFile]) -> int:
         """Write the rows of batches that reached Parquet but were never committed to Redis again."""
-        table = self.dataset.read(files)
-        join_names = list(self.spec.join_keys)
-        if len(join_names) == 1:
-            keys: list[Any] = table.column(join_names[0]).to_pylist()
-        else:
-            keys = list(zip(*(table.column(name).to_pylist() for name in join_names), strict=True))
-        event_times = table.column("event_timestamp").cast("int64").to_numpy()
-        created = table.column("created_timestamp").cast("int64").to_numpy()
-        features = {name: table.column(name).to_pylist() for name in self.spec.features}
-        return self.writer.write(
-            FeatureRows(keys=keys, event_times_us=event_times, created_times_us=created, features=features)
-        )
+        return self.writer.write(feature_rows(self.spec, self.dataset.read(files)))
