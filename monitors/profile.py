@@ -211,7 +211,10 @@ def _as_arrow(training: Any) -> pa.Table:
     import pyarrow.parquet as pq
 
     if isinstance(training, (str, Path)):
-        return pq.read_table(training)
+        try:
+            return pq.read_table(training)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ProfileError(f"cannot read the training set {training} as Parquet: {error}") from None
     if isinstance(training, pa.Table):
         return training
     if hasattr(training, "to_arrow"):

@@ -397,7 +397,15 @@ def monitor(
         raise click.ClickException(str(error)) from None
     _log_at(loglevel)
     config = context.config
-    ensure_topics(config.kafka, [topic], partitions=config.topics.partitions)
+    from aiokafka.errors import KafkaError as AIOKafkaError
+    from kafka.errors import KafkaError
+
+    try:
+        ensure_topics(config.kafka, [topic], partitions=config.topics.partitions)
+    except KafkaError as error:
+        raise click.ClickException(
+            f"cannot reach Kafka at {config.kafka.bootstrap_servers}: {error}"
+        ) from None
     from monitors.monitor_metrics import MonitorMetrics
 
     counters = MonitorMetrics()
@@ -405,9 +413,18 @@ def monitor(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=counters.registry)
-    asyncio.run(
-        run(config, topic=topic, settings=settings, kserve_features=list(kserve_features), metrics=counters)
-    )
+    try:
+        asyncio.run(
+            run(
+                config,
+                topic=topic,
+                settings=settings,
+                kserve_features=list(kserve_features),
+                metrics=counters,
+            )
+        )
+    except (KafkaError, AIOKafkaError) as error:
+        raise click.ClickException(f"Kafka at {config.kafka.bootstrap_servers} failed: {error}") from None
 
 
 @cli.command("report")

@@ -117,3 +117,9 @@ def test_an_empty_window_is_no_evidence_and_no_drift() -> None:
     report = DriftDetector(profile=profile).evaluate(ServingWindow(profile=profile, start_us=0, end_us=1))
     assert report.drifted_features == [] and not report.dataset_drift
     assert all(score.score != score.score for score in report.scores)  # NaN: nothing to compare
+
+
+def test_a_training_set_that_is_not_parquet_is_named(tmp_path: Path) -> None:
+    (tmp_path / "training.csv").write_text("amount\n1.0\n")
+    with pytest.raises(ProfileError, match=r"cannot read the training set .*training.csv as Parquet"):
+        ReferenceProfile.build(tmp_path / "training.csv", model="fraud", version="1")
