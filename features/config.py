@@ -25,6 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from features.monitoring_config import AlertsConfig, RetrainingConfig
+
 __all__ = [
     "CONFIG_FILE",
     "ConfigError",
@@ -183,6 +185,17 @@ class SluiceConfig(_Model):
 
     registry: RegistryConfig = RegistryConfig()
     """Feast's registry."""
+
+    alerts: AlertsConfig = AlertsConfig()
+    """Alert rules, the alert store and where alerts are delivered."""
+
+    retraining: RetrainingConfig = RetrainingConfig()
+    """Which alerts start a retraining job, and where it runs."""
+
+    @property
+    def store_url(self) -> str:
+        """The alert and job store: ``alerts.store_url``, or SQLite under the state folder."""
+        return self.alerts.store_url or f"sqlite:///{self.state_dir / 'sluice.db'}"
 
 
 def load_config(repo_path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> SluiceConfig:

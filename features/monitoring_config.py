@@ -1,0 +1,156 @@
+"""Configuration of what happens after drift: alert rules and sinks, and retraining jobs.
+
+These are the ``alerts:`` and ``retraining:`` sections of ``sluice.yaml``. Webhook URLs and their
+secrets come from here (use ``${ENV_VAR}`` for secrets), never from event data.
+
+>>> AlertsConfig.model_validate({"webhooks": [{"kind": "slack", "url": "https://hooks.example/T0"}]}).webhooks[0].kind
+'slack'
+>>> RetrainingConfig().backend
+'local'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AlertsConfig",
+    "KubernetesJobConfig",
+    "RayJobConfig",
+    "RetrainingConfig",
+    "WebhookConfig",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebhookConfig(_Model):
+    """One HTTP receiver of alerts."""
+
+    kind: Literal["slack", "alertmanager", "cloudevents"]
+    """The payload: a Slack incoming-webhook message, an Alertmanager webhook (version 4), or a CloudEvent."""
+
+    url: str
+    """Where to POST. Slack's URL is itself a secret: write ``${SLACK_WEBHOOK_URL}``."""
+
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    """Extra headers, for example ``Authorization: Bearer ${TOKEN}``."""
+
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds to wait for the receiver before the attempt counts as failed."""
+
+    name: str | None = None
+    """A name for this receiver in the delivery log; defaults to the kind and host."""
+
+
+class AlertsConfig(_Model):
+    """When a drifting feature becomes an alert, and where alerts go."""
+
+    store_url: str | None = None
+    """SQLAlchemy URL of the alert and job store; defaults to SQLite at ``<state_dir>/sluice.db``.
+    ``postgresql://...`` works as well."""
+
+    topic: str = "sluice.alerts"
+    """Kafka topic that receives every alert change as a CloudEvent."""
+
+    consecutive_windows: int = Field(default=2, ge=1)
+    """Drifting windows in a row before an alert fires."""
+
+    cooldown_seconds: float = Field(default=900.0, ge=0)
+    """After an alert resolves, the same fingerprint cannot fire again for this long (in event time)."""
+
+    critical_share: float = Field(default=0.5, gt=0, le=1)
+    """An alert is critical when at least this share of the window's features drift, else a warning."""
+
+    report_base_url: str | None = None
+    """Where the windows' HTML reports are served; the alert links ``<base>/<model>/<version>/<file>``.
+    Defaults to a ``file://`` link to ``<state_dir>/reports``."""
+
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    """HTTP receivers; each gets every firing and resolved alert."""
+
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    """Wait before the first retry of a failed delivery; it doubles with each failure."""
+
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    """The longest wait between two attempts. A delivery is retried until it succeeds."""
+
+
+class RayJobConfig(_Model):
+    """Ray Jobs API settings."""
+
+    address: str = "http://127.0.0.1:8265"
+    """The Ray dashboard's address, where the Jobs API listens."""
+
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    """Ray ``runtime_env`` for the job (``working_dir``, ``pip``, ``env_vars``...)."""
+
+
+class KubernetesJobConfig(_Model):
+    """How retraining jobs are rendered for a Kubernetes cluster."""
+
+    kind: Literal["job", "trainjob", "pytorchjob"] = "job"
+    """A ``batch/v1`` Job, a Kubeflow Trainer ``TrainJob``, or a Kubeflow ``PyTorchJob``."""
+
+    namespace: str = "default"
+    image: str = "sluice-trainer:latest"
+    """The container image that holds the training entrypoint and its dependencies."""
+
+    num_nodes: int = Field(default=1, ge=1)
+    """Nodes (TrainJob) or workers (PyTorchJob) to train on."""
+
+    backoff_limit: int = Field(default=2, ge=0)
+    """Retries of a failed Job's pod."""
+
+    ttl_seconds_after_finished: int = Field(default=86_400, ge=0)
+    """How long a finished Job is kept before Kubernetes deletes it."""
+
+    runtime: str = "torch-distributed"
+    """The Kubeflow Trainer ClusterTrainingRuntime a TrainJob refers to."""
+
+    cpu: str = "2"
+    memory: str = "8Gi"
+
+
+class RetrainingConfig(_Model):
+    """Which alerts start a retraining job, and where it runs."""
+
+    enabled: bool = False
+    """Off by default: alerts are sent either way; jobs start only when this is on."""
+
+    dry_run: bool = False
+    """Decide and record the jobs that would run, but submit nothing."""
+
+    entrypoint: str = ""
+    """The training command, for example ``python train.py``; the request's arguments are appended."""
+
+    backend: Literal["local", "ray", "kubernetes"] = "local"
+    """Where jobs run: a subprocess on this machine, a Ray cluster, or Kubernetes."""
+
+    severities: tuple[Literal["warning", "critical"], ...] = ("critical",)
+    """Alerts of these severities trigger a job."""
+
+    metrics: list[str] = Field(default_factory=list)
+    """Only alerts on these metrics trigger a job; empty for any metric."""
+
+    cooldown_seconds: float = Field(default=3600.0, ge=0)
+    """At most one job per model in this long (in event time of the alerts' windows)."""
+
+    max_running: int = Field(default=1, ge=1)
+    """Jobs that may be queued or running at once, over all models."""
+
+    training_window_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    """The job trains on the labelled predictions of this long before the alert's window ended."""
+
+    gpus: int = Field(default=0, ge=0)
+    """GPUs each job asks for."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment for the job."""
+
+    ray: RayJobConfig = RayJobConfig()
+    kubernetes: KubernetesJobConfig = KubernetesJobConfig()

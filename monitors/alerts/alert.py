@@ -1,0 +1,115 @@
+"""An alert: one feature of one model version whose metric crossed its threshold, firing or resolved.
+
+Its ``fingerprint`` is stable over (model, version, feature, metric), so every window that repeats the
+same problem lands on the same alert; its ``id`` adds the window that fired, so each incident has its
+own id.
+
+>>> alert = Alert.firing(
+...     model="fraud", version="1", feature="amount", metric="ks", severity="warning",
+...     value=0.001, threshold=0.05, window_start_us=0, window_end_us=5_000_000, report_url="file:///r.html")
+>>> alert.fingerprint
+'82ffb218540297b9'
+>>> alert.id
+'82ffb218540297b9-0'
+>>> Alert.from_record(alert.to_record()) == alert
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+__all__ = ["Alert", "Severity", "Status", "fingerprint"]
+
+Severity = Literal["warning", "critical"]
+Status = Literal["firing", "resolved"]
+
+
+def fingerprint(*, model: str, version: str, feature: str, metric: str) -> str:
+    return hashlib.sha256(f"{model}\0{version}\0{feature}\0{metric}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alert:
+    id: str
+    fingerprint: str
+    model: str
+    version: str
+    feature: str
+    metric: str
+    severity: Severity
+    status: Status
+    value: float | None
+    """The metric's value in the window that fired (or resolved); None when it had no values."""
+    threshold: float
+    window_start_us: int
+    """The window that fired the alert."""
+    window_end_us: int
+    resolved_window_start_us: int | None = None
+    """The first window back under the threshold, once resolved."""
+    report_url: str
+
+    @classmethod
+    def firing(
+        cls,
+        *,
+        model: str,
+        version: str,
+        feature: str,
+        metric: str,
+        severity: Severity,
+        value: float | None,
+        threshold: float,
+        window_start_us: int,
+        window_end_us: int,
+        report_url: str,
+    ) -> Alert:
+        key = fingerprint(model=model, version=version, feature=feature, metric=metric)
+        return cls(
+            id=f"{key}-{window_start_us}",
+            fingerprint=key,
+            model=model,
+            version=version,
+            feature=feature,
+            metric=metric,
+            severity=severity,
+            status="firing",
+            value=value,
+            threshold=threshold,
+            window_start_us=window_start_us,
+            window_end_us=window_end_us,
+            report_url=report_url,
+        )
+
+    def resolved(self, *, window_start_us: int, value: float | None) -> Alert:
+        return replace(self, status="resolved", resolved_window_start_us=window_start_us, value=value)
+
+    @property
+    def starts_at(self) -> datetime:
+        """When the incident began: the end of the window that fired it."""
+        return datetime.fromtimestamp(self.window_end_us / 1_000_000, UTC)
+
+    @property
+    def ends_at(self) -> datetime | None:
+        if self.resolved_window_start_us is None:
+            return None
+        return datetime.fromtimestamp(self.resolved_window_start_us / 1_000_000, UTC)
+
+    @property
+    def summary(self) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:.4g}"
+        state = "drifts" if self.status == "firing" else "is back to normal"
+        return (
+            f"{self.model} {self.version}: feature {self.feature} {state} "
+            f"({self.metric} = {shown}, threshold {self.threshold:g})"
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Alert:
+        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})

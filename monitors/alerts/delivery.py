@@ -1,0 +1,195 @@
+"""Deliver queued alerts to their sinks: retry with backoff, record every attempt, never drop one.
+
+Sinks are the Kafka alerts topic and the webhooks of ``alerts.webhooks`` (URLs and headers come from
+config only). Each change of an alert is rendered once per sink when it is queued (``AlertStore.apply``),
+so a retry, even after a restart, sends the same bytes. A failed attempt waits ``initial`` seconds, then
+twice that, up to ``maximum``, and the delivery stays pending until a sink accepts it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from features.monitoring_config import WebhookConfig
+from monitors.alerts.alert import Alert
+from monitors.alerts.payloads import cloudevent, render
+from monitors.alerts.store import AlertStore, Delivery
+
+__all__ = ["Deliverer", "DeliveryError", "KafkaAlertSink", "Sink", "WebhookSink", "backoff"]
+
+log = logging.getLogger("sluice.alerts")
+
+
+class DeliveryError(RuntimeError):
+    """A sink did not accept a payload; the message is kept as the attempt's detail."""
+
+
+class Sink(Protocol):
+    name: str
+
+    def payload(self, alert: Alert) -> str: ...
+
+    def send(self, payload: str) -> str:
+        """Deliver; returns a short detail for the attempt log, raises DeliveryError on failure."""
+        ...
+
+
+def _dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+class WebhookSink:
+    """POSTs JSON to one configured URL."""
+
+    def __init__(self, config: WebhookConfig) -> None:
+        self.config = config
+        self.name = config.name or f"{config.kind}:{urlsplit(config.url).netloc}"
+
+    def payload(self, alert: Alert) -> str:
+        return _dumps(render(self.config.kind, alert))
+
+    def send(self, payload: str) -> str:
+        content_type = (
+            "application/cloudevents+json" if self.config.kind == "cloudevents" else "application/json"
+        )
+        request = urllib.request.Request(  # noqa: S310 (the URL comes from the operator's config)
+            self.config.url,
+            data=payload.encode(),
+            method="POST",
+            headers={"Content-Type": content_type, "User-Agent": "sluice", **self.config.headers},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:  # noqa: S310
+                return f"HTTP {response.status}"
+        except urllib.error.HTTPError as error:
+            body = error.read()[:200].decode(errors="replace")
+            raise DeliveryError(f"HTTP {error.code}: {body}") from None
+        except (OSError, ValueError) as error:
+            raise DeliveryError(f"{type(error).__name__}: {error}") from None
+
+
+class KafkaAlertSink:
+    """Produces each alert change to the alerts topic as a CloudEvent in Kafka's binary mode, keyed by
+    fingerprint, so one alert's changes stay in order on one partition."""
+
+    def __init__(self, *, producer: Any, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.name = f"kafka:{topic}"
+
+    def payload(self, alert: Alert) -> str:
+        return _dumps(cloudevent(alert))
+
+    def send(self, payload: str) -> str:
+        event = json.loads(payload)
+        headers = [
+            (f"ce_{name}", str(event[name]).encode())
+            for name in ("specversion", "id", "source", "type", "subject", "time")
+        ]
+        headers.append(("content-type", b"application/json"))
+        try:
+            future = self.producer.send(
+                self.topic,
+                key=event["subject"].encode(),
+                value=_dumps(event["data"]).encode(),
+                headers=headers,
+            )
+            metadata = future.get(timeout=30)
+        except Exception as error:  # kafka-python raises its own hierarchy; the detail is what matters
+            raise DeliveryError(f"{type(error).__name__}: {error}") from None
+        return f"partition {metadata.partition} offset {metadata.offset}"
+
+
+def backoff(attempts: int, *, initial: float, maximum: float) -> float:
+    """Seconds to wait after the ``attempts``-th failure.
+
+    >>> [backoff(n, initial=1, maximum=10) for n in range(1, 6)]
+    [1.0, 2.0, 4.0, 8.0, 10]
+    """
+    return min(initial * float(2 ** (attempts - 1)), maximum)
+
+
+class Deliverer:
+    """Sends due deliveries, in a background thread or on demand."""
+
+    def __init__(
+        self,
+        *,
+        store: AlertStore,
+        sinks: Sequence[Sink],
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.sinks = {sink.name: sink for sink in sinks}
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def payloads(self, alert: Alert) -> list[tuple[str, str]]:
+        """What ``AlertStore.apply`` queues for one alert change: one body per sink."""
+        return [(name, sink.payload(alert)) for name, sink in self.sinks.items()]
+
+    def deliver_due(self) -> int:
+        """Try every delivery that is due now; returns how many succeeded."""
+        delivered = 0
+        for delivery in self.store.due(now=self._clock()):
+            delivered += self._attempt(delivery)
+        return delivered
+
+    def _attempt(self, delivery: Delivery) -> bool:
+        sink = self.sinks.get(delivery.sink)
+        now = self._clock()
+        if sink is None:
+            ok, detail = False, f"sink {delivery.sink!r} is not configured any more"
+        else:
+            try:
+                ok, detail = True, sink.send(delivery.payload)
+            except DeliveryError as error:
+                ok, detail = False, str(error)
+        wait = backoff(delivery.attempts + 1, initial=self.retry_initial_s, maximum=self.retry_max_s)
+        self.store.record_attempt(delivery, ok=ok, detail=detail, now=now, retry_at=now + wait)
+        if not ok:
+            log.warning(
+                "alert %s to %s failed (attempt %d, next in %.0f s): %s",
+                delivery.alert_id,
+                delivery.sink,
+                delivery.attempts + 1,
+                wait,
+                detail,
+            )
+        return ok
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self, *, interval_s: float = 1.0) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.deliver_due()
+                except Exception:  # a store outage must not end deliveries for good
+                    log.exception("delivering alerts failed; trying again")
+                self._wake.wait(interval_s)
+                self._wake.clear()
+
+        self._thread = threading.Thread(target=loop, name="sluice-alert-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)

@@ -1,0 +1,139 @@
+"""The alert and job store's tables, and how to open it: SQLite by default, any SQLAlchemy URL.
+
+One schema for the monitor's durable state: alerts and the streaks that lead to them, the delivery
+outbox with every attempt, retraining jobs, and the model versions they register. SQLite runs in WAL
+mode with a busy timeout, so the monitor, its delivery thread and ``sluice alerts list`` can share the
+file; several monitors share a PostgreSQL URL instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+__all__ = [
+    "alert_streaks",
+    "alerts",
+    "deliveries",
+    "delivery_attempts",
+    "jobs",
+    "model_versions",
+    "open_store",
+]
+
+metadata = MetaData()
+
+alerts = Table(
+    "sluice_alerts",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("fingerprint", String(64), nullable=False, index=True),
+    Column("model", String(200), nullable=False, index=True),
+    Column("version", String(200), nullable=False),
+    Column("feature", String(200), nullable=False),
+    Column("metric", String(100), nullable=False),
+    Column("severity", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("threshold", Float, nullable=False),
+    Column("window_start_us", BigInteger, nullable=False),
+    Column("window_end_us", BigInteger, nullable=False),
+    Column("resolved_window_start_us", BigInteger, nullable=True),
+    Column("report_url", Text, nullable=False),
+)
+
+alert_streaks = Table(
+    "sluice_alert_streaks",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("streak", Integer, nullable=False),
+    Column("last_window_start_us", BigInteger, nullable=False),
+    Column("firing_alert_id", String(200), nullable=True),
+    Column("resolved_at_us", BigInteger, nullable=True),
+)
+
+deliveries = Table(
+    "sluice_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", String(200), nullable=False, index=True),
+    Column("alert_status", String(20), nullable=False),
+    Column("sink", String(200), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(20), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+)
+
+delivery_attempts = Table(
+    "sluice_delivery_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", Integer, nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+)
+
+jobs = Table(
+    "sluice_jobs",
+    metadata,
+    Column("job_id", String(100), primary_key=True),
+    Column("alert_id", String(200), nullable=False),
+    Column("model", String(200), nullable=False, index=True),
+    Column("version", String(200), nullable=False),
+    Column("backend", String(20), nullable=False),
+    Column("state", String(20), nullable=False, index=True),
+    Column("submitted", Boolean, nullable=False),
+    Column("window_end_us", BigInteger, nullable=False),
+    Column("train_start_us", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+model_versions = Table(
+    "sluice_model_versions",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("uri", Text, nullable=False),
+    Column("job_id", String(100), nullable=True),
+    Column("metrics", Text, nullable=False, default="{}"),
+    Column("created_at", Float, nullable=False),
+)
+
+
+def open_store(url: str) -> Engine:
+    """An engine on the store at ``url``, with its tables created if they are missing."""
+    sqlite = url.startswith("sqlite")
+    if sqlite and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30} if sqlite else {})
+    if sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

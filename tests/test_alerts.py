@@ -1,0 +1,234 @@
+"""Alert rules, the SQLite alert store, and webhook delivery, against a real HTTP receiver."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from features.monitoring_config import WebhookConfig
+from monitors.alerts.delivery import Deliverer, WebhookSink
+from monitors.alerts.rules import AlertRules
+from monitors.alerts.store import AlertStore
+from monitors.database import open_store
+from monitors.detector import FeatureScore, WindowReport
+from tests.receiver import Receiver
+
+WINDOW = 5_000_000  # 5 s windows, in µs
+
+
+def window(index: int, *, drifting: dict[str, bool], model: str = "fraud") -> WindowReport:
+    """Window ``index`` of model ``model``: each named feature drifts (p = 0.001) or not (p = 0.4)."""
+    scores = [
+        FeatureScore(
+            feature=name,
+            metric="ks",
+            against="reference",
+            score=0.001 if drift else 0.4,
+            threshold=0.05,
+            drift=drift,
+        )
+        for name, drift in drifting.items()
+    ]
+    share = sum(drifting.values()) / len(drifting)
+    return WindowReport(
+        model=model,
+        version="1",
+        window_start_us=index * WINDOW,
+        window_end_us=(index + 1) * WINDOW,
+        events=500,
+        scores=scores,
+        drift_share=share,
+        dataset_drift=share >= 0.5,
+    )
+
+
+def rules(*, consecutive: int = 2, cooldown_windows: int = 0) -> AlertRules:
+    return AlertRules(
+        consecutive_windows=consecutive,
+        cooldown_us=cooldown_windows * WINDOW,
+        critical_share=0.5,
+        report_url=lambda report: f"file:///reports/{report.window_start_us}.html",
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> AlertStore:
+    return AlertStore(engine=open_store(f"sqlite:///{tmp_path / 'sluice.db'}"))
+
+
+def run(store: AlertStore, alert_rules: AlertRules, pattern: str, feature: str = "amount") -> list[str]:
+    """Feed one window per character ('D' drifts, '.' does not); returns what each window changed."""
+    changes = []
+    for index, mark in enumerate(pattern):
+        report = window(index, drifting={feature: mark == "D", "count": False, "country": False})
+        changed = store.apply(report, alert_rules, payloads=lambda alert: [], now=0.0)
+        changes.append(",".join(alert.status for alert in changed) or "-")
+    return changes
+
+
+def test_an_alert_needs_n_drifting_windows_in_a_row_and_fires_once_per_incident(store: AlertStore) -> None:
+    # D . D D D D . : the lone drifting window is not enough; the run of four fires once, then resolves.
+    assert run(store, rules(consecutive=2), "D.DDDD.") == ["-", "-", "-", "firing", "-", "-", "resolved"]
+    [alert] = store.alerts()
+    assert (alert.status, alert.feature, alert.metric, alert.window_start_us) == (
+        "resolved",
+        "amount",
+        "ks",
+        3 * WINDOW,
+    )
+    assert alert.resolved_window_start_us == 6 * WINDOW
+    assert alert.severity == "warning"  # one of three features drifted: under the critical share
+    assert alert.value == 0.4 and alert.threshold == 0.05  # the value of the window that resolved it
+
+
+def test_cooldown_keeps_a_resolved_alert_quiet_and_then_lets_it_fire_again(store: AlertStore) -> None:
+    # Fires at 1, resolves at 2 (ends at 15 s); cooldown 3 windows: the drift at 3 and 4 stays quiet
+    # (20 s and 25 s end within 15 s of it), the one at 5 (30 s end) fires a new incident.
+    assert run(store, rules(consecutive=1, cooldown_windows=3), ".D.DDD") == [
+        "-", "firing", "resolved", "-", "-", "firing",
+    ]  # fmt: skip
+    firing, resolved = store.alerts()
+    assert firing.status == "firing" and firing.window_start_us == 5 * WINDOW
+    assert resolved.status == "resolved" and resolved.id != firing.id
+    assert firing.fingerprint == resolved.fingerprint  # same feature and metric: same fingerprint
+
+
+def test_a_restart_continues_the_streak_and_a_replayed_window_changes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sluice.db'}"
+    first = AlertStore(engine=open_store(url))
+    assert run(first, rules(consecutive=3), "DD") == ["-", "-"]
+    second = AlertStore(engine=open_store(url))  # a new process on the same file
+    report = window(1, drifting={"amount": True, "count": False})
+    assert second.apply(report, rules(consecutive=3), payloads=lambda alert: [], now=0.0) == []  # a replay
+    third = window(2, drifting={"amount": True, "count": False})
+    [alert] = second.apply(third, rules(consecutive=3), payloads=lambda alert: [], now=0.0)
+    assert alert.status == "firing" and alert.window_start_us == 2 * WINDOW
+
+
+def test_a_window_without_values_neither_breaks_nor_extends_a_streak(store: AlertStore) -> None:
+    alert_rules = rules(consecutive=2)
+    store.apply(window(0, drifting={"amount": True}), alert_rules, payloads=lambda alert: [], now=0.0)
+    empty = window(1, drifting={"amount": False})
+    empty.scores[0].__dict__["score"] = float("nan")  # no values for the feature in this window
+    assert store.apply(empty, alert_rules, payloads=lambda alert: [], now=0.0) == []
+    [alert] = store.apply(
+        window(2, drifting={"amount": True}), alert_rules, payloads=lambda alert: [], now=0.0
+    )
+    assert alert.status == "firing" and alert.severity == "critical"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def webhooks(receiver: Receiver) -> list[WebhookSink]:
+    return [
+        WebhookSink(WebhookConfig(kind="slack", url=f"{receiver.url}/slack")),
+        WebhookSink(
+            WebhookConfig(
+                kind="alertmanager", url=f"{receiver.url}/am", headers={"Authorization": "Bearer s3cret"}
+            )
+        ),
+        WebhookSink(WebhookConfig(kind="cloudevents", url=f"{receiver.url}/ce", name="events")),
+    ]
+
+
+def test_webhooks_receive_slack_alertmanager_and_cloudevents_payloads(
+    store: AlertStore, receiver: Receiver
+) -> None:
+    deliverer = Deliverer(store=store, sinks=webhooks(receiver))
+    alert_rules = rules(consecutive=1)
+    for index, drift in enumerate([True, False]):  # fires, then resolves
+        store.apply(
+            window(index, drifting={"amount": drift}), alert_rules, payloads=deliverer.payloads, now=0.0
+        )
+    assert deliverer.deliver_due() == 6
+    by_path: dict[str, list[dict]] = {}
+    for request in receiver.requests:
+        by_path.setdefault(request.path, []).append(request.json())
+
+    firing, resolved = by_path["/slack"]
+    assert firing["text"].startswith(":rotating_light: [FIRING] critical: fraud 1: feature amount drifts")
+    assert resolved["text"].startswith(":white_check_mark: [RESOLVED]")
+    assert firing["blocks"][0]["type"] == "section"
+
+    firing, resolved = by_path["/am"]
+    assert firing["version"] == "4" and firing["status"] == "firing" and resolved["status"] == "resolved"
+    [item] = firing["alerts"]
+    assert set(item) == {
+        "status",
+        "labels",
+        "annotations",
+        "startsAt",
+        "endsAt",
+        "generatorURL",
+        "fingerprint",
+    }
+    assert item["labels"] == {
+        "alertname": "FeatureDrift", "model": "fraud", "version": "1", "feature": "amount", "metric": "ks",
+        "severity": "critical",
+    }  # fmt: skip
+    assert item["startsAt"] == "1970-01-01T00:00:05.000000Z" and item["endsAt"] == "0001-01-01T00:00:00Z"
+    assert resolved["alerts"][0]["endsAt"] == "1970-01-01T00:00:05.000000Z"
+    assert item["fingerprint"] == resolved["alerts"][0]["fingerprint"]
+    assert item["generatorURL"] == "file:///reports/0.html"
+    am_headers = next(request.headers for request in receiver.requests if request.path == "/am")
+    assert am_headers["Authorization"] == "Bearer s3cret"
+
+    firing, resolved = by_path["/ce"]
+    assert firing["specversion"] == "1.0" and firing["type"] == "io.sluice.alert.firing"
+    assert resolved["type"] == "io.sluice.alert.resolved" and firing["id"] != resolved["id"]
+    assert firing["data"]["feature"] == "amount" and firing["data"]["threshold"] == 0.05
+    ce_headers = next(request.headers for request in receiver.requests if request.path == "/ce")
+    assert ce_headers["Content-Type"] == "application/cloudevents+json"
+    assert store.pending() == 0
+
+
+def test_a_failed_webhook_is_retried_with_backoff_and_after_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sluice.db'}"
+    with socket.socket() as probe:  # a port nobody listens on yet: the receiver is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = WebhookConfig(kind="alertmanager", url=f"http://127.0.0.1:{port}/am", timeout_s=2)
+    now = [1000.0]
+    store = AlertStore(engine=open_store(url))
+    deliverer = Deliverer(store=store, sinks=[WebhookSink(target)], retry_initial_s=10, clock=lambda: now[0])
+    store.apply(
+        window(0, drifting={"amount": True}), rules(consecutive=1), payloads=deliverer.payloads, now=now[0]
+    )
+    assert deliverer.deliver_due() == 0
+    now[0] += 5
+    assert deliverer.deliver_due() == 0 and len(store.attempts(1)) == 1  # not due again before 10 s
+    now[0] += 10
+    assert deliverer.deliver_due() == 0  # second failure; the next wait doubles to 20 s
+    [pending] = store.deliveries()
+    assert pending.state == "pending" and pending.attempts == 2
+    assert pending.next_attempt_at == now[0] + 20
+
+    # The monitor restarts; meanwhile the receiver came up, and refuses once more before accepting.
+    receiver = Receiver(failures=1).start(port=port)
+    try:
+        restarted = AlertStore(engine=open_store(url))
+        later = Deliverer(
+            store=restarted, sinks=[WebhookSink(target)], retry_initial_s=10, clock=lambda: now[0]
+        )
+        now[0] += 20
+        assert later.deliver_due() == 0  # 503
+        now[0] += 40
+        assert later.deliver_due() == 1
+    finally:
+        receiver.stop()
+    [done] = restarted.deliveries()
+    assert done.state == "delivered" and done.attempts == 4
+    attempts = restarted.attempts(done.id)
+    assert [attempt.ok for attempt in attempts] == [False, False, False, True]
+    assert "ConnectionRefusedError" in attempts[0].detail or "URLError" in attempts[0].detail
+    assert attempts[2].detail.startswith("HTTP 503") and attempts[3].detail == "HTTP 200"
+    # The same bytes every time: rendered once when queued.
+    assert receiver.requests[0].body == receiver.requests[1].body
