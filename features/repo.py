@@ -91,6 +91,8 @@ def _import_file(file: Path, root: Path) -> Any:
     if spec is None or spec.loader is None:
         raise RepoLoadError(f"{file}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as Python's own imports do: dataclasses and pickling look it up there.
+    sys.modules[name] = module
     try:
         with warnings.catch_warnings():
             # Feast marks every StreamFeatureView as alpha; sluice is what runs them, so say nothing.
