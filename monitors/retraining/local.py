@@ -1,0 +1,145 @@
+"""The embedded job backend: each job is a subprocess on this machine, in ``<root>/<job id>/``.
+
+The folder is the job: ``spec.json`` (what was asked), ``output.log`` (stdout and stderr), ``pid`` while
+it runs, and ``exit_code`` when it ends. Creating the folder is the submission, so a second submit of
+the same id finds it and is "already submitted". A small runner process (``python -m
+monitors.retraining.local <folder>``) starts the entrypoint and writes its exit code, so the outcome is
+recorded even when the process that submitted it has gone. The job runs with this Python's folder first
+on ``PATH``, so an entrypoint ``python train.py`` gets the interpreter (and virtualenv) sluice runs in.
+The training code decides itself whether to use the GPU; nothing here hides CUDA devices from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from monitors.retraining.jobs import JobError, JobSpec, JobState, Submission
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend:
+    """Runs jobs as local subprocesses."""
+
+    name = "local"
+
+    def __init__(self, *, root: Path, cwd: Path | None = None) -> None:
+        """``root`` holds one folder per job; ``cwd`` is where the entrypoint runs (the repo)."""
+        self.root = root
+        self.cwd = cwd
+
+    def submit(self, spec: JobSpec) -> Submission:
+        folder = self.root / spec.job_id
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            return Submission(spec.job_id, created=False)
+        (folder / "spec.json").write_text(
+            json.dumps(
+                {
+                    "command": spec.command(),
+                    "env": {"PATH": _path_with_this_python(), **spec.environment()},
+                    "cwd": str(self.cwd) if self.cwd else None,
+                }
+            )
+        )
+        subprocess.Popen(
+            [sys.executable, "-m", "monitors.retraining.local", str(folder)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return Submission(spec.job_id, created=True)
+
+    def status(self, job_id: str) -> JobState:
+        folder = self._folder(job_id)
+        exit_code = folder / "exit_code"
+        if exit_code.exists():
+            if (folder / "cancelled").exists():
+                return "cancelled"
+            return "succeeded" if exit_code.read_text().strip() == "0" else "failed"
+        pid = _read_pid(folder)
+        if pid is None:
+            return "queued"  # the runner has not written its pid yet
+        return "running" if _alive(pid) else "failed"
+
+    def logs(self, job_id: str) -> str:
+        log = self._folder(job_id) / "output.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def cancel(self, job_id: str) -> None:
+        folder = self._folder(job_id)
+        (folder / "cancelled").touch()
+        pid = _read_pid(folder)
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+
+    def _folder(self, job_id: str) -> Path:
+        folder = self.root / job_id
+        if not folder.is_dir():
+            raise JobError(f"no local job {job_id!r} under {self.root}")
+        return folder
+
+
+def _path_with_this_python() -> str:
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+
+
+def _read_pid(folder: Path) -> int | None:
+    try:
+        return int((folder / "pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run(folder: Path) -> int:
+    """The runner: start the entrypoint in its own process group, wait, record the exit code."""
+    spec = json.loads((folder / "spec.json").read_text())
+    with (folder / "output.log").open("ab") as log:
+        try:
+            process = subprocess.Popen(
+                spec["command"],
+                cwd=spec["cwd"],
+                env={**os.environ, **spec["env"]},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as error:
+            log.write(f"sluice: could not start {spec['command']!r}: {error}\n".encode())
+            code = 127
+        else:
+            _atomic_write(folder / "pid", str(process.pid))
+            code = process.wait()
+    _atomic_write(folder / "exit_code", str(code))
+    return code
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(_run(Path(sys.argv[1])))

@@ -1,0 +1,148 @@
+"""Retraining jobs and the model versions they register, in the alert store's database.
+
+A job's row is created once, keyed by its job id: a duplicate alert or a restart finds the row and
+starts nothing. Its state follows the backend's (queued, running, succeeded, failed, cancelled), or is
+``dry-run`` when the policy only records what it would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from monitors.database import jobs, model_versions
+
+__all__ = ["Job", "JobStore", "ModelRegistry", "ModelVersion"]
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    job_id: str
+    alert_id: str
+    model: str
+    version: str
+    backend: str
+    state: str
+    submitted: bool
+    window_end_us: int
+    train_start_us: int
+    created_at: float
+    finished_at: float | None
+    detail: str
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.created_at
+
+
+class JobStore:
+    def __init__(self, *, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, job: Job) -> bool:
+        """Insert the job; False when a job of that id exists already."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(jobs).values(**_fields(job)))
+        except IntegrityError:
+            return False
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
+        return Job(**row._mapping) if row else None
+
+    def jobs(self, *, model: str | None = None, limit: int = 100) -> list[Job]:
+        query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+        if model is not None:
+            query = query.where(jobs.c.model == model)
+        with self.engine.connect() as connection:
+            return [Job(**row._mapping) for row in connection.execute(query)]
+
+    def last_window_end_us(self, model: str) -> int | None:
+        """The latest alert window of any job of ``model``, dry runs included."""
+        with self.engine.connect() as connection:
+            query = (
+                select(jobs.c.window_end_us)
+                .where(jobs.c.model == model)
+                .order_by(jobs.c.window_end_us.desc())
+            )
+            return connection.execute(query.limit(1)).scalar()
+
+    def active(self) -> list[Job]:
+        """Jobs waiting for a slot or queued or running at the backend, oldest first."""
+        query = select(jobs).where(jobs.c.state.in_(ACTIVE)).order_by(jobs.c.created_at, jobs.c.job_id)
+        with self.engine.connect() as connection:
+            return [Job(**row._mapping) for row in connection.execute(query)]
+
+    def update(self, job_id: str, **values: Any) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(jobs).where(jobs.c.job_id == job_id).values(**values))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersion:
+    model: str
+    version: str
+    uri: str
+    job_id: str | None
+    metrics: dict[str, float]
+    created_at: float
+
+
+class ModelRegistry:
+    """Model versions by name: a training job registers what it saved; scoring asks for the latest."""
+
+    def __init__(self, *, engine: Engine) -> None:
+        self.engine = engine
+
+    def register(
+        self,
+        *,
+        model: str,
+        version: str,
+        uri: str,
+        job_id: str | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> ModelVersion:
+        entry = ModelVersion(
+            model=model,
+            version=version,
+            uri=uri,
+            job_id=job_id,
+            metrics=metrics or {},
+            created_at=time.time(),
+        )
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(model_versions).values(**{**entry.__dict__, "metrics": json.dumps(entry.metrics)})
+            )
+        return entry
+
+    def latest(self, model: str) -> ModelVersion | None:
+        versions = self.versions(model)
+        return versions[-1] if versions else None
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        query = (
+            select(model_versions)
+            .where(model_versions.c.model == model)
+            .order_by(model_versions.c.created_at)
+        )
+        with self.engine.connect() as connection:
+            return [
+                ModelVersion(**{**row._mapping, "metrics": json.loads(row.metrics)})
+                for row in connection.execute(query)
+            ]
+
+
+def _fields(job: Job) -> dict[str, Any]:
+    return dict(job.__dict__)
