@@ -2,8 +2,9 @@
 
 Labels usually arrive after their prediction (minutes to weeks), sometimes before it. The joiner keeps
 the latest ``capacity`` predictions and the latest ``capacity`` unmatched labels; the oldest go first,
-and are counted. A joined pair carries the prediction's model, version, time and outputs, and the
-label with its time: enough to compute a model's performance per window downstream.
+and are counted. A joined pair carries the prediction's model, version, time, entities, served features
+and outputs, and the label with its time: enough to compute a model's performance per window, and to
+build a retraining set (the entities and the prediction time are the keys of a point-in-time join).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class LabelledPrediction:
             "request_id": self.prediction.request_id,
             "prediction_time": self.prediction.event_time.isoformat(),
             "label_time": self.label.event_time.isoformat(),
+            "entities": self.prediction.entities,
+            "features": self.prediction.features,
             "outputs": self.prediction.outputs,
             "label": self.label.label,
         }

@@ -41,6 +41,12 @@ class MonitorMetrics:
             ["model", "version"],
             registry=self.registry,
         )
+        self.alerts = Counter(
+            "sluice_alerts_total",
+            "Alerts that fired or resolved, by severity and status.",
+            ["model", "severity", "status"],
+            registry=self.registry,
+        )
         self.score = Gauge(
             "sluice_drift_score",
             "The latest closed window's score per feature: a p-value (after correction), a distance or "

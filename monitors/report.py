@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["ReportError", "drift_report_html", "window_frames", "window_summary_path"]
+__all__ = [
+    "ReportError",
+    "drift_report_html",
+    "report_link",
+    "report_path",
+    "window_frames",
+    "window_summary_path",
+]
 
 
 class ReportError(LookupError):
@@ -41,6 +48,26 @@ def window_summary_path(scores_root: Path, *, model: str, version: str, window_s
         starts = ", ".join(path.name[7:27].lstrip("0") or "0" for path in summaries[-5:])
         raise ReportError(f"no window starting at {window_start_us} µs; the latest start at: {starts}")
     return wanted
+
+
+def report_path(reports_root: Path, *, model: str, version: str, window_start_us: int) -> Path:
+    """Where the HTML report of a window is written when one of its alerts fires."""
+    return reports_root / model / version / f"window-{window_start_us:020d}.html"
+
+
+def report_link(
+    reports_root: Path, base_url: str | None, *, model: str, version: str, window_start_us: int
+) -> str:
+    """The link an alert carries: under ``base_url`` when the reports are served, else a file URL.
+
+    >>> report_link(Path("/srv/reports"), "https://reports.example", model="m", version="1",
+    ...             window_start_us=5)
+    'https://reports.example/m/1/window-00000000000000000005.html'
+    """
+    path = report_path(reports_root, model=model, version=version, window_start_us=window_start_us)
+    if base_url:
+        return f"{base_url.rstrip('/')}/{path.relative_to(reports_root).as_posix()}"
+    return path.resolve().as_uri()
 
 
 def window_frames(

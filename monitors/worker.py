@@ -8,7 +8,8 @@ Labels are joined to their predictions by request id (``monitors.labels``); the 
 keyed by model, version and window start) and to Parquet under ``<state_dir>/monitor/scores/``,
 one file per window named by the window, so a replay rewrites it rather than adding one. Offsets
 are committed only below the oldest event of a window still open, after the reports are written:
-a restart replays exactly the open windows, and a window is never lost.
+a restart replays exactly the open windows, and a window is never lost. Scored windows then go
+through ``monitors.incidents``: alert rules, the delivery outbox, and retraining jobs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from features.config import SluiceConfig
 from monitors.detector import WindowReport
 from monitors.events import EventError, KServeJoiner, KServePart, LabelEvent, PredictionEvent, decode
+from monitors.incidents import Incidents
 from monitors.labels import LabelJoiner, LabelledPrediction
 from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.monitor_metrics import MonitorMetrics
@@ -104,6 +106,7 @@ async def run(
     topic: str,
     settings: MonitorSettings,
     kserve_features: list[str],
+    repo_path: Path,
     metrics: MonitorMetrics | None = None,
 ) -> None:
     """Consume until SIGTERM or SIGINT; then commit what is safe and leave the group."""
@@ -114,8 +117,9 @@ async def run(
     )
     joiner = KServeJoiner(feature_names=kserve_features)
     labels = LabelJoiner()
-    ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled"])
+    ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled", config.alerts.topic])
     sender = producer(config.kafka, linger_ms=5)
+    incidents = Incidents.from_config(config, repo_path=repo_path, producer=sender)
     sink = ScoresSink(producer=sender, topic=f"{topic}.scores", root=scores_root)
     dead_letters = DeadLetterSink(producer=sender, topic=f"{topic}.dlq")
     consumer = AIOKafkaConsumer(
@@ -132,18 +136,31 @@ async def run(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await consumer.start()
+    incidents.start()
     log.info("monitoring %s as group sluice-monitor-%s", topic, config.project)
     try:
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
             if batches:
                 offsets = await asyncio.to_thread(
-                    _process, batches, monitor, joiner, labels, sink, dead_letters, sender, topic, metrics
+                    _process,
+                    batches,
+                    monitor,
+                    joiner,
+                    labels,
+                    sink,
+                    dead_letters,
+                    sender,
+                    topic,
+                    metrics,
+                    incidents,
                 )
                 await consumer.commit(offsets)
+            await asyncio.to_thread(incidents.tick)
     finally:
         with contextlib.suppress(Exception):
             await consumer.stop()
+        incidents.stop()
         sender.close()
 
 
@@ -157,6 +174,7 @@ def _process(
     sender: Any,
     topic: str,
     metrics: MonitorMetrics,
+    incidents: Incidents,
 ) -> dict[TopicPartition, int]:
     events: list[tuple[PredictionEvent, int, int]] = []
     sources: list[Any] = []
@@ -207,6 +225,8 @@ def _process(
                 report.events,
                 ", ".join(report.drifted_features) or "none",
             )
+        for alert in incidents.on_windows(closed):
+            metrics.alerts.labels(alert.model, alert.severity, alert.status).inc()
     open_offsets = monitor.open_offsets()
     return {
         partition: min(end, open_offsets.get(partition.partition, end)) for partition, end in ends.items()

@@ -420,6 +420,7 @@ def monitor(
                 topic=topic,
                 settings=settings,
                 kserve_features=list(kserve_features),
+                repo_path=context.repo_path,
                 metrics=counters,
             )
         )
@@ -513,6 +514,16 @@ def _quiet_third_party_warnings() -> None:
 
     warnings.filterwarnings("ignore", message="Stream feature views are experimental")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _add_incident_commands() -> None:
+    from sluice.incident_commands import alerts, jobs
+
+    cli.add_command(alerts)
+    cli.add_command(jobs)
+
+
+_add_incident_commands()
 
 
 def main() -> None:

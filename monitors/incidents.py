@@ -1,0 +1,150 @@
+"""What the monitor does with a scored window after publishing it: alerts, their delivery, retraining.
+
+For each closed window, the alert rules run in the store (one transaction); when an alert fires, the
+window's Evidently report is written first, so the link in the alert works when it arrives. Deliveries
+leave from the outbox in a background thread. Firing alerts go to the retraining policy when it is
+enabled, and ``tick`` moves queued and running jobs along.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from features.config import SluiceConfig
+from monitors.alerts.alert import Alert
+from monitors.alerts.delivery import Deliverer, KafkaAlertSink, Sink, WebhookSink
+from monitors.alerts.rules import AlertRules
+from monitors.alerts.store import AlertStore
+from monitors.database import open_store
+from monitors.detector import WindowReport
+from monitors.monitor import ClosedWindow
+from monitors.report import drift_report_html, report_link, report_path
+from monitors.retraining.backends import job_backend
+from monitors.retraining.policy import RetrainPolicy
+from monitors.retraining.retrainer import Retrainer
+from monitors.retraining.store import JobStore
+
+__all__ = ["Incidents"]
+
+log = logging.getLogger("sluice.monitor")
+
+
+class Incidents:
+    def __init__(
+        self,
+        *,
+        store: AlertStore,
+        rules: AlertRules,
+        deliverer: Deliverer,
+        reports_root: Path,
+        retrainer: Retrainer | None = None,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.deliverer = deliverer
+        self.reports_root = reports_root
+        self.retrainer = retrainer
+        self._last_tick = 0.0
+
+    @classmethod
+    def from_config(cls, config: SluiceConfig, *, repo_path: Path, producer: Any) -> Incidents:
+        engine = open_store(config.store_url)
+        store = AlertStore(engine=engine)
+        settings = config.alerts
+        reports_root = config.state_dir / "reports"
+        rules = AlertRules(
+            consecutive_windows=settings.consecutive_windows,
+            cooldown_us=int(settings.cooldown_seconds * 1_000_000),
+            critical_share=settings.critical_share,
+            report_url=lambda report: report_link(
+                reports_root,
+                settings.report_base_url,
+                model=report.model,
+                version=report.version,
+                window_start_us=report.window_start_us,
+            ),
+        )
+        sinks: list[Sink] = [KafkaAlertSink(producer=producer, topic=settings.topic)]
+        sinks += [WebhookSink(webhook) for webhook in settings.webhooks]
+        deliverer = Deliverer(
+            store=store,
+            sinks=sinks,
+            retry_initial_s=settings.retry_initial_seconds,
+            retry_max_s=settings.retry_max_seconds,
+        )
+        retrainer = None
+        retraining = config.retraining
+        if retraining.enabled:
+            retrainer = Retrainer(
+                policy=RetrainPolicy(
+                    severities=retraining.severities,
+                    metrics=retraining.metrics,
+                    cooldown_us=int(retraining.cooldown_seconds * 1_000_000),
+                ),
+                store=JobStore(engine=engine),
+                backend=job_backend(config, repo_path),
+                entrypoint=shlex.split(retraining.entrypoint),
+                training_window_us=int(retraining.training_window_seconds * 1_000_000),
+                max_running=retraining.max_running,
+                gpus=retraining.gpus,
+                env={"SLUICE_REPO": str(repo_path), **retraining.env},
+                dry_run=retraining.dry_run,
+            )
+        return cls(
+            store=store, rules=rules, deliverer=deliverer, reports_root=reports_root, retrainer=retrainer
+        )
+
+    def start(self) -> None:
+        self.deliverer.start()
+        self.tick()
+
+    def stop(self) -> None:
+        self.deliverer.stop()
+
+    def on_windows(self, closed: list[ClosedWindow]) -> list[Alert]:
+        changes: list[Alert] = []
+        for item in closed:
+            changes += self.store.apply(
+                item.report,
+                self.rules,
+                payloads=self.deliverer.payloads,
+                now=time.time(),
+                before_queue=functools.partial(self._write_report, item),
+            )
+        for alert in changes:
+            log.warning("alert %s: %s", alert.status, alert.summary)
+        if changes:
+            self.deliverer.wake()
+            if self.retrainer is not None:
+                self.retrainer.on_alerts(changes)
+        return changes
+
+    def tick(self, *, every_s: float = 1.0) -> None:
+        """Move retraining jobs along, at most once per ``every_s``."""
+        now = time.monotonic()
+        if self.retrainer is not None and now - self._last_tick >= every_s:
+            self._last_tick = now
+            self.retrainer.pump()
+
+    def _write_report(self, item: ClosedWindow, alerts: list[Alert]) -> None:
+        if not any(alert.status == "firing" for alert in alerts):
+            return
+        report: WindowReport = item.report
+        path = report_path(
+            self.reports_root,
+            model=report.model,
+            version=report.version,
+            window_start_us=report.window_start_us,
+        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                drift_report_html(item.window.profile, item.window.summary_table()), encoding="utf-8"
+            )
+        except Exception:  # the alert matters more than its report: send it with a dead link, say so
+            log.exception("could not write the drift report %s", path)

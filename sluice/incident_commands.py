@@ -1,0 +1,139 @@
+"""``sluice alerts`` and ``sluice jobs``: look at alerts, follow them, and manage retraining jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from sluice.cli import _Context
+
+__all__ = ["alerts", "jobs"]
+
+
+def _when(us: int | float | None, *, seconds: bool = False) -> str:
+    if us is None:
+        return "-"
+    moment = datetime.fromtimestamp(us if seconds else us / 1_000_000, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.group()
+def alerts() -> None:
+    """Drift alerts: what fired, what resolved, and where each was delivered."""
+
+
+@alerts.command("list")
+@click.option("--model", help="Only this model's alerts.")
+@click.option("--status", type=click.Choice(["firing", "resolved"]), help="Only alerts in this state.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.pass_obj
+def alerts_list(context: _Context, model: str | None, status: str | None, limit: int) -> None:
+    """The latest alerts, newest first, with their deliveries."""
+    from monitors.alerts.store import AlertStore
+    from monitors.database import open_store
+
+    store = AlertStore(engine=open_store(context.config.store_url))
+    found = store.alerts(model=model, status=status, limit=limit)
+    if not found:
+        click.echo("no alerts")
+        return
+    for alert in found:
+        value = "n/a" if alert.value is None else f"{alert.value:.4g}"
+        sent = store.deliveries(alert_id=alert.id)
+        delivered = sum(1 for item in sent if item.state == "delivered")
+        click.echo(
+            f"{alert.status:<8} {alert.severity:<8} {alert.model} {alert.version} {alert.feature} "
+            f"{alert.metric}={value} (threshold {alert.threshold:g}) window {_when(alert.window_start_us)} "
+            f"deliveries {delivered}/{len(sent)} id {alert.id}"
+        )
+        for item in sent:
+            if item.state != "delivered":
+                attempts = store.attempts(item.id)
+                last = attempts[-1].detail if attempts else "not tried yet"
+                click.echo(f"    pending to {item.sink} after {item.attempts} attempts: {last}")
+
+
+@alerts.command("tail")
+@click.option("--model", help="Only this model's alerts.")
+@click.option("--from-beginning", is_flag=True, help="Replay the alerts topic from its start.")
+@click.option("--idle-timeout", type=float, help="Stop after this many seconds without an alert.")
+@click.pass_obj
+def alerts_tail(
+    context: _Context, model: str | None, from_beginning: bool, idle_timeout: float | None
+) -> None:
+    """Print alerts as they are sent (from the Kafka alerts topic)."""
+    from monitors.alerts.subscribe import subscribe
+
+    subscription = subscribe(
+        model=model, from_beginning=from_beginning, idle_timeout_s=idle_timeout, config=context.config
+    )
+    try:
+        for alert in subscription:
+            click.echo(f"{_when(alert.window_end_us)} {alert.status:<8} {alert.severity:<8} {alert.summary}")
+    except KeyboardInterrupt:
+        subscription.close()
+
+
+@click.group()
+def jobs() -> None:
+    """Retraining jobs started by alerts."""
+
+
+@jobs.command("list")
+@click.option("--model", help="Only this model's jobs.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.pass_obj
+def jobs_list(context: _Context, model: str | None, limit: int) -> None:
+    """Jobs, newest first, with their state as the backend reports it now."""
+    from monitors.database import open_store
+    from monitors.retraining.backends import job_backend
+    from monitors.retraining.retrainer import refresh
+    from monitors.retraining.store import JobStore
+
+    store = JobStore(engine=open_store(context.config.store_url))
+    found = store.jobs(model=model, limit=limit)
+    if any(job.state in ("queued", "running") for job in found):
+        refresh(store, job_backend(context.config, context.repo_path), found)
+        found = store.jobs(model=model, limit=limit)
+    if not found:
+        click.echo("no jobs")
+        return
+    for job in found:
+        duration = "-" if job.duration_s is None else f"{job.duration_s:.1f} s"
+        click.echo(
+            f"{job.job_id} {job.state:<9} {job.backend:<10} {job.model} {job.version} "
+            f"created {_when(job.created_at, seconds=True)} took {duration} "
+            f"alert {job.alert_id}: {job.detail}"
+        )
+
+
+@jobs.command("logs")
+@click.argument("job_id")
+@click.pass_obj
+def jobs_logs(context: _Context, job_id: str) -> None:
+    """Print a job's output, as its backend keeps it."""
+    from monitors.retraining.backends import job_backend
+    from monitors.retraining.jobs import JobError
+
+    try:
+        click.echo(job_backend(context.config, context.repo_path).logs(job_id), nl=False)
+    except JobError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@click.pass_obj
+def jobs_cancel(context: _Context, job_id: str) -> None:
+    """Stop a queued or running job."""
+    from monitors.retraining.backends import job_backend
+    from monitors.retraining.jobs import JobError
+
+    try:
+        job_backend(context.config, context.repo_path).cancel(job_id)
+    except JobError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"cancelled {job_id}")
