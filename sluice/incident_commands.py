@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -129,11 +130,17 @@ def jobs_logs(context: _Context, job_id: str) -> None:
 @click.pass_obj
 def jobs_cancel(context: _Context, job_id: str) -> None:
     """Stop a queued or running job."""
+    from monitors.database import open_store
     from monitors.retraining.backends import job_backend
     from monitors.retraining.jobs import JobError
+    from monitors.retraining.store import JobStore
 
     try:
         job_backend(context.config, context.repo_path).cancel(job_id)
     except JobError as error:
         raise click.ClickException(str(error)) from None
+    # Some backends forget a job once it is stopped (Kubernetes deletes it): remember it here.
+    JobStore(engine=open_store(context.config.store_url)).update(
+        job_id, state="cancelled", finished_at=time.time()
+    )
     click.echo(f"cancelled {job_id}")

@@ -54,7 +54,15 @@ card_transaction_stats = StreamFeatureView(
         for label in WINDOWS
     ],
     aggregations=[
-        Aggregation(column="amount", function="count", time_window=window, name=f"txn_count_{label}")
+        # The 10-minute count slides every 5 seconds, so that it moves smoothly as payments come and
+        # go (a tumbling window would reset to zero every 10 minutes); the others tumble.
+        Aggregation(
+            column="amount",
+            function="count",
+            time_window=window,
+            slide_interval=timedelta(seconds=5) if label == "10m" else window,
+            name=f"txn_count_{label}",
+        )
         for label, window in WINDOWS.items()
     ]
     + [
