@@ -15,6 +15,7 @@ from monitors.alerts.store import AlertStore
 from monitors.database import open_store
 from monitors.detector import FeatureScore, WindowReport
 from tests.receiver import Receiver
+from tests.streaming import sluice
 
 WINDOW = 5_000_000  # 5 s windows, in µs
 
@@ -232,3 +233,27 @@ def test_a_failed_webhook_is_retried_with_backoff_and_after_a_restart(tmp_path: 
     assert attempts[2].detail.startswith("HTTP 503") and attempts[3].detail == "HTTP 200"
     # The same bytes every time: rendered once when queued.
     assert receiver.requests[0].body == receiver.requests[1].body
+
+
+def test_sluice_alerts_list_shows_alerts_and_why_a_delivery_is_pending(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = AlertStore(engine=open_store(f"sqlite:///{state / 'sluice.db'}"))
+    down = WebhookSink(
+        WebhookConfig(kind="slack", url="http://127.0.0.1:9/hook", name="team-slack", timeout_s=1)
+    )
+    deliverer = Deliverer(store=store, sinks=[down])
+    store.apply(
+        window(0, drifting={"amount": True}), rules(consecutive=1), payloads=deliverer.payloads, now=0.0
+    )
+    deliverer.deliver_due()
+    listed = sluice(tmp_path, "alerts", "list", env={"SLUICE_STATE_DIR": str(state)})
+    assert listed.returncode == 0, listed.stderr
+    first, pending = listed.stdout.splitlines()
+    assert first.startswith(
+        "firing   critical fraud 1 amount ks=0.001 (threshold 0.05) window 1970-01-01 00:00:00"
+    )
+    assert first.endswith("deliveries 0/1 id " + store.alerts()[0].id)
+    assert pending.startswith("    pending to team-slack after 1 attempts: URLError")
+    assert sluice(
+        tmp_path, "alerts", "list", "--status", "resolved", env={"SLUICE_STATE_DIR": str(state)}
+    ).stdout == ("no alerts\n")

@@ -12,6 +12,7 @@ from monitors.retraining.local import LocalBackend
 from monitors.retraining.policy import RetrainPolicy
 from monitors.retraining.retrainer import Retrainer
 from monitors.retraining.store import JobStore
+from tests.streaming import sluice
 
 HOUR_US = 3_600_000_000
 ENTRYPOINT = [sys.executable, "-c", "import os; print('retraining', os.environ['SLUICE_ALERT_ID'])"]
@@ -112,3 +113,18 @@ def test_dry_run_records_the_decision_and_runs_nothing(tmp_path: Path) -> None:
     assert stored is not None and stored.state == "dry-run" and not stored.submitted
     assert "critical alert on amount (ks)" in stored.detail
     assert not (tmp_path / "jobs").exists()
+
+
+def test_sluice_jobs_list_shows_each_job_with_its_state_and_duration(tmp_path: Path) -> None:
+    first = retrainer(tmp_path / "state")
+    [job] = first.on_alerts([alert()])
+    assert wait_done(first, job.job_id) == "succeeded"
+    env = {"SLUICE_STATE_DIR": str(tmp_path / "state")}
+    listed = sluice(tmp_path, "jobs", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.splitlines()
+    assert line.startswith(f"{job.job_id} succeeded local      fraud 1 created ")
+    assert line.endswith(f"alert {job.alert_id}: critical alert on amount (ks)")
+    assert f"retraining {job.alert_id}" in sluice(tmp_path, "jobs", "logs", job.job_id, env=env).stdout
+    unknown = sluice(tmp_path, "jobs", "logs", "sluice-nope", env=env)
+    assert unknown.returncode == 1 and "no local job 'sluice-nope'" in unknown.stderr
