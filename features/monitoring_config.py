@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "AlertsConfig",
@@ -154,3 +154,9 @@ class RetrainingConfig(_Model):
 
     ray: RayJobConfig = RayJobConfig()
     kubernetes: KubernetesJobConfig = KubernetesJobConfig()
+
+    @model_validator(mode="after")
+    def _needs_an_entrypoint(self) -> RetrainingConfig:
+        if self.enabled and not self.dry_run and not self.entrypoint.strip():
+            raise ValueError("retraining is enabled but has no entrypoint: set retraining.entrypoint")
+        return self

@@ -25,6 +25,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.pool import StaticPool
 
 __all__ = [
     "alert_streaks",
@@ -123,9 +124,13 @@ model_versions = Table(
 def open_store(url: str) -> Engine:
     """An engine on the store at ``url``, with its tables created if they are missing."""
     sqlite = url.startswith("sqlite")
-    if sqlite and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+    memory = url in ("sqlite://", "sqlite:///:memory:")
+    if sqlite and not memory:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30} if sqlite else {})
+    if memory:  # one database shared by every thread, not one per connection
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        engine = create_engine(url, connect_args={"timeout": 30} if sqlite else {})
     if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
@@ -135,5 +140,5 @@ def open_store(url: str) -> Engine:
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # an alert is on disk before the window's offsets are committed
     cursor.close()

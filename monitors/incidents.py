@@ -100,7 +100,11 @@ class Incidents:
         )
 
     def start(self) -> None:
+        """Start delivering; give retraining the alerts still firing, in case the process stopped
+        between recording an alert and recording its job (their job ids make this safe to repeat)."""
         self.deliverer.start()
+        if self.retrainer is not None:
+            self._retrain(self.store.alerts(status="firing"))
         self.tick()
 
     def stop(self) -> None:
@@ -120,8 +124,7 @@ class Incidents:
             log.warning("alert %s: %s", alert.status, alert.summary)
         if changes:
             self.deliverer.wake()
-            if self.retrainer is not None:
-                self.retrainer.on_alerts(changes)
+            self._retrain(changes)
         return changes
 
     def tick(self, *, every_s: float = 1.0) -> None:
@@ -129,7 +132,18 @@ class Incidents:
         now = time.monotonic()
         if self.retrainer is not None and now - self._last_tick >= every_s:
             self._last_tick = now
-            self.retrainer.pump()
+            try:
+                self.retrainer.pump()
+            except Exception:  # a backend or store outage must not stop drift monitoring
+                log.exception("moving retraining jobs along failed; trying again")
+
+    def _retrain(self, alerts: list[Alert]) -> None:
+        if self.retrainer is None:
+            return
+        try:
+            self.retrainer.on_alerts(alerts)
+        except Exception:  # the alert is recorded and sent; the next start retries its job
+            log.exception("starting retraining for %d alerts failed", len(alerts))
 
     def _write_report(self, item: ClosedWindow, alerts: list[Alert]) -> None:
         if not any(alert.status == "firing" for alert in alerts):

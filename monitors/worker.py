@@ -119,7 +119,11 @@ async def run(
     labels = LabelJoiner()
     ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled", config.alerts.topic])
     sender = producer(config.kafka, linger_ms=5)
-    incidents = Incidents.from_config(config, repo_path=repo_path, producer=sender)
+    try:
+        incidents = Incidents.from_config(config, repo_path=repo_path, producer=sender)
+    except Exception:
+        sender.close()
+        raise
     sink = ScoresSink(producer=sender, topic=f"{topic}.scores", root=scores_root)
     dead_letters = DeadLetterSink(producer=sender, topic=f"{topic}.dlq")
     consumer = AIOKafkaConsumer(
@@ -135,10 +139,10 @@ async def run(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    await consumer.start()
-    incidents.start()
-    log.info("monitoring %s as group sluice-monitor-%s", topic, config.project)
     try:
+        await consumer.start()
+        incidents.start()
+        log.info("monitoring %s as group sluice-monitor-%s", topic, config.project)
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
             if batches:

@@ -66,7 +66,7 @@ def alerts_tail(
     context: _Context, model: str | None, from_beginning: bool, idle_timeout: float | None
 ) -> None:
     """Print alerts as they are sent (from the Kafka alerts topic)."""
-    from monitors.alerts.subscribe import subscribe
+    from monitors.alerts.subscription import subscribe
 
     subscription = subscribe(
         model=model, from_beginning=from_beginning, idle_timeout_s=idle_timeout, config=context.config
@@ -135,12 +135,16 @@ def jobs_cancel(context: _Context, job_id: str) -> None:
     from monitors.retraining.jobs import JobError
     from monitors.retraining.store import JobStore
 
-    try:
-        job_backend(context.config, context.repo_path).cancel(job_id)
-    except JobError as error:
-        raise click.ClickException(str(error)) from None
-    # Some backends forget a job once it is stopped (Kubernetes deletes it): remember it here.
-    JobStore(engine=open_store(context.config.store_url)).update(
-        job_id, state="cancelled", finished_at=time.time()
-    )
+    store = JobStore(engine=open_store(context.config.store_url))
+    job = store.get(job_id)
+    if job is not None and job.state not in ("queued", "running"):
+        raise click.ClickException(f"job {job_id} is {job.state}: there is nothing to cancel")
+    if job is None or job.submitted:
+        try:
+            job_backend(context.config, context.repo_path).cancel(job_id)
+        except JobError as error:
+            raise click.ClickException(str(error)) from None
+    # A job still waiting for a slot is only in the store; some backends forget a job once it is
+    # stopped (Kubernetes deletes it): either way the store remembers it was cancelled.
+    store.update(job_id, state="cancelled", finished_at=time.time())
     click.echo(f"cancelled {job_id}")

@@ -149,7 +149,8 @@ def test_webhooks_receive_slack_alertmanager_and_cloudevents_payloads(
         store.apply(
             window(index, drifting={"amount": drift}), alert_rules, payloads=deliverer.payloads, now=0.0
         )
-    assert deliverer.deliver_due() == 6
+    assert deliverer.deliver_due() == 3  # the firing changes; each resolved one waits for its firing
+    assert deliverer.deliver_due() == 3
     by_path: dict[str, list[dict]] = {}
     for request in receiver.requests:
         by_path.setdefault(request.path, []).append(request.json())
@@ -257,3 +258,64 @@ def test_sluice_alerts_list_shows_alerts_and_why_a_delivery_is_pending(tmp_path:
     assert sluice(
         tmp_path, "alerts", "list", "--status", "resolved", env={"SLUICE_STATE_DIR": str(state)}
     ).stdout == ("no alerts\n")
+
+
+def test_resolved_waits_for_its_firing_and_a_redirect_or_garbled_reply_is_a_failed_attempt(
+    store: AlertStore, receiver: Receiver
+) -> None:
+    import http.server
+    import threading
+
+    class Odd(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", f"{receiver.url}/elsewhere")
+                self.end_headers()
+            else:
+                self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")  # a status line http.client cannot parse
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    odd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=odd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{odd.server_address[1]}"
+    moved = WebhookSink(
+        WebhookConfig(kind="slack", url=f"{base}/moved", name="moved", headers={"X-Token": "t"})
+    )
+    garbled = WebhookSink(WebhookConfig(kind="slack", url=f"{base}/garbled", name="garbled"))
+    now = [0.0]
+    deliverer = Deliverer(store=store, sinks=[moved, garbled], retry_initial_s=100, clock=lambda: now[0])
+    alert_rules = rules(consecutive=1)
+    store.apply(window(0, drifting={"amount": True}), alert_rules, payloads=deliverer.payloads, now=0.0)
+    now[0] = 50.0
+    store.apply(window(1, drifting={"amount": False}), alert_rules, payloads=deliverer.payloads, now=50.0)
+    try:
+        assert deliverer.deliver_due() == 0
+    finally:
+        odd.shutdown()
+        odd.server_close()
+    details = {
+        item.sink: store.attempts(item.id) for item in store.deliveries() if item.alert_status == "firing"
+    }
+    assert details["moved"][0].detail.startswith("HTTP 302")
+    assert details["garbled"][0].detail.startswith("BadStatusLine")
+    assert receiver.requests == []  # the redirect was not followed, so the token went nowhere else
+    # The resolved changes are due (queued at 50 s), but wait behind their firing ones (next try at 100 s).
+    assert [(item.sink, item.alert_status, item.attempts) for item in store.deliveries()] == [
+        ("moved", "firing", 1), ("garbled", "firing", 1),
+        ("moved", "resolved", 0), ("garbled", "resolved", 0),
+    ]  # fmt: skip
+    assert store.due(now=60.0) == []
+
+
+def test_the_package_keeps_subscribe_a_function_after_its_module_is_imported() -> None:
+    import importlib
+
+    from monitors import alerts
+
+    importlib.import_module("monitors.alerts.subscription")
+    assert callable(alerts.subscribe) and callable(alerts.on_alert)
+    assert alerts.subscribe.__module__ == "monitors.alerts.subscription"

@@ -128,3 +128,44 @@ def test_sluice_jobs_list_shows_each_job_with_its_state_and_duration(tmp_path: P
     assert f"retraining {job.alert_id}" in sluice(tmp_path, "jobs", "logs", job.job_id, env=env).stdout
     unknown = sluice(tmp_path, "jobs", "logs", "sluice-nope", env=env)
     assert unknown.returncode == 1 and "no local job 'sluice-nope'" in unknown.stderr
+
+
+def test_a_job_the_backend_lost_is_failed_and_frees_its_slot(tmp_path: Path) -> None:
+    first = retrainer(tmp_path, max_running=1)
+    lost = first.on_alerts([alert(model="fraud")])[0]
+    waiting = first.on_alerts([alert(model="churn")])[0]
+    assert wait_done(first, lost.job_id) == "succeeded"
+    # Someone deleted the finished job's folder; and a queued one is lost before it ran.
+    first.store.update(waiting.job_id, state="queued", submitted=True)
+    import shutil
+
+    shutil.rmtree(tmp_path / "jobs" / waiting.job_id, ignore_errors=True)
+    first.pump()
+    stored = first.store.get(waiting.job_id)
+    assert stored is not None and stored.state == "failed" and "lost: no local job" in stored.detail
+
+
+def test_a_dry_run_submits_nothing_even_for_jobs_queued_before_it(tmp_path: Path) -> None:
+    live = retrainer(tmp_path, max_running=1)
+    live.on_alerts([alert(model="fraud")])
+    queued = live.on_alerts([alert(model="churn")])[0]  # waits for the slot
+    dry = retrainer(tmp_path, dry_run=True)
+    dry.pump()
+    stored = dry.store.get(queued.job_id)
+    assert stored is not None and not stored.submitted
+
+
+def test_sluice_jobs_cancel_stops_a_job_that_waits_for_a_slot(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = retrainer(state, max_running=1)
+    running = first.on_alerts([alert(model="fraud")])[0]
+    waiting = first.on_alerts([alert(model="churn")])[0]
+    cancelled = sluice(tmp_path, "jobs", "cancel", waiting.job_id, env={"SLUICE_STATE_DIR": str(state)})
+    assert cancelled.returncode == 0, cancelled.stderr
+    wait_done(first, running.job_id)
+    first.pump()
+    stored = first.store.get(waiting.job_id)
+    assert stored is not None and stored.state == "cancelled" and not stored.submitted
+    assert not (state / "jobs" / waiting.job_id).exists()
+    again = sluice(tmp_path, "jobs", "cancel", waiting.job_id, env={"SLUICE_STATE_DIR": str(state)})
+    assert again.returncode == 1 and "is cancelled: there is nothing to cancel" in again.stderr

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from monitors.alerts.alert import Alert
     from monitors.alerts.rules import AlertRules
     from monitors.alerts.store import AlertStore
-    from monitors.alerts.subscribe import Subscription, on_alert, subscribe
+    from monitors.alerts.subscription import Subscription, on_alert, subscribe
 
 __all__ = ["Alert", "AlertRules", "AlertStore", "Subscription", "on_alert", "subscribe"]
 
@@ -25,9 +25,9 @@ _HOMES = {
     "Alert": "monitors.alerts.alert",
     "AlertRules": "monitors.alerts.rules",
     "AlertStore": "monitors.alerts.store",
-    "Subscription": "monitors.alerts.subscribe",
-    "on_alert": "monitors.alerts.subscribe",
-    "subscribe": "monitors.alerts.subscribe",
+    "Subscription": "monitors.alerts.subscription",
+    "on_alert": "monitors.alerts.subscription",
+    "subscribe": "monitors.alerts.subscription",
 }
 
 
@@ -35,4 +35,6 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'monitors.alerts' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -112,4 +112,13 @@ class Alert:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Alert:
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
+        """An alert from its record; a ValueError names what does not fit (records cross processes)."""
+        alert = cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
+        if alert.severity not in ("warning", "critical") or alert.status not in ("firing", "resolved"):
+            raise ValueError(f"not an alert: severity {alert.severity!r}, status {alert.status!r}")
+        numbers = (alert.threshold, alert.window_start_us, alert.window_end_us)
+        if not all(isinstance(value, int | float) for value in numbers) or not (
+            alert.value is None or isinstance(alert.value, int | float)
+        ):
+            raise ValueError("not an alert: value, threshold and window bounds must be numbers")
+        return alert

@@ -67,13 +67,24 @@ class WebhookSink:
             headers={"Content-Type": content_type, "User-Agent": "sluice", **self.config.headers},
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:  # noqa: S310
+            with _NO_REDIRECTS.open(request, timeout=self.config.timeout_s) as response:
                 return f"HTTP {response.status}"
         except urllib.error.HTTPError as error:
             body = error.read()[:200].decode(errors="replace")
             raise DeliveryError(f"HTTP {error.code}: {body}") from None
         except (OSError, ValueError) as error:
             raise DeliveryError(f"{type(error).__name__}: {error}") from None
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirected POST would be re-sent as a GET without its body, with our headers (a bearer token)
+    to wherever it points: a 3xx is a failed attempt instead."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
 
 
 class KafkaAlertSink:
@@ -143,10 +154,17 @@ class Deliverer:
         return [(name, sink.payload(alert)) for name, sink in self.sinks.items()]
 
     def deliver_due(self) -> int:
-        """Try every delivery that is due now; returns how many succeeded."""
+        """Try every delivery that is due now; returns how many succeeded. A sink that fails is not
+        tried again in the same round, so a receiver that is down costs one timeout per round."""
         delivered = 0
+        failing: set[str] = set()
         for delivery in self.store.due(now=self._clock()):
-            delivered += self._attempt(delivery)
+            if delivery.sink in failing:
+                continue
+            if self._attempt(delivery):
+                delivered += 1
+            else:
+                failing.add(delivery.sink)
         return delivered
 
     def _attempt(self, delivery: Delivery) -> bool:
@@ -159,6 +177,8 @@ class Deliverer:
                 ok, detail = True, sink.send(delivery.payload)
             except DeliveryError as error:
                 ok, detail = False, str(error)
+            except Exception as error:  # http.client's protocol errors, and whatever else a sink raises
+                ok, detail = False, f"{type(error).__name__}: {error}"
         wait = backoff(delivery.attempts + 1, initial=self.retry_initial_s, maximum=self.retry_max_s)
         self.store.record_attempt(delivery, ok=ok, detail=detail, now=now, retry_at=now + wait)
         if not ok:

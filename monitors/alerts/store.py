@@ -98,9 +98,22 @@ class AlertStore:
         return Alert.from_record(dict(row._mapping)) if row else None
 
     def due(self, *, now: float, limit: int = 100) -> list[Delivery]:
+        """Pending deliveries whose time has come, oldest first; one waits while an earlier change of the
+        same alert to the same sink is still pending, so "resolved" never overtakes "firing"."""
+        earlier = deliveries.alias("earlier")
+        blocked = (
+            select(earlier.c.id)
+            .where(
+                earlier.c.alert_id == deliveries.c.alert_id,
+                earlier.c.sink == deliveries.c.sink,
+                earlier.c.state == "pending",
+                earlier.c.id < deliveries.c.id,
+            )
+            .exists()
+        )
         query = (
             select(deliveries)
-            .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now)
+            .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now, ~blocked)
             .order_by(deliveries.c.id)
             .limit(limit)
         )

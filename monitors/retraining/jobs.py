@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 __all__ = [
     "JobBackend",
     "JobError",
+    "JobNotFound",
     "JobSpec",
     "JobState",
     "Submission",
@@ -43,6 +44,10 @@ FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 class JobError(RuntimeError):
     """A backend could not do what was asked; the message says what to check."""
+
+
+class JobNotFound(JobError):
+    """The backend does not know the job (any more): never submitted, deleted, or expired."""
 
 
 def job_id(*, model: str, version: str, fingerprint: str, window_start_us: int) -> str:

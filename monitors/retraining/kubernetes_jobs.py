@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from monitors.retraining.jobs import JobError, JobSpec, JobState, Submission
+from monitors.retraining.jobs import JobError, JobNotFound, JobSpec, JobState, Submission
 from monitors.retraining.kubernetes_manifests import KINDS, render
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ class KubernetesBackend:
             hint = f"; is the {self.kind.kind} CRD installed? (kubectl get crd {crd})"
         elif status == 403:
             hint = f"; the service account needs RBAC permission on {self.kind.plural} and pods/log"
-        return JobError(f"could not {action} {where}: Kubernetes answered {status} {reason}: {message}{hint}")
+        kind = JobNotFound if status == 404 and action != "create" else JobError
+        return kind(f"could not {action} {where}: Kubernetes answered {status} {reason}: {message}{hint}")
 
 
 def _job_state(status: dict[str, Any], backoff_limit: int) -> JobState:

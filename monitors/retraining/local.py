@@ -17,11 +17,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from monitors.retraining.jobs import JobError, JobSpec, JobState, Submission
+from monitors.retraining.jobs import JobNotFound, JobSpec, JobState, Submission
 
 __all__ = ["LocalBackend"]
+
+_START_GRACE_S = 60.0
+"""How long a submitted job may go without its runner's pid before it counts as failed to start."""
 
 
 class LocalBackend:
@@ -61,15 +65,18 @@ class LocalBackend:
 
     def status(self, job_id: str) -> JobState:
         folder = self._folder(job_id)
-        exit_code = folder / "exit_code"
-        if exit_code.exists():
-            if (folder / "cancelled").exists():
-                return "cancelled"
-            return "succeeded" if exit_code.read_text().strip() == "0" else "failed"
+        finished = _finished(folder)
+        if finished is not None:
+            return finished
         pid = _read_pid(folder)
         if pid is None:
-            return "queued"  # the runner has not written its pid yet
-        return "running" if _alive(pid) else "failed"
+            # The runner has not written its pid yet; if it never will (a crash between submitting and
+            # starting it), the job has failed.
+            started = (folder / "spec.json").stat().st_mtime if (folder / "spec.json").exists() else 0.0
+            return "queued" if time.time() - started < _START_GRACE_S else "failed"
+        if _alive(pid):
+            return "running"
+        return _finished(folder) or "failed"  # it may have ended since we looked
 
     def logs(self, job_id: str) -> str:
         log = self._folder(job_id) / "output.log"
@@ -77,6 +84,8 @@ class LocalBackend:
 
     def cancel(self, job_id: str) -> None:
         folder = self._folder(job_id)
+        if (folder / "exit_code").exists():
+            return  # it has finished: nothing to stop, and its outcome stays what it was
         (folder / "cancelled").touch()
         pid = _read_pid(folder)
         if pid is not None and _alive(pid):
@@ -86,12 +95,21 @@ class LocalBackend:
     def _folder(self, job_id: str) -> Path:
         folder = self.root / job_id
         if not folder.is_dir():
-            raise JobError(f"no local job {job_id!r} under {self.root}")
+            raise JobNotFound(f"no local job {job_id!r} under {self.root}")
         return folder
 
 
 def _path_with_this_python() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+
+
+def _finished(folder: Path) -> JobState | None:
+    exit_code = folder / "exit_code"
+    if not exit_code.exists():
+        return None
+    if (folder / "cancelled").exists():
+        return "cancelled"
+    return "succeeded" if exit_code.read_text().strip() == "0" else "failed"
 
 
 def _read_pid(folder: Path) -> int | None:
@@ -114,6 +132,9 @@ def _alive(pid: int) -> bool:
 def _run(folder: Path) -> int:
     """The runner: start the entrypoint in its own process group, wait, record the exit code."""
     spec = json.loads((folder / "spec.json").read_text())
+    if (folder / "cancelled").exists():  # cancelled before it started
+        _atomic_write(folder / "exit_code", "-15")
+        return -15
     with (folder / "output.log").open("ab") as log:
         try:
             process = subprocess.Popen(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from monitors.retraining.jobs import JobError, JobSpec, JobState, Submission
+from monitors.retraining.jobs import JobError, JobNotFound, JobSpec, JobState, Submission
 
 __all__ = ["RayBackend"]
 
@@ -96,4 +96,6 @@ class RayBackend:
         return self._client
 
     def _error(self, action: str, job_id: str, error: Exception) -> JobError:
-        return JobError(f"could not {action} Ray job {job_id!r} at {self.address}: {error}")
+        # Ray's Jobs API answers an unknown id with "Request failed with status code 404: ..."
+        kind = JobNotFound if "status code 404" in str(error) else JobError
+        return kind(f"could not {action} Ray job {job_id!r} at {self.address}: {error}")

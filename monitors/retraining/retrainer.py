@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from monitors.alerts.alert import Alert
-from monitors.retraining.jobs import FINISHED, JobBackend, JobError, JobSpec, TrainingRequest, job_id
+from monitors.retraining.jobs import (
+    FINISHED,
+    JobBackend,
+    JobError,
+    JobNotFound,
+    JobSpec,
+    TrainingRequest,
+    job_id,
+)
 from monitors.retraining.policy import RetrainPolicy
 from monitors.retraining.store import Job, JobStore
 
@@ -88,9 +96,12 @@ class Retrainer:
         return recorded
 
     def pump(self) -> None:
+        refresh(self.store, self.backend, self.store.active(), clock=self._clock)
+        if self.dry_run:
+            return
         active = self.store.active()
-        refresh(self.store, self.backend, active, clock=self._clock)
-        running = sum(1 for job in self.store.active() if job.submitted)
+        # Jobs of another backend (before a change of retraining.backend) are not ours to count.
+        running = sum(1 for job in active if job.submitted and job.backend == self.backend.name)
         for job in active:
             if not job.submitted and running < self.max_running:
                 self._submit(job)
@@ -116,8 +127,9 @@ class Retrainer:
             log.warning("submitting job %s failed, will retry: %s", job.job_id, error)
             return
         detail = job.detail if submission.created else f"{job.detail}; already submitted before"
-        self.store.update(job.job_id, submitted=True, detail=detail)
-        refresh(self.store, self.backend, [replace(job, submitted=True)], clock=self._clock)
+        self.store.update(job.job_id, submitted=True, backend=self.backend.name, detail=detail)
+        submitted = replace(job, submitted=True, backend=self.backend.name)
+        refresh(self.store, self.backend, [submitted], clock=self._clock)
 
 
 def refresh(
@@ -127,11 +139,17 @@ def refresh(
     for job in jobs:
         if not job.submitted or job.state not in ("queued", "running") or job.backend != backend.name:
             continue
+        detail = job.detail
         try:
             state = backend.status(job.job_id)
+        except JobNotFound as error:
+            # Deleted, expired or never started: it will not finish, and must not hold a slot.
+            state, detail = "failed", f"{job.detail}; lost: {error}"
         except JobError as error:
             log.warning("status of job %s: %s", job.job_id, error)
             continue
         if state != job.state:
-            store.update(job.job_id, state=state, finished_at=clock() if state in FINISHED else None)
+            finished = clock() if state in FINISHED else None
+            # Only from the state we read: a concurrent `sluice jobs cancel` wins.
+            store.update(job.job_id, when_state=job.state, state=state, finished_at=finished, detail=detail)
             log.info("job %s is %s", job.job_id, state)

@@ -83,9 +83,13 @@ class JobStore:
         with self.engine.connect() as connection:
             return [Job(**row._mapping) for row in connection.execute(query)]
 
-    def update(self, job_id: str, **values: Any) -> None:
+    def update(self, job_id: str, *, when_state: str | None = None, **values: Any) -> bool:
+        """Change a job's columns, only while it is in ``when_state`` if given; False if nothing changed."""
+        query = update(jobs).where(jobs.c.job_id == job_id)
+        if when_state is not None:
+            query = query.where(jobs.c.state == when_state)
         with self.engine.begin() as connection:
-            connection.execute(update(jobs).where(jobs.c.job_id == job_id).values(**values))
+            return connection.execute(query.values(**values)).rowcount > 0
 
 
 @dataclass(frozen=True, kw_only=True)

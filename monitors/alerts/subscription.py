@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from kafka import TopicPartition
 
@@ -47,12 +49,11 @@ class Subscription:
         self.severity = severity
         self.idle_timeout_s = idle_timeout_s
         self._closed = threading.Event()
+        self._iterating = False
         topic = config.alerts.topic
         ensure_topics(config.kafka, [topic])
         self._consumer = consumer(config.kafka, group_id=None)
-        partitions = [
-            TopicPartition(topic, number) for number in sorted(self._consumer.partitions_for_topic(topic))
-        ]
+        partitions = [TopicPartition(topic, number) for number in _partitions(self._consumer, topic)]
         self._consumer.assign(partitions)
         if from_beginning:
             self._consumer.seek_to_beginning(*partitions)
@@ -63,6 +64,7 @@ class Subscription:
 
     def __iter__(self) -> Iterator[Alert]:
         idle = 0.0
+        self._iterating = True
         try:
             while not self._closed.is_set():
                 batches = self._consumer.poll(timeout_ms=200)
@@ -78,11 +80,14 @@ class Subscription:
                         if alert is not None and self._wanted(alert):
                             yield alert
         finally:
-            self.close()
+            self._closed.set()
+            self._consumer.close()
 
     def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
+        """Stop; safe from another thread (the iterating thread closes the consumer, which is not
+        thread-safe, when it sees this)."""
+        self._closed.set()
+        if not self._iterating:
             self._consumer.close()
 
     def _wanted(self, alert: Alert) -> bool:
@@ -131,6 +136,19 @@ def on_alert(
 
     threading.Thread(target=run, name="sluice-alert-callback", daemon=True).start()
     return subscription
+
+
+def _partitions(reader: Any, topic: str, timeout_s: float = 30.0) -> list[int]:
+    """The topic's partitions; metadata may lag just after the topic is created."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = reader.partitions_for_topic(topic)
+        if found:
+            return sorted(found)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no partitions for the alerts topic {topic!r} after {timeout_s:.0f} s")
+        reader.topics()  # asks the broker for fresh metadata
+        time.sleep(0.2)
 
 
 def _decode(record: object) -> Alert | None:
