@@ -65,9 +65,8 @@ retraining:
     pd.DataFrame({name: rng.normal(0, 1, 5000) for name in FEATURES}).to_parquet(
         tmp_path / "training.parquet"
     )
-    built = sluice(
-        root, "profile", "--model", "m", "--version", "1", "--training", str(tmp_path / "training.parquet")
-    )
+    training = str(tmp_path / "training.parquet")
+    built = sluice(root, "profile", "--model", "m", "--version", "1", "--training", training, env=state(root))
     assert built.returncode == 0, built.stderr
     yield root
     delete_topics(topic, f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled", f"{topic}.alerts")
