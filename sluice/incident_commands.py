@@ -66,11 +66,17 @@ def alerts_tail(
     context: _Context, model: str | None, from_beginning: bool, idle_timeout: float | None
 ) -> None:
     """Print alerts as they are sent (from the Kafka alerts topic)."""
+    from kafka.errors import KafkaError
+
     from monitors.alerts.subscription import subscribe
 
-    subscription = subscribe(
-        model=model, from_beginning=from_beginning, idle_timeout_s=idle_timeout, config=context.config
-    )
+    try:
+        subscription = subscribe(
+            model=model, from_beginning=from_beginning, idle_timeout_s=idle_timeout, config=context.config
+        )
+    except KafkaError as error:
+        where = context.config.kafka.bootstrap_servers
+        raise click.ClickException(f"cannot reach Kafka at {where}: {error}") from None
     try:
         for alert in subscription:
             click.echo(f"{_when(alert.window_end_us)} {alert.status:<8} {alert.severity:<8} {alert.summary}")

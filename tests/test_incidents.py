@@ -139,6 +139,12 @@ def test_one_incident_is_one_alert_and_one_job_even_when_a_restarted_monitor_rep
     assert job.alert_id == alert.id
     assert (repo / f"ran-{job.job_id}").read_text() == alert.id  # the entrypoint got the request
     assert [request.json()["status"] for request in receiver.requests] == ["firing"]
+    tail = sluice(repo, "alerts", "tail", "--from-beginning", "--idle-timeout", "3", env=state(repo))
+    assert tail.returncode == 0, tail.stderr
+    assert tail.stdout.splitlines() == [
+        "2026-03-01 00:00:30 firing   warning  m 1: feature f1 drifts "
+        f"(ks = {alert.value:.4g}, threshold {alert.threshold:g})"
+    ]
 
     # The monitor restarts from the beginning of the topic, with its window scores gone: every window
     # is scored again, and the alert store sees each one a second time.
