@@ -1,165 +1,36 @@
-"""The Kubernetes backend without a cluster: manifests checked against the Kubernetes schemas, and the
-client's calls played against an API server on loopback that answers with recorded responses (written
-in the shapes a real API server and the Kubeflow controllers give, not captured from a live cluster).
-
-The core schemas are the ones bundled in ``kubernetes_validate`` (strict: an unknown field is an error).
-The Kubeflow kinds are CRDs, not in those schemas, so their envelope is checked by a schema written here
-from the CRDs' fields that sluice sets, and the core objects inside them (metadata, pod templates, env,
-resources) by the bundled core schemas. The recorded server checks every body POSTed to it the same way,
-so what is checked is what the backend sends.
+"""The Kubernetes backend without a cluster: manifests checked against the Kubernetes schemas
+(``tests/kubernetes_schemas.py``), and the client's calls played against an API server on loopback that
+answers with recorded responses (``tests/kubernetes_api.py``). The recorded server checks every body
+POSTed to it against the same schemas, so what is checked is what the backend sends.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import re
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.resources import files
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Literal
 
 import jsonschema
 import kubernetes_validate
 import pytest
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.config import kube_config
-from referencing import Registry, Resource
 
 from features.monitoring_config import KubernetesJobConfig
 from monitors.retraining.jobs import JobError, JobSpec, TrainingRequest, job_id
 from monitors.retraining.kubernetes_jobs import KubernetesBackend
 from monitors.retraining.kubernetes_manifests import label_value, render
 from tests import job_backend_checks as checks
+from tests.kubernetes_api import Handler, RecordedApi, status_answer
+from tests.kubernetes_schemas import KUBERNETES, LABEL_VALUE, validate
 
 Kind = Literal["job", "trainjob", "pytorchjob"]
-KUBERNETES = "1.37"  # the API the kubernetes client 37 speaks
-_SCHEMAS = files("kubernetes_validate") / "kubernetes-json-schema" / "v1.37.0-local-strict"
-
-
-# -- Schemas ------------------------------------------------------------------------------------------
-
-
-def _core(type_name: str) -> dict[str, Any]:
-    return {"$ref": f"https://kubernetes.io/api/_definitions.json#/$defs/{type_name}"}
-
-
-def _closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": properties,
-        "required": list(required),
-    }
-
-
-def _envelope(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return _closed(
-        {
-            "apiVersion": {"const": api_version},
-            "kind": {"const": kind},
-            "metadata": _core("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
-            "spec": spec,
-            "status": {"type": "object"},
-        },
-        required=("apiVersion", "kind", "metadata", "spec"),
-    )
-
-
-_STRING, _COUNT = {"type": "string"}, {"type": "integer", "minimum": 0}
-_ARGV = {"type": "array", "items": _STRING, "maxItems": 128}
-# The fields of trainer.kubeflow.org_trainjobs.yaml and kubeflow.org_pytorchjobs.yaml that sluice sets
-# (plus the defaults the server adds), with the embedded core types checked by the core schemas.
-TRAINJOB_SCHEMA = _envelope(
-    "trainer.kubeflow.org/v1alpha1",
-    "TrainJob",
-    _closed(
-        {
-            "runtimeRef": _closed(
-                {"name": _STRING, "apiGroup": _STRING, "kind": _STRING}, required=("name",)
-            ),
-            "trainer": _closed(
-                {
-                    "image": _STRING,
-                    "command": _ARGV,
-                    "args": _ARGV,
-                    "env": {"type": "array", "items": _core("io.k8s.api.core.v1.EnvVar"), "maxItems": 128},
-                    "numNodes": {"type": "integer", "minimum": 1},
-                    "resourcesPerNode": _core("io.k8s.api.core.v1.ResourceRequirements"),
-                }
-            ),
-            "suspend": {"type": "boolean"},
-            "managedBy": _STRING,
-        },
-        required=("runtimeRef",),
-    ),
-)
-_REPLICA = _closed(
-    {
-        "replicas": _COUNT,
-        "restartPolicy": {"enum": ["Always", "OnFailure", "Never", "ExitCode"]},
-        "template": _core("io.k8s.api.core.v1.PodTemplateSpec"),
-    }
-)
-PYTORCHJOB_SCHEMA = _envelope(
-    "kubeflow.org/v1",
-    "PyTorchJob",
-    _closed(
-        {
-            "runPolicy": _closed(
-                {
-                    "backoffLimit": _COUNT,
-                    "ttlSecondsAfterFinished": _COUNT,
-                    "activeDeadlineSeconds": _COUNT,
-                    "cleanPodPolicy": {"enum": ["None", "Running", "All"]},
-                }
-            ),
-            "pytorchReplicaSpecs": _closed({"Master": _REPLICA, "Worker": _REPLICA}),
-        },
-        required=("pytorchReplicaSpecs",),
-    ),
-)
-
-
-@functools.cache
-def _validator(kind: str) -> jsonschema.Draft202012Validator:
-    # As kubernetes_validate does: the shared definitions are a resource that $refs resolve into.
-    definitions = Resource.from_contents(json.loads((_SCHEMAS / "_definitions.json").read_text()))
-    schema = {"TrainJob": TRAINJOB_SCHEMA, "PyTorchJob": PYTORCHJOB_SCHEMA}[kind]
-    return jsonschema.Draft202012Validator(schema, registry=definitions @ Registry())
-
-
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
-
-def validate(manifest: dict[str, Any]) -> None:
-    """Raise ``jsonschema.ValidationError`` unless the API server's schema would accept ``manifest``."""
-    if manifest["kind"] == "Job":
-        kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
-    else:
-        _validator(manifest["kind"]).validate(manifest)
-    # What the schemas leave to the API server's own validation: names and label values.
-    if not (_DNS_LABEL.match(manifest["metadata"]["name"]) and len(manifest["metadata"]["name"]) <= 63):
-        raise jsonschema.ValidationError(f"name {manifest['metadata']['name']!r} is not a DNS-1035 label")
-    for value in _label_values(manifest):
-        if len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise jsonschema.ValidationError(f"label value {value!r} is not valid")
-
-
-def _label_values(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        yield from ((node.get("metadata") or {}).get("labels") or {}).values()
-        for child in node.values():
-            yield from _label_values(child)
-    elif isinstance(node, list):
-        for child in node:
-            yield from _label_values(child)
 
 
 def make_spec(*, model: str = "fraud", incident: str = "a", gpus: int = 0) -> JobSpec:
@@ -294,145 +165,15 @@ def test_gpu_limit_is_present_iff_the_spec_asks_for_gpus(kind: Kind, gpus: int) 
 @pytest.mark.parametrize("model", ["fraud", "Fraud Model/v2 (EU)", "-_.x._-", "ü" * 5, "m" * 100, "///"])
 def test_any_model_name_gives_a_valid_label_value(model: str) -> None:
     value = label_value(model)
-    assert len(value) <= 63 and _LABEL_VALUE.match(value)
+    assert len(value) <= 63 and LABEL_VALUE.match(value)
     validate(render(make_spec(model=model), KubernetesJobConfig()))
 
 
 # -- The client against recorded API responses --------------------------------------------------------
-
-_SERVER_FIELDS = {"uid": "6f1c2a8e-3b1d-4c55-9f0e-2d7c8b9a1e40", "resourceVersion": "48211", "generation": 1}
-_CREATED_AT = "2025-06-02T10:00:00Z"
-
-
-def _status(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
-    """The API server's ``Status`` answer to a failed request."""
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "details": details,
-        "code": code,
-    }
-
-
-class Request(NamedTuple):
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-
-
-class RecordedApi:
-    """A Kubernetes API server that answers the way a real one does, from recorded bodies.
-
-    A POST to a collection checks the body with ``validate`` (a real server answers ``422 Invalid`` to a
-    body its schema rejects), then creates the object: ``201`` echoing it with the fields the server
-    sets, or ``409 AlreadyExists`` when the name is taken. A GET answers the stored object with the
-    recorded ``status`` of its name, a DELETE removes it, and either answers ``404 NotFound`` for a
-    name it does not hold. Pods and their logs are recorded by name.
-    """
-
-    def __init__(self) -> None:
-        self.host = ""
-        self.requests: list[Request] = []
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.statuses: dict[str, dict[str, Any]] = {}
-        self.pods: list[dict[str, Any]] = []
-        self.pod_logs: dict[str, str] = {}
-        self.rejected: list[str] = []
-        self.outage: dict[str, Any] | None = None
-        """A ``Status`` that answers every request instead."""
-
-    def answer(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        self.requests.append(Request(method, path, query, body))
-        if self.outage is not None:
-            return self.outage["code"], self.outage
-        parts = path.strip("/").split("/")
-        # /api/v1/namespaces/<ns>/<plural>[/<name>[/log]] or /apis/<group>/<version>/namespaces/...
-        group = "" if parts[0] == "api" else parts[1]
-        plural, *rest = parts[parts.index("namespaces") + 2 :]
-        name = rest[0] if rest else ""
-        resource = f"{plural}.{group}" if group else plural
-        if plural == "pods":
-            return self._pods(name, query)
-        if method == "POST":
-            return self._create(path, body, resource, group, plural)
-        if path not in self.objects:
-            return 404, _status(
-                404, "NotFound", f'{resource} "{name}" not found', name=name, group=group, kind=plural
-            )
-        if method == "DELETE":
-            found = self.objects.pop(path)
-            return 200, {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": {"name": name, "group": group, "kind": plural, "uid": found["metadata"]["uid"]},
-            }
-        found = copy.deepcopy(self.objects[path])
-        if name in self.statuses:
-            found["status"] = self.statuses[name]
-        return 200, found
-
-    def _create(self, path: str, body: Any, resource: str, group: str, plural: str) -> tuple[int, Any]:
-        name = body["metadata"]["name"]
-        try:
-            validate(body)
-        except jsonschema.ValidationError as error:
-            self.rejected.append(f"{name}: {error.message}")
-            return 422, _status(
-                422, "Invalid", f'{body["kind"]} "{name}" is invalid: {error.message}', name=name
-            )
-        if f"{path}/{name}" in self.objects:
-            message = f'{resource} "{name}" already exists'
-            return 409, _status(409, "AlreadyExists", message, name=name, group=group, kind=plural)
-        created = copy.deepcopy(body)
-        created["metadata"].update(_SERVER_FIELDS, creationTimestamp=_CREATED_AT)
-        self.objects[f"{path}/{name}"] = created
-        return 201, created
-
-    def _pods(self, name: str, query: dict[str, str]) -> tuple[int, Any]:
-        if name:  # .../pods/<name>/log
-            return 200, self.pod_logs[name]
-        key, _, value = query["labelSelector"].partition("=")
-        items = [pod for pod in self.pods if pod["metadata"]["labels"].get(key) == value]
-        return 200, {
-            "kind": "PodList",
-            "apiVersion": "v1",
-            "metadata": {"resourceVersion": "48230"},
-            "items": items,
-        }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: RecordedApi
-
-    def _serve(self) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        code, answer = self.api.answer(self.command, url.path, dict(parse_qsl(url.query)), body)
-        data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain" if isinstance(answer, str) else "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def api() -> Iterator[RecordedApi]:
     recorded = RecordedApi()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"api": recorded}))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (Handler,), {"api": recorded}))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     recorded.host = f"http://127.0.0.1:{server.server_port}"
@@ -713,15 +454,15 @@ _FORBIDDEN = (
     [
         # No Kubeflow Trainer in the cluster: the API server does not know the resource.
         (
-            _status(404, "NotFound", "the server could not find the requested resource"),
+            status_answer(404, "NotFound", "the server could not find the requested resource"),
             r"create TrainJob .* 404 NotFound: the server could not find .*; is the TrainJob CRD installed\?",
         ),
         (
-            _status(403, "Forbidden", _FORBIDDEN),
+            status_answer(403, "Forbidden", _FORBIDDEN),
             r"403 Forbidden: .* cannot create resource \"trainjobs\" .*; the service account needs RBAC",
         ),
         (
-            _status(500, "InternalError", "Internal error occurred: failed calling webhook"),
+            status_answer(500, "InternalError", "Internal error occurred: failed calling webhook"),
             r"500 InternalError: Internal error occurred: failed calling webhook$",
         ),
     ],
