@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import numpy as np
 import orjson
@@ -248,7 +250,7 @@ def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen
     registry = ModelRegistry(engine=open_store(config.store_url))
     current = registry.latest("fraud")
     assert current is not None
-    model = FraudModel.load(Path(current.uri.removeprefix("file://")))
+    model = FraudModel.load(file_path(current.uri))
     # Payments went on while version 1 was trained: catch the stream up to now at the same rate, and
     # let the worker count them before scoring reads the counts.
     produce(traffic.between(history_end, datetime.now(UTC), per_second=RATE))
@@ -309,7 +311,7 @@ def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen
                 next_poll = time.monotonic() + 1
                 latest = registry.latest("fraud")
                 if latest is not None and latest.version != model.version:
-                    model = FraudModel.load(Path(latest.uri.removeprefix("file://")))
+                    model = FraudModel.load(file_path(latest.uri))
                     switched_at = datetime.now(UTC)
                     print(f"9. {switched_at:%H:%M:%S} scoring switched to version {model.version}")
             if switched_at is not None and datetime.now(UTC) > switched_at + timedelta(
@@ -324,12 +326,11 @@ def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen
         raise SystemExit("no retrained model version was registered in time; see sluice jobs list")
     # How each version did on the payments after the shift, scored by version 2's weights and 1's.
     after = [row for rows in outcomes.values() for row in rows]
+    served = [row for row, _ in after]
     truth = np.asarray([label for _, label in after], dtype=float)
     losses = {
-        version: log_loss(
-            FraudModel.load(Path(entry.uri.removeprefix("file://"))), [row for row, _ in after], truth
-        )
-        for version, entry in ((item.version, item) for item in registry.versions("fraud"))
+        entry.version: log_loss(FraudModel.load(file_path(entry.uri)), served, truth)
+        for entry in registry.versions("fraud")
     }
     return {
         "scored": scored,
@@ -338,6 +339,11 @@ def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen
         "switched_at": switched_at,
         "losses": losses,
     }
+
+
+def file_path(uri: str) -> Path:
+    """The local path of a ``file://`` URI (as ``Path.as_uri`` writes them, percent-encoded)."""
+    return Path(url2pathname(urlsplit(uri).path))
 
 
 def _first(response: dict[str, list[Any]]) -> dict[str, Any]:
@@ -417,7 +423,7 @@ def summarize(
     fired_window = datetime.fromtimestamp(first.window_start_us / 1e6, UTC)
     windows_late = (fired_window - live["shift_at"]).total_seconds() / WINDOW_S
     jobs = JobStore(engine=open_store(config.store_url)).jobs(model="fraud")
-    report = Path(first.report_url.removeprefix("file://"))
+    report = file_path(first.report_url)
     plot = plot_drift(
         config.state_dir / "monitor" / "scores",
         config.state_dir / "demo" / "drift-scores.png",

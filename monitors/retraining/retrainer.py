@@ -21,7 +21,6 @@ from monitors.retraining.jobs import (
     JobError,
     JobNotFound,
     JobSpec,
-    TrainingRequest,
     job_id,
 )
 from monitors.retraining.policy import RetrainPolicy
@@ -108,19 +107,7 @@ class Retrainer:
                 running += 1
 
     def _submit(self, job: Job) -> None:
-        spec = JobSpec(
-            request=TrainingRequest(
-                job_id=job.job_id,
-                model=job.model,
-                version=job.version,
-                alert_id=job.alert_id,
-                train_start_us=job.train_start_us,
-                train_end_us=job.window_end_us,
-            ),
-            entrypoint=self.entrypoint,
-            gpus=self.gpus,
-            env=self.env,
-        )
+        spec = JobSpec(request=job.request(), entrypoint=self.entrypoint, gpus=self.gpus, env=self.env)
         try:
             submission = self.backend.submit(spec)
         except JobError as error:

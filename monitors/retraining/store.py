@@ -16,6 +16,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from monitors.database import jobs, model_versions
+from monitors.retraining.jobs import TrainingRequest
 
 __all__ = ["Job", "JobStore", "ModelRegistry", "ModelVersion"]
 
@@ -40,6 +41,17 @@ class Job:
     @property
     def duration_s(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.created_at
+
+    def request(self) -> TrainingRequest:
+        """What the job's entrypoint is told: it trains up to the end of the alert's window."""
+        return TrainingRequest(
+            job_id=self.job_id,
+            model=self.model,
+            version=self.version,
+            alert_id=self.alert_id,
+            train_start_us=self.train_start_us,
+            train_end_us=self.window_end_us,
+        )
 
 
 class JobStore:
