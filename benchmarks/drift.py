@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# OpenBLAS's worker threads busy-wait for a while after a BLAS call, and scipy's wasserstein_distance
+# makes one: on two cores they took a core from the sluice run after each scipy run (its merge ran twice
+# as long). Neither side's work gains from BLAS threads (the scipy loop takes the same time with one), so
+# BLAS gets one thread unless OPENBLAS_NUM_THREADS is set outside. Set before NumPy loads OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import pandas as pd
@@ -149,6 +156,7 @@ def main() -> None:
                 "rows": args.rows,
                 "features": FEATURES,
                 "runs": args.runs,
+                "blas_threads": os.environ["OPENBLAS_NUM_THREADS"],
             }
         )
     )
