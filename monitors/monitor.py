@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -75,12 +75,14 @@ class _Version:
     previous: ServingWindow | None = None
     reported_until_us: int = -(2**62)
     """Windows ending at or before this were scored before a restart: their replayed events are skipped."""
+    closed_until_us: int = -(2**62)
+    """The watermark when the windows were last closed: an event of a window ending at or before it is
+    late. Not the watermark of the moment, which moves within a batch as partitions are read one after
+    the other: the events of a partition read later in the batch would be late against it."""
     latest_us: dict[int, int] = field(default_factory=dict)
-    """The latest event time seen per partition. The version's watermark is the earliest of them, less
-    the lateness: events are in time order within a partition, not across partitions."""
-
-    def watermark(self, lateness_us: int) -> int:
-        return min(self.latest_us.values(), default=-(2**62)) - lateness_us
+    """The latest event time of this version seen per partition. The version's watermark is the earliest
+    of them (and of the partitions still behind, ``Monitor.add``), less the lateness: events are in time
+    order within a partition, not across partitions."""
 
 
 class Monitor:
@@ -107,14 +109,27 @@ class Monitor:
         self._clock = clock
         self._window_us = int(settings.window.total_seconds() * 1_000_000)
         self._lateness_us = int(settings.lateness.total_seconds() * 1_000_000)
+        self._seen_us: dict[int, int] = {}
+        """The latest event time seen per partition, of any model."""
+        self._held_us = 2**62
+        """The latest event time read from the partitions that are behind (their earliest)."""
 
     def add(
-        self, events: list[tuple[PredictionEvent, int, int]]
+        self, events: list[tuple[PredictionEvent, int, int]], *, behind: Collection[int] = ()
     ) -> tuple[list[ClosedWindow], list[tuple[int, str]]]:
         """Add (event, partition, offset) triples; returns the windows that closed, scored, and
-        (index, reason) for each event that was not counted (late, or no reference profile)."""
+        (index, reason) for each event that was not counted (late, or no reference profile).
+
+        ``behind`` are the partitions that have records not read yet, after these events. They hold
+        every version's watermark at the latest event time read from them (at no time when none was):
+        an unread record may be of any model. Without it, a monitor that starts on a backlog would close
+        windows on the first partition it reads and reject the others' events as late.
+        """
+        for event, partition, _ in events:
+            event_us = int(event.event_time.timestamp() * 1_000_000)
+            self._seen_us[partition] = max(self._seen_us.get(partition, event_us), event_us)
+        self._held_us = min((self._seen_us.get(partition, -(2**62)) for partition in behind), default=2**62)
         rejected: list[tuple[int, str]] = []
-        touched: set[tuple[str, str]] = set()
         batches: dict[tuple[tuple[str, str], int], list[PredictionEvent]] = {}
         for index, (event, partition, offset) in enumerate(events):
             key = (event.model, event.version)
@@ -126,7 +141,7 @@ class Monitor:
             start = event_us - event_us % self._window_us
             if start + self._window_us <= state.reported_until_us:
                 continue  # replayed after a restart: its window was scored before it
-            if start + self._window_us <= state.watermark(self._lateness_us):
+            if start + self._window_us <= state.closed_until_us:
                 rejected.append((index, "late"))  # its window has closed, or would have
                 continue
             if start not in state.open:
@@ -144,13 +159,13 @@ class Monitor:
             offsets[partition] = min(offsets.get(partition, offset), offset)
             batches.setdefault((key, start), []).append(event)
             state.latest_us[partition] = max(state.latest_us.get(partition, event_us), event_us)
-            touched.add(key)
         for (key, start), batch in batches.items():
             state = self._versions[key]
             names = list(state.detector.profile.features)
             state.open[start].update({name: [event.features.get(name) for event in batch] for name in names})
         closed = []
-        for key in sorted(touched):
+        # Every version: a partition that caught up may release the windows of versions not in this batch.
+        for key in sorted(self._versions):
             closed += self._close(key)
         return closed, rejected
 
@@ -162,6 +177,10 @@ class Monitor:
                 for partition, offset in offsets.items():
                     result[partition] = min(result.get(partition, offset), offset)
         return result
+
+    def _watermark(self, state: _Version) -> int:
+        latest = min(state.latest_us.values(), default=-(2**62))
+        return min(latest, self._held_us) - self._lateness_us
 
     def _version(self, key: tuple[str, str]) -> _Version | None:
         if key not in self._versions:
@@ -188,7 +207,8 @@ class Monitor:
 
     def _close(self, key: tuple[str, str]) -> list[ClosedWindow]:
         state = self._versions[key]
-        watermark = state.watermark(self._lateness_us)
+        watermark = self._watermark(state)
+        state.closed_until_us = max(state.closed_until_us, watermark)
         closed = []
         for start in sorted(state.open):
             window = state.open[start]

@@ -1,23 +1,25 @@
-"""``sluice monitor``: consume prediction events, score closed windows, publish the scores.
+"""What both monitor engines share: the per-batch pipeline, and where window reports go.
 
-An aiokafka consumer (group ``sluice-monitor-<project>``) reads the predictions topic in batches.
-Each record is decoded as a CloudEvent (``monitors.events``); invalid ones, late ones and those of
-a model version without a reference profile go to ``<topic>.dlq`` with a ``sluice.reason`` header.
-Labels are joined to their predictions by request id (``monitors.labels``); the pairs go to
-``<topic>.labelled``. Closed windows' reports go to ``<topic>.scores`` (one JSON record per window,
-keyed by model, version and window start) and to Parquet under ``<state_dir>/monitor/scores/``,
-one file per window named by the window, so a replay rewrites it rather than adding one. Offsets
-are committed only below the oldest event of a window still open, after the reports are written:
-a restart replays exactly the open windows, and a window is never lost. Scored windows then go
-through ``monitors.incidents``: alert rules, the delivery outbox, and retraining jobs.
+``sluice monitor`` consumes the predictions topic in consumer group ``sluice-monitor-<project>``,
+with one of two engines: ``monitors.kafka_monitor`` (aiokafka, the default) or
+``monitors.faust_monitor`` (a faust-streaming agent). Both hand each batch of records to
+``MonitorPipeline.process``. Each record is decoded as a CloudEvent (``monitors.events``); invalid
+ones, late ones and those of a model version without a reference profile go to ``<topic>.dlq``
+with a ``sluice.reason`` header. Labels are joined to their predictions by request id
+(``monitors.labels``); the pairs go to ``<topic>.labelled``. Closed windows' reports go to
+``<topic>.scores`` (one JSON record per window, keyed by model, version and window start) and to
+Parquet under ``<state_dir>/monitor/scores/``, one file per window named by the window, so a replay
+rewrites it rather than adding one. ``process`` returns, per partition, the offset below which
+everything is done: below the oldest event of a window still open, after the reports are written.
+An engine commits no further, so a restart replays exactly the open windows, and a window is never
+lost. Scored windows then go through ``monitors.incidents``: alert rules, the delivery outbox, and
+retraining jobs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from features.config import SluiceConfig
 from monitors.detector import WindowReport
@@ -36,10 +38,10 @@ from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.monitor_metrics import MonitorMetrics
 from monitors.window import ServingWindow
 from streams.dead_letters import DeadLetter, DeadLetterSink
-from streams.kafka_clients import aiokafka_kwargs, ensure_topics, producer
+from streams.kafka_clients import consumer, ensure_topics, producer
 from streams.worker import source_record
 
-__all__ = ["ScoresSink", "last_window", "run"]
+__all__ = ["MonitorPipeline", "ScoresSink", "last_window"]
 
 log = logging.getLogger("sluice.monitor")
 
@@ -100,126 +102,126 @@ def _write(table: pa.Table, target: Path) -> None:
     temporary.replace(target)
 
 
-async def run(
-    config: SluiceConfig,
-    *,
-    topic: str,
-    settings: MonitorSettings,
-    kserve_features: list[str],
-    repo_path: Path,
-    metrics: MonitorMetrics | None = None,
-) -> None:
-    """Consume until SIGTERM or SIGINT; then commit what is safe and leave the group."""
-    metrics = metrics or MonitorMetrics()
-    scores_root = config.state_dir / "monitor" / "scores"
-    monitor = Monitor(
-        settings=settings, last_reported=lambda model, version: last_window(scores_root, model, version)
-    )
-    joiner = KServeJoiner(feature_names=kserve_features)
-    labels = LabelJoiner()
-    ensure_topics(config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled", config.alerts.topic])
-    sender = producer(config.kafka, linger_ms=5)
-    try:
-        incidents = Incidents.from_config(config, repo_path=repo_path, producer=sender)
-    except Exception:
-        sender.close()
-        raise
-    sink = ScoresSink(producer=sender, topic=f"{topic}.scores", root=scores_root)
-    dead_letters = DeadLetterSink(producer=sender, topic=f"{topic}.dlq")
-    consumer = AIOKafkaConsumer(
-        topic,
-        group_id=f"sluice-monitor-{config.project}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=3_000,
-        **aiokafka_kwargs(config.kafka),
-    )
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    try:
-        await consumer.start()
-        incidents.start()
-        log.info("monitoring %s as group sluice-monitor-%s", topic, config.project)
-        while not stopping.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
-            if batches:
-                offsets = await asyncio.to_thread(
-                    _process,
-                    batches,
-                    monitor,
-                    joiner,
-                    labels,
-                    sink,
-                    dead_letters,
-                    sender,
-                    topic,
-                    metrics,
-                    incidents,
-                )
-                await consumer.commit(offsets)
-            await asyncio.to_thread(incidents.tick)
-    finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        incidents.stop()
-        sender.close()
+@dataclass(frozen=True, kw_only=True)
+class MonitorPipeline:
+    """A monitor's state and sinks: records in (``process``), reports, dead letters and alerts out."""
 
+    topic: str
+    monitor: Monitor
+    joiner: KServeJoiner
+    labels: LabelJoiner
+    sink: ScoresSink
+    dead_letters: DeadLetterSink
+    sender: Any
+    metrics: MonitorMetrics
+    incidents: Incidents
+    next_offsets: dict[int, int]
+    """Per partition, the offset of the next record to process: the group's committed offsets at the
+    start, then past each batch."""
 
-def _process(
-    batches: dict[TopicPartition, list[Any]],
-    monitor: Monitor,
-    joiner: KServeJoiner,
-    labels: LabelJoiner,
-    sink: ScoresSink,
-    dead_letters: DeadLetterSink,
-    sender: Any,
-    topic: str,
-    metrics: MonitorMetrics,
-    incidents: Incidents,
-) -> dict[TopicPartition, int]:
-    events: list[tuple[PredictionEvent, int, int]] = []
-    sources: list[Any] = []
-    """The record of each event, for the dead-letter topic."""
-    letters: list[DeadLetter] = []
-    labelled: list[LabelledPrediction] = []
-    ends: dict[TopicPartition, int] = {}
-    for partition, messages in batches.items():
-        for message in messages:
-            try:
-                event = decode(message.headers or [], message.value)
-            except EventError as error:
-                letters.append(
-                    DeadLetter(record=source_record(message), reason=error.reason, detail=str(error))
-                )
-                continue
-            if isinstance(event, LabelEvent):
-                labelled += labels.add_label(event)
-                continue
-            predictions = joiner.add(event) if isinstance(event, KServePart) else [event]
-            for prediction in predictions:
-                labelled += labels.add_prediction(prediction)
-            events += [(prediction, partition.partition, message.offset) for prediction in predictions]
-            sources += [message] * len(predictions)
-        if messages:
-            ends[partition] = messages[-1].offset + 1
-    _send_labelled(sender, f"{topic}.labelled", labelled)
-    closed, rejected = monitor.add(events)
-    for index, reason in rejected:
-        event = events[index][0]
-        detail = f"model {event.model} version {event.version}: {reason}"
-        letters.append(DeadLetter(record=source_record(sources[index]), reason=reason, detail=detail))
-    dead_letters.send(letters)
-    for letter in letters:
-        metrics.dead_letters.labels(letter.reason).inc()
-    for pair in labelled:
-        metrics.labelled.labels(pair.prediction.model).inc()
-    if closed:
-        sink.write(closed)
+    @classmethod
+    def open(
+        cls,
+        config: SluiceConfig,
+        *,
+        topic: str,
+        settings: MonitorSettings,
+        kserve_features: list[str],
+        repo_path: Path,
+        metrics: MonitorMetrics,
+    ) -> MonitorPipeline:
+        """Create the output topics and the producer, and load the alert, job and offset state."""
+        scores_root = config.state_dir / "monitor" / "scores"
+        next_offsets = _start_offsets(config, topic, group=f"sluice-monitor-{config.project}")
+        ensure_topics(
+            config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled", config.alerts.topic]
+        )
+        sender = producer(config.kafka, linger_ms=5)
+        try:
+            incidents = Incidents.from_config(config, repo_path=repo_path, producer=sender)
+        except Exception:
+            sender.close()
+            raise
+        return cls(
+            topic=topic,
+            monitor=Monitor(
+                settings=settings,
+                last_reported=lambda model, version: last_window(scores_root, model, version),
+            ),
+            joiner=KServeJoiner(feature_names=kserve_features),
+            labels=LabelJoiner(),
+            sink=ScoresSink(producer=sender, topic=f"{topic}.scores", root=scores_root),
+            dead_letters=DeadLetterSink(producer=sender, topic=f"{topic}.dlq"),
+            sender=sender,
+            metrics=metrics,
+            incidents=incidents,
+            next_offsets=next_offsets,
+        )
+
+    def close(self) -> None:
+        self.incidents.stop()
+        self.sender.close()
+
+    def process(
+        self, batches: Mapping[int, Sequence[Any]], *, highwater: Mapping[int, int | None]
+    ) -> dict[int, int]:
+        """Handle a batch of records of the predictions topic, in offset order per partition (kafka-python,
+        aiokafka or faust messages); return per partition the offset up to which all is done.
+
+        ``highwater`` is the consumer's last known end offset of each assigned partition (None when not
+        known yet): a partition whose end is past what was processed is behind, and holds the windows
+        open until its records are read (``Monitor.add``)."""
+        events: list[tuple[PredictionEvent, int, int]] = []
+        sources: list[Any] = []
+        """The record of each event, for the dead-letter topic."""
+        letters: list[DeadLetter] = []
+        labelled: list[LabelledPrediction] = []
+        ends: dict[int, int] = {}
+        for partition, messages in batches.items():
+            for message in messages:
+                try:
+                    event = decode(_headers(message.headers), message.value)
+                except EventError as error:
+                    letters.append(
+                        DeadLetter(record=source_record(message), reason=error.reason, detail=str(error))
+                    )
+                    continue
+                if isinstance(event, LabelEvent):
+                    labelled += self.labels.add_label(event)
+                    continue
+                predictions = self.joiner.add(event) if isinstance(event, KServePart) else [event]
+                for prediction in predictions:
+                    labelled += self.labels.add_prediction(prediction)
+                events += [(prediction, partition, message.offset) for prediction in predictions]
+                sources += [message] * len(predictions)
+            if messages:
+                ends[partition] = messages[-1].offset + 1
+        self.next_offsets.update(ends)
+        behind = [
+            partition
+            for partition, end in highwater.items()
+            if end is None or self.next_offsets.get(partition, end) < end
+        ]
+        _send_labelled(self.sender, f"{self.topic}.labelled", labelled)
+        closed, rejected = self.monitor.add(events, behind=behind)
+        for index, reason in rejected:
+            event = events[index][0]
+            detail = f"model {event.model} version {event.version}: {reason}"
+            letters.append(DeadLetter(record=source_record(sources[index]), reason=reason, detail=detail))
+        self.dead_letters.send(letters)
+        for letter in letters:
+            self.metrics.dead_letters.labels(letter.reason).inc()
+        for pair in labelled:
+            self.metrics.labelled.labels(pair.prediction.model).inc()
+        if closed:
+            self._report(closed)
+        open_offsets = self.monitor.open_offsets()
+        return {partition: min(end, open_offsets.get(partition, end)) for partition, end in ends.items()}
+
+    def _report(self, closed: list[ClosedWindow]) -> None:
+        self.sink.write(closed)
         for report in (item.report for item in closed):
-            metrics.record(report)
+            self.metrics.record(report)
             log.info(
                 "window %s %s [%d, %d): %d events, drifted: %s",
                 report.model,
@@ -229,12 +231,34 @@ def _process(
                 report.events,
                 ", ".join(report.drifted_features) or "none",
             )
-        for alert in incidents.on_windows(closed):
-            metrics.alerts.labels(alert.model, alert.severity, alert.status).inc()
-    open_offsets = monitor.open_offsets()
+        for alert in self.incidents.on_windows(closed):
+            self.metrics.alerts.labels(alert.model, alert.severity, alert.status).inc()
+
+
+def _start_offsets(config: SluiceConfig, topic: str, *, group: str) -> dict[int, int]:
+    """Where the group starts on each partition: its committed offset, else the partition's beginning."""
+    reader = consumer(config.kafka, group_id=group)
+    try:
+        partitions = [TopicPartition(topic, number) for number in reader.partitions_for_topic(topic) or ()]
+        beginnings = reader.beginning_offsets(partitions) if partitions else {}
+        committed = {partition: reader.committed(partition) for partition in partitions}
+    finally:
+        reader.close()
     return {
-        partition: min(end, open_offsets.get(partition.partition, end)) for partition, end in ends.items()
+        partition.partition: committed[partition]
+        if committed[partition] is not None
+        else beginnings[partition]
+        for partition in partitions
     }
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    """Record headers as (name, value) pairs: a list or tuple of pairs, or a mapping (faust's)."""
+    if not headers:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
 
 
 def _send_labelled(sender: Any, topic: str, labelled: list[LabelledPrediction]) -> None:

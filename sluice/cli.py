@@ -328,6 +328,13 @@ def profile(
     "--kserve-feature", "kserve_features", multiple=True, help="Names of KServe list inputs, in order."
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["kafka", "faust"]),
+    default="kafka",
+    show_default=True,
+    help="kafka: an aiokafka consumer (fast); faust: a faust-streaming agent.",
+)
+@click.option(
     "--skew-view", "skew_views", multiple=True, help="Check served values against this feature view offline."
 )
 @click.option(
@@ -351,6 +358,7 @@ def monitor(
     metrics: tuple[str, ...],
     alpha: float,
     kserve_features: tuple[str, ...],
+    engine: str,
     skew_views: tuple[str, ...],
     skew_threshold: float,
     metrics_port: int,
@@ -362,7 +370,6 @@ def monitor(
 
     from monitors.metrics import UnknownMetricError, metric
     from monitors.monitor import MonitorSettings
-    from monitors.worker import run
     from streams import ensure_topics
 
     chosen = {}
@@ -395,7 +402,6 @@ def monitor(
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    _log_at(loglevel)
     config = context.config
     from aiokafka.errors import KafkaError as AIOKafkaError
     from kafka.errors import KafkaError
@@ -413,17 +419,23 @@ def monitor(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=counters.registry)
+    arguments: dict[str, Any] = {
+        "topic": topic,
+        "settings": settings,
+        "kserve_features": list(kserve_features),
+        "repo_path": context.repo_path,
+        "metrics": counters,
+    }
     try:
-        asyncio.run(
-            run(
-                config,
-                topic=topic,
-                settings=settings,
-                kserve_features=list(kserve_features),
-                repo_path=context.repo_path,
-                metrics=counters,
-            )
-        )
+        if engine == "faust":
+            from monitors import faust_monitor
+
+            faust_monitor.run(config, loglevel=loglevel, **arguments)
+        else:
+            from monitors import kafka_monitor
+
+            _log_at(loglevel)
+            asyncio.run(kafka_monitor.run(config, **arguments))
     except (KafkaError, AIOKafkaError) as error:
         raise click.ClickException(f"Kafka at {config.kafka.bootstrap_servers} failed: {error}") from None
 

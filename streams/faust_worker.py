@@ -10,6 +10,7 @@ per worker on a 2-core machine; ``streams.kafka_worker`` is the fast default.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -20,7 +21,7 @@ from streams.dead_letters import SourceRecord
 from streams.metrics import WorkerMetrics
 from streams.worker import ViewRuntime, WorkerSettings, process_until_done, source_record, view_runtimes
 
-__all__ = ["add_agents", "build_app"]
+__all__ = ["add_agents", "build_app", "new_app"]
 
 
 def build_app(
@@ -28,12 +29,26 @@ def build_app(
 ) -> faust.App:
     """A faust app for the repo: consumer group ``sluice-<project>``, one agent per streamed view."""
     config = repo.config
-    app = faust.App(
+    app = new_app(
         f"sluice-{config.project}",
-        broker=[f"kafka://{server}" for server in config.kafka.bootstrap_servers.split(",")],
-        broker_credentials=_credentials(config.kafka),
+        config.kafka,
+        datadir=config.state_dir / "faust",
+        producer_max_request_size=settings.max_message_bytes * 2,
+        consumer_max_fetch_size=max(settings.max_message_bytes * 2, 4 << 20),
+    )
+    add_agents(app, view_runtimes(repo, settings, metrics or WorkerMetrics()), settings)
+    return app
+
+
+def new_app(group: str, kafka: KafkaConfig, *, datadir: Path, **options: Any) -> faust.App:
+    """A faust app in consumer group ``group`` as sluice's engines run it: raw bytes in and out, no web
+    server, in-memory tables, reading from the earliest offset, leaving a group soon after a crash."""
+    return faust.App(
+        group,
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(kafka),
         store="memory://",
-        datadir=str(config.state_dir / "faust"),
+        datadir=str(datadir),
         web_enabled=False,
         value_serializer="raw",
         key_serializer="raw",
@@ -43,11 +58,8 @@ def build_app(
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         topic_disable_leader=True,
-        producer_max_request_size=settings.max_message_bytes * 2,
-        consumer_max_fetch_size=max(settings.max_message_bytes * 2, 4 << 20),
+        **options,
     )
-    add_agents(app, view_runtimes(repo, settings, metrics or WorkerMetrics()), settings)
-    return app
 
 
 def add_agents(app: faust.App, runtimes: list[ViewRuntime], settings: WorkerSettings) -> None:

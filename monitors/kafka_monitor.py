@@ -1,0 +1,82 @@
+"""The default monitor engine: an aiokafka consumer in group ``sluice-monitor-<project>``.
+
+It polls the predictions topic in batches of up to 20,000 records, hands each batch to
+``MonitorPipeline.process`` on a thread (so heartbeats keep going), and commits what the pipeline
+says is done: never past the oldest event of a window still open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from features.config import SluiceConfig
+from monitors.monitor import MonitorSettings
+from monitors.monitor_metrics import MonitorMetrics
+from monitors.worker import MonitorPipeline
+from streams.kafka_clients import aiokafka_kwargs
+
+__all__ = ["run"]
+
+log = logging.getLogger("sluice.monitor")
+
+
+async def run(
+    config: SluiceConfig,
+    *,
+    topic: str,
+    settings: MonitorSettings,
+    kserve_features: list[str],
+    repo_path: Path,
+    metrics: MonitorMetrics | None = None,
+) -> None:
+    """Consume until SIGTERM or SIGINT; then commit what is safe and leave the group."""
+    pipeline = MonitorPipeline.open(
+        config,
+        topic=topic,
+        settings=settings,
+        kserve_features=kserve_features,
+        repo_path=repo_path,
+        metrics=metrics or MonitorMetrics(),
+    )
+    consumer = AIOKafkaConsumer(
+        topic,
+        group_id=f"sluice-monitor-{config.project}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
+        **aiokafka_kwargs(config.kafka),
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await consumer.start()
+        pipeline.incidents.start()
+        log.info("monitoring %s as group sluice-monitor-%s", topic, config.project)
+        while not stopping.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
+            if batches:
+                highwater = {
+                    partition.partition: consumer.highwater(partition) for partition in consumer.assignment()
+                }
+                done = await asyncio.to_thread(
+                    pipeline.process,
+                    {partition.partition: records for partition, records in batches.items()},
+                    highwater=highwater,
+                )
+                await consumer.commit(
+                    {TopicPartition(topic, partition): end for partition, end in done.items()}
+                )
+            await asyncio.to_thread(pipeline.incidents.tick)
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        pipeline.close()
