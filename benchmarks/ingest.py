@@ -91,12 +91,8 @@ def produce(topic: str, batch: list[dict[str, object]]) -> None:
     producer.close()
 
 
-def committed_total(group: str, topic: str) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
+def committed_total(admin: KafkaAdminClient, group: str, topic: str) -> int:
+    offsets = admin.list_group_offsets(group).get(group, {})
     return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
 
 
@@ -119,12 +115,15 @@ def start_worker(repo: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def measure_throughput(repo: Path, topic: str, group: str, total: int, log: Path) -> float:
+    # One admin client for the whole measurement: a new one per poll cost about 9 ms of CPU, taken from
+    # the worker on the same two cores 20 times a second.
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     worker = start_worker(repo, log)
     try:
         marks: dict[float, float] = {}
         deadline = time.monotonic() + 900
         while len(marks) < 2 and time.monotonic() < deadline:
-            done = committed_total(group, topic) / total
+            done = committed_total(admin, group, topic) / total
             for mark in (0.1, 1.0):
                 if done >= mark and mark not in marks:
                     marks[mark] = time.perf_counter()
@@ -135,6 +134,7 @@ def measure_throughput(repo: Path, topic: str, group: str, total: int, log: Path
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+        admin.close()
 
 
 def measure_freshness(

@@ -39,7 +39,6 @@ from monitors.monitor_metrics import MonitorMetrics
 from monitors.window import ServingWindow
 from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.kafka_clients import consumer, ensure_topics, producer
-from streams.worker import source_record
 
 __all__ = ["MonitorPipeline", "ScoresSink", "last_window"]
 
@@ -182,9 +181,7 @@ class MonitorPipeline:
                 try:
                     event = decode(_headers(message.headers), message.value)
                 except EventError as error:
-                    letters.append(
-                        DeadLetter(record=source_record(message), reason=error.reason, detail=str(error))
-                    )
+                    letters.append(DeadLetter(record=message, reason=error.reason, detail=str(error)))
                     continue
                 if isinstance(event, LabelEvent):
                     labelled += self.labels.add_label(event)
@@ -207,7 +204,7 @@ class MonitorPipeline:
         for index, reason in rejected:
             event = events[index][0]
             detail = f"model {event.model} version {event.version}: {reason}"
-            letters.append(DeadLetter(record=source_record(sources[index]), reason=reason, detail=detail))
+            letters.append(DeadLetter(record=sources[index], reason=reason, detail=detail))
         self.dead_letters.send(letters)
         for letter in letters:
             self.metrics.dead_letters.labels(letter.reason).inc()

@@ -17,9 +17,9 @@ import faust
 
 from features.config import KafkaConfig
 from features.repo import FeatureRepo
-from streams.dead_letters import SourceRecord
+from streams.dead_letters import KafkaRecord
 from streams.metrics import WorkerMetrics
-from streams.worker import ViewRuntime, WorkerSettings, process_until_done, source_record, view_runtimes
+from streams.worker import ViewRuntime, WorkerSettings, process_until_done, view_runtimes
 
 __all__ = ["add_agents", "build_app", "new_app"]
 
@@ -75,9 +75,9 @@ def _add_agent(app: faust.App, runtime: ViewRuntime, settings: WorkerSettings) -
     async def agent(stream: Any) -> None:
 
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_window_s):
-            by_partition: dict[int, list[SourceRecord]] = {}
+            by_partition: dict[int, list[KafkaRecord]] = {}
             for event in events:
-                record = source_record(event.message)
+                record = event.message
                 by_partition.setdefault(record.partition, []).append(record)
             for partition, records in by_partition.items():
                 records.sort(key=lambda record: record.offset)

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from features.repo import FeatureRepo
 from streams.kafka_clients import aiokafka_kwargs
 from streams.metrics import WorkerMetrics
-from streams.worker import ViewRuntime, WorkerSettings, process_until_done, source_record, view_runtimes
+from streams.worker import ViewRuntime, WorkerSettings, process_until_done, view_runtimes
 
 __all__ = ["run"]
 
@@ -94,9 +94,8 @@ async def _process(
     for partition, messages in batches.items():
         if not messages:
             continue
-        records = [source_record(message) for message in messages]
         for runtime in by_topic[partition.topic]:
-            processor = await runtime.processor_async(partition.partition, records[0].offset)
-            await process_until_done(processor, records, metrics)
-        offsets[partition] = records[-1].offset + 1
+            processor = await runtime.processor_async(partition.partition, messages[0].offset)
+            await process_until_done(processor, messages, metrics)
+        offsets[partition] = messages[-1].offset + 1
     await consumer.commit(offsets)

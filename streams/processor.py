@@ -24,7 +24,7 @@ from features.spec import FeatureViewSpec
 from offline_store.dataset import BatchFile, OfflineDataset
 from offline_store.materialize import feature_rows
 from online_store.writer import FeatureRows, OnlineWriter
-from streams.dead_letters import DeadLetter, DeadLetterSink, SourceRecord
+from streams.dead_letters import DeadLetter, DeadLetterSink, KafkaRecord
 from streams.decoding import DecodedBatch, EventDecoder
 from streams.metrics import WorkerMetrics
 from streams.moments import EMPTY_TIME
@@ -104,11 +104,11 @@ class PartitionProcessor:
         self.unwritten: _ComputedBatch | None = None
         """A computed batch whose writes failed, kept so that a retry writes the same rows again."""
 
-    def start(self, *, first_offset: int, history: Iterable[SourceRecord]) -> int:
+    def start(self, *, first_offset: int, history: Iterable[KafkaRecord]) -> int:
         """Rebuild window state from ``history`` (the partition before ``first_offset``) and find the
         batches written after it. Returns how many history records it replayed."""
         replayed = 0
-        chunk: list[SourceRecord] = []
+        chunk: list[KafkaRecord] = []
         for record in history:
             chunk.append(record)
             if len(chunk) == _REPLAY_CHUNK:
@@ -125,7 +125,7 @@ class PartitionProcessor:
             self.pending_files = written
         return replayed
 
-    def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+    def process(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
         """Process records of this partition in offset order.
 
         Safe to call again with the same records after a sink failure: window state is updated once,
@@ -158,13 +158,13 @@ class PartitionProcessor:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _replay(self, records: Sequence[SourceRecord]) -> int:
+    def _replay(self, records: Sequence[KafkaRecord]) -> int:
         if records:
             self._accept(records)
         return len(records)
 
     def _accept(
-        self, records: Sequence[SourceRecord]
+        self, records: Sequence[KafkaRecord]
     ) -> tuple[DecodedBatch, NDArray[np.bool_], NDArray[np.int64], NDArray[np.int64] | None]:
         """Decode, mark late events, and update window state. Returns the batch, the on-time mask,
         the accepted offsets, and the touched entity ids (aggregated views)."""
@@ -190,7 +190,7 @@ class PartitionProcessor:
         self.applied_until = max(self.applied_until, records[-1].offset)
         return decoded, on_time, offsets, ids
 
-    def _compute(self, records: Sequence[SourceRecord]) -> _ComputedBatch:
+    def _compute(self, records: Sequence[KafkaRecord]) -> _ComputedBatch:
         """Apply the records to the window state and compute the batch's dead letters and rows."""
         decoded, on_time, _, ids = self._accept(records)
         letters = [

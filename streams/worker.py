@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
@@ -23,7 +22,7 @@ from features.repo import FeatureRepo
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
 from online_store.writer import OnlineWriter
-from streams.dead_letters import DeadLetterSink, SourceRecord
+from streams.dead_letters import DeadLetterSink, KafkaRecord
 from streams.kafka_clients import aiokafka_kwargs, producer
 from streams.metrics import WorkerMetrics
 from streams.processor import PartitionProcessor
@@ -126,7 +125,7 @@ def view_runtimes(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMe
 
 
 async def process_until_done(
-    processor: PartitionProcessor, records: list[SourceRecord], metrics: WorkerMetrics
+    processor: PartitionProcessor, records: Sequence[KafkaRecord], metrics: WorkerMetrics
 ) -> None:
     """Process one partition's batch in a thread, retrying with backoff until its sinks accept it.
 
@@ -146,7 +145,7 @@ async def process_until_done(
         delay = min(delay * 2, 10.0)
 
 
-def history(kafka: KafkaConfig, topic: str, partition: int, end_offset: int) -> Iterator[SourceRecord]:
+def history(kafka: KafkaConfig, topic: str, partition: int, end_offset: int) -> Iterator[KafkaRecord]:
     """The records of one partition before ``end_offset``, from the oldest the broker still has.
 
     Runs in a worker thread, so it reads with aiokafka on an event loop of its own (kafka-python's
@@ -179,18 +178,7 @@ def history(kafka: KafkaConfig, topic: str, partition: int, end_offset: int) -> 
             for message in batches.get(assigned, []):
                 if message.offset >= end_offset:
                     return
-                yield source_record(message)
+                yield message
     finally:
         loop.run_until_complete(reader.stop())
         loop.close()
-
-
-def source_record(message: Any) -> SourceRecord:
-    """A SourceRecord from a kafka-python, aiokafka or faust message (they share these attributes)."""
-    return SourceRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-    )
