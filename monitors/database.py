@@ -25,9 +25,12 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
+    "StoreError",
     "alert_streaks",
     "alerts",
     "deliveries",
@@ -121,8 +124,43 @@ model_versions = Table(
 )
 
 
+class StoreError(Exception):
+    """The store URL cannot be used: not a URL, a driver that is not installed, or unreachable."""
+
+
 def open_store(url: str) -> Engine:
-    """An engine on the store at ``url``, with its tables created if they are missing."""
+    """An engine on the store at ``url``, with its tables created if they are missing.
+
+    >>> open_store("postgres:/nowhere")
+    Traceback (most recent call last):
+    ...
+    monitors.database.StoreError: store_url 'postgres:/nowhere' is not a SQLAlchemy URL (dialect+driver://user:password@host/database)
+    """
+    try:
+        return _open(url)
+    except (NoSuchModuleError, ModuleNotFoundError) as error:  # NoSuchModuleError is an ArgumentError
+        raise StoreError(
+            f"store_url {_safe(url)}: {error}; install the database driver "
+            "(for PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://)"
+        ) from None
+    except ArgumentError:
+        raise StoreError(
+            f"store_url {url!r} is not a SQLAlchemy URL (dialect+driver://user:password@host/database)"
+        ) from None
+    except (OperationalError, OSError) as error:
+        reason = error.orig if isinstance(error, OperationalError) else error
+        raise StoreError(f"cannot open the store at {_safe(url)}: {reason}") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
+
+
+def _open(url: str) -> Engine:
     sqlite = url.startswith("sqlite")
     memory = url in ("sqlite://", "sqlite:///:memory:")
     if sqlite and not memory:

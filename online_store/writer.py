@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -28,15 +29,17 @@ __all__ = ["FeatureRows", "OnlineWriter"]
 # fields, then per row: event µs, created µs and one value per feature. Returns how many rows it applied.
 _WRITE_IF_NEWER = """
 local ts_field, cts_field, width = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local char = string.char
 local function varint(n)
-  local out = {}
+  -- Appending to a string: a table and table.concat per call cost Redis a quarter more per row.
+  local out = ''
   repeat
     local byte = n % 128
     n = (n - byte) / 128
     if n > 0 then byte = byte + 128 end
-    out[#out + 1] = string.char(byte)
+    out = out .. char(byte)
   until n == 0
-  return table.concat(out)
+  return out
 end
 local function micros(raw)
   local seconds, nanos, i = 0, 0, 1
@@ -131,16 +134,19 @@ class OnlineWriter:
         event_us = np.asarray(rows.event_times_us, dtype=np.int64).tolist()
         created_us = np.asarray(rows.created_times_us, dtype=np.int64).tolist()
         header = [self._ts_field, self._cts_field, len(fields), *fields]
+        # Per row: event µs, created µs, then its values; flattened once, sliced per call.
+        flat = list(chain.from_iterable(zip(event_us, created_us, *columns, strict=True)))
+        width = 2 + len(columns)
         pipeline = self.client.pipeline(transaction=False)
         for start in range(0, len(keys), _ROWS_PER_CALL):
             stop = min(start + _ROWS_PER_CALL, len(keys))
-            arguments: list[Any] = list(header)
-            for row in range(start, stop):
-                arguments.append(event_us[row])
-                arguments.append(created_us[row])
-                arguments.extend(column[row] for column in columns)
             pipeline.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", self._sha, stop - start, *keys[start:stop], *arguments
+                "EVALSHA",
+                self._sha,
+                stop - start,
+                *keys[start:stop],
+                *header,
+                *flat[start * width : stop * width],
             )
         return sum(int(applied) for applied in pipeline.execute())
 
@@ -164,7 +170,10 @@ def encode_column(values: Sequence[Any], dtype: str) -> list[bytes]:
         record = np.empty(len(array), dtype=[("tag", "u1"), ("value", "<f8")])
         record["tag"] = 0x29
         record["value"] = array
-        packed = record.tobytes()
+        encoded: list[bytes] = np.frombuffer(record.tobytes(), dtype="V9").tolist()
         missing = np.isnan(array)
-        return [b"" if missing[row] else packed[row * 9 : row * 9 + 9] for row in range(len(array))]
+        if missing.any():
+            for row in np.flatnonzero(missing).tolist():
+                encoded[row] = b""
+        return encoded
     return [encode_value(value, dtype) for value in values]

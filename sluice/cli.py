@@ -412,6 +412,7 @@ def monitor(
         raise click.ClickException(
             f"cannot reach Kafka at {config.kafka.bootstrap_servers}: {error}"
         ) from None
+    from monitors.database import StoreError
     from monitors.monitor_metrics import MonitorMetrics
 
     counters = MonitorMetrics()
@@ -438,6 +439,8 @@ def monitor(
             asyncio.run(kafka_monitor.run(config, **arguments))
     except (KafkaError, AIOKafkaError) as error:
         raise click.ClickException(f"Kafka at {config.kafka.bootstrap_servers} failed: {error}") from None
+    except StoreError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @cli.command("report")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,9 +34,8 @@ def alerts() -> None:
 def alerts_list(context: _Context, model: str | None, status: str | None, limit: int) -> None:
     """The latest alerts, newest first, with their deliveries."""
     from monitors.alerts.store import AlertStore
-    from monitors.database import open_store
 
-    store = AlertStore(engine=open_store(context.config.store_url))
+    store = AlertStore(engine=_engine(context))
     found = store.alerts(model=model, status=status, limit=limit)
     if not found:
         click.echo("no alerts")
@@ -95,12 +94,11 @@ def jobs() -> None:
 @click.pass_obj
 def jobs_list(context: _Context, model: str | None, limit: int) -> None:
     """Jobs, newest first, with their state as the backend reports it now."""
-    from monitors.database import open_store
     from monitors.retraining.backends import job_backend
     from monitors.retraining.retrainer import refresh
     from monitors.retraining.store import JobStore
 
-    store = JobStore(engine=open_store(context.config.store_url))
+    store = JobStore(engine=_engine(context))
     found = store.jobs(model=model, limit=limit)
     if any(job.state in ("queued", "running") for job in found):
         refresh(store, job_backend(context.config, context.repo_path), found)
@@ -136,12 +134,11 @@ def jobs_logs(context: _Context, job_id: str) -> None:
 @click.pass_obj
 def jobs_cancel(context: _Context, job_id: str) -> None:
     """Stop a queued or running job."""
-    from monitors.database import open_store
     from monitors.retraining.backends import job_backend
     from monitors.retraining.jobs import JobError
     from monitors.retraining.store import JobStore
 
-    store = JobStore(engine=open_store(context.config.store_url))
+    store = JobStore(engine=_engine(context))
     job = store.get(job_id)
     if job is not None and job.state not in ("queued", "running"):
         raise click.ClickException(f"job {job_id} is {job.state}: there is nothing to cancel")
@@ -154,3 +151,13 @@ def jobs_cancel(context: _Context, job_id: str) -> None:
     # stopped (Kubernetes deletes it): either way the store remembers it was cancelled.
     store.update(job_id, state="cancelled", finished_at=time.time())
     click.echo(f"cancelled {job_id}")
+
+
+def _engine(context: _Context) -> Any:
+    """The alert and job store, or a one-line error when its URL cannot be used."""
+    from monitors.database import StoreError, open_store
+
+    try:
+        return open_store(context.config.store_url)
+    except StoreError as error:
+        raise click.ClickException(str(error)) from None

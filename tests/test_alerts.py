@@ -319,3 +319,16 @@ def test_the_package_keeps_subscribe_a_function_after_its_module_is_imported() -
     importlib.import_module("monitors.alerts.subscription")
     assert callable(alerts.subscribe) and callable(alerts.on_alert)
     assert alerts.subscribe.__module__ == "monitors.alerts.subscription"
+
+
+def test_an_unusable_store_url_is_a_one_line_error_without_the_password(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "sluice.yaml").write_text('alerts: {store_url: "postgresql://u:secret@127.0.0.1:1/db"}\n')
+    for command in (("alerts", "list"), ("jobs", "list")):
+        failed = sluice(repo, *command)
+        assert failed.returncode == 1, failed.stdout
+        assert "Traceback" not in failed.stderr and "secret" not in failed.stderr
+        assert "postgresql://u:***@127.0.0.1:1/db" in failed.stderr
+        # Without psycopg (not a dependency) the driver is missing; with it, nothing listens on port 1.
+        assert "install the database driver" in failed.stderr or "cannot open the store" in failed.stderr
