@@ -51,11 +51,18 @@ def repo(tmp_path: Path, project: str, topic: str) -> Iterator[Path]:
             "1",
             "--training",
             str(tmp_path / "training.parquet"),
+            env=state(root),
         )
         assert built.returncode == 0, built.stderr
         assert "profiled 20000 rows of " in built.stdout and "20 numeric and 0 categorical" in built.stdout
     yield root
     delete_topics(topic, f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled")
+
+
+def state(repo: Path) -> dict[str, str]:
+    """This test's own state folder (profiles, window scores): a run before it leaves its windows in a
+    shared one (``make test`` exports SLUICE_STATE_DIR), and they would count as reported."""
+    return {"SLUICE_STATE_DIR": str(repo / ".sluice")}
 
 
 def produce(
@@ -109,8 +116,8 @@ def scores(
 def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_windows_rarely_alarm(
     repo: Path, topic: str, tmp_path: Path
 ) -> None:
-    config = load_config(repo)
-    env = {**os.environ}
+    config = load_config(repo, environ={**os.environ, **state(repo)})
+    env = {**os.environ, **state(repo)}
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         metrics_port = probe.getsockname()[1]
@@ -229,9 +236,12 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
         str(start_us),
         "--out",
         str(out),
+        env=state(repo),
     )
     assert made.returncode == 0, made.stderr
     html = out.read_text()
     assert "<html" in html.lower() and "f7" in html
-    missing = sluice(repo, "report", "--model", "drifting", "--version", "1", "--window-start", "5")
+    missing = sluice(
+        repo, "report", "--model", "drifting", "--version", "1", "--window-start", "5", env=state(repo)
+    )
     assert missing.returncode == 1 and "no window starting at 5 µs" in missing.stderr
