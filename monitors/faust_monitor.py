@@ -14,39 +14,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import faust
 
 from features.config import SluiceConfig
-from monitors.monitor import MonitorSettings
-from monitors.monitor_metrics import MonitorMetrics
 from monitors.worker import MonitorPipeline
 from streams.faust_worker import new_app
 
 __all__ = ["add_monitor", "run"]
 
 
-def run(
-    config: SluiceConfig,
-    *,
-    topic: str,
-    settings: MonitorSettings,
-    kserve_features: list[str],
-    repo_path: Path,
-    metrics: MonitorMetrics | None = None,
-    loglevel: str = "warn",
-) -> None:
-    """Run a faust worker with the monitor agent until it is stopped (SIGTERM or SIGINT)."""
-    pipeline = MonitorPipeline.open(
-        config,
-        topic=topic,
-        settings=settings,
-        kserve_features=kserve_features,
-        repo_path=repo_path,
-        metrics=metrics or MonitorMetrics(),
-    )
+def run(config: SluiceConfig, pipeline: MonitorPipeline, *, loglevel: str = "warn") -> None:
+    """Run a faust worker with the monitor agent until it is stopped (SIGTERM or SIGINT); then close the
+    pipeline."""
     try:
         app = new_app(
             f"sluice-monitor-{config.project}", config.kafka, datadir=config.state_dir / "faust-monitor"

@@ -11,13 +11,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from features.config import SluiceConfig
-from monitors.monitor import MonitorSettings
-from monitors.monitor_metrics import MonitorMetrics
 from monitors.worker import MonitorPipeline
 from streams.kafka_clients import aiokafka_kwargs
 
@@ -26,24 +23,9 @@ __all__ = ["run"]
 log = logging.getLogger("sluice.monitor")
 
 
-async def run(
-    config: SluiceConfig,
-    *,
-    topic: str,
-    settings: MonitorSettings,
-    kserve_features: list[str],
-    repo_path: Path,
-    metrics: MonitorMetrics | None = None,
-) -> None:
-    """Consume until SIGTERM or SIGINT; then commit what is safe and leave the group."""
-    pipeline = MonitorPipeline.open(
-        config,
-        topic=topic,
-        settings=settings,
-        kserve_features=kserve_features,
-        repo_path=repo_path,
-        metrics=metrics or MonitorMetrics(),
-    )
+async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
+    """Consume until SIGTERM or SIGINT; then commit what is safe, leave the group and close the pipeline."""
+    topic = pipeline.topic
     consumer = AIOKafkaConsumer(
         topic,
         group_id=f"sluice-monitor-{config.project}",

@@ -111,8 +111,6 @@ class Monitor:
         self._lateness_us = int(settings.lateness.total_seconds() * 1_000_000)
         self._seen_us: dict[int, int] = {}
         """The latest event time seen per partition, of any model."""
-        self._held_us = 2**62
-        """The latest event time read from the partitions that are behind (their earliest)."""
 
     def add(
         self, events: list[tuple[PredictionEvent, int, int]], *, behind: Collection[int] = ()
@@ -125,19 +123,16 @@ class Monitor:
         an unread record may be of any model. Without it, a monitor that starts on a backlog would close
         windows on the first partition it reads and reject the others' events as late.
         """
-        for event, partition, _ in events:
-            event_us = int(event.event_time.timestamp() * 1_000_000)
-            self._seen_us[partition] = max(self._seen_us.get(partition, event_us), event_us)
-        self._held_us = min((self._seen_us.get(partition, -(2**62)) for partition in behind), default=2**62)
         rejected: list[tuple[int, str]] = []
         batches: dict[tuple[tuple[str, str], int], list[PredictionEvent]] = {}
         for index, (event, partition, offset) in enumerate(events):
+            event_us = int(event.event_time.timestamp() * 1_000_000)
+            self._seen_us[partition] = max(self._seen_us.get(partition, event_us), event_us)
             key = (event.model, event.version)
             state = self._version(key)
             if state is None:
                 rejected.append((index, "no_profile"))
                 continue
-            event_us = int(event.event_time.timestamp() * 1_000_000)
             start = event_us - event_us % self._window_us
             if start + self._window_us <= state.reported_until_us:
                 continue  # replayed after a restart: its window was scored before it
@@ -163,10 +158,12 @@ class Monitor:
             state = self._versions[key]
             names = list(state.detector.profile.features)
             state.open[start].update({name: [event.features.get(name) for event in batch] for name in names})
+        # The partitions behind hold every watermark at the latest event time read from them.
+        held_us = min((self._seen_us.get(partition, -(2**62)) for partition in behind), default=2**62)
         closed = []
         # Every version: a partition that caught up may release the windows of versions not in this batch.
         for key in sorted(self._versions):
-            closed += self._close(key)
+            closed += self._close(key, held_us)
         return closed, rejected
 
     def open_offsets(self) -> dict[int, int]:
@@ -177,10 +174,6 @@ class Monitor:
                 for partition, offset in offsets.items():
                     result[partition] = min(result.get(partition, offset), offset)
         return result
-
-    def _watermark(self, state: _Version) -> int:
-        latest = min(state.latest_us.values(), default=-(2**62))
-        return min(latest, self._held_us) - self._lateness_us
 
     def _version(self, key: tuple[str, str]) -> _Version | None:
         if key not in self._versions:
@@ -205,9 +198,9 @@ class Monitor:
             )
         return self._versions[key]
 
-    def _close(self, key: tuple[str, str]) -> list[ClosedWindow]:
+    def _close(self, key: tuple[str, str], held_us: int) -> list[ClosedWindow]:
         state = self._versions[key]
-        watermark = self._watermark(state)
+        watermark = min(min(state.latest_us.values(), default=-(2**62)), held_us) - self._lateness_us
         state.closed_until_us = max(state.closed_until_us, watermark)
         closed = []
         for start in sorted(state.open):

@@ -171,9 +171,7 @@ def encode_column(values: Sequence[Any], dtype: str) -> list[bytes]:
         record["tag"] = 0x29
         record["value"] = array
         encoded: list[bytes] = np.frombuffer(record.tobytes(), dtype="V9").tolist()
-        missing = np.isnan(array)
-        if missing.any():
-            for row in np.flatnonzero(missing).tolist():
-                encoded[row] = b""
+        for row in np.flatnonzero(np.isnan(array)).tolist():
+            encoded[row] = b""
         return encoded
     return [encode_value(value, dtype) for value in values]

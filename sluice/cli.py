@@ -420,23 +420,26 @@ def monitor(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=counters.registry)
-    arguments: dict[str, Any] = {
-        "topic": topic,
-        "settings": settings,
-        "kserve_features": list(kserve_features),
-        "repo_path": context.repo_path,
-        "metrics": counters,
-    }
+    from monitors.worker import MonitorPipeline
+
     try:
+        pipeline = MonitorPipeline.open(
+            config,
+            topic=topic,
+            settings=settings,
+            kserve_features=list(kserve_features),
+            repo_path=context.repo_path,
+            metrics=counters,
+        )
         if engine == "faust":
             from monitors import faust_monitor
 
-            faust_monitor.run(config, loglevel=loglevel, **arguments)
+            faust_monitor.run(config, pipeline, loglevel=loglevel)
         else:
             from monitors import kafka_monitor
 
             _log_at(loglevel)
-            asyncio.run(kafka_monitor.run(config, **arguments))
+            asyncio.run(kafka_monitor.run(config, pipeline))
     except (KafkaError, AIOKafkaError) as error:
         raise click.ClickException(f"Kafka at {config.kafka.bootstrap_servers} failed: {error}") from None
     except StoreError as error:
