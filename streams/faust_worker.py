@@ -10,6 +10,7 @@ per worker on a 2-core machine; ``streams.kafka_worker`` is the fast default.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from features.config import KafkaConfig
 from features.repo import FeatureRepo
 from streams.dead_letters import KafkaRecord
 from streams.metrics import WorkerMetrics
-from streams.worker import ViewRuntime, WorkerSettings, process_until_done, view_runtimes
+from streams.worker import ViewRuntime, WorkerSettings, view_runtimes, write_until_done
 
 __all__ = ["add_agents", "build_app", "new_app"]
 
@@ -82,7 +83,8 @@ def _add_agent(app: faust.App, runtime: ViewRuntime, settings: WorkerSettings) -
             for partition, records in by_partition.items():
                 records.sort(key=lambda record: record.offset)
                 processor = await runtime.processor_async(partition, records[0].offset)
-                await process_until_done(processor, records, runtime.metrics)
+                batch = await asyncio.to_thread(processor.prepare, records)
+                await write_until_done(processor, batch, runtime.metrics)
             for event in events:
                 await stream.ack(event)
 

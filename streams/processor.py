@@ -1,9 +1,13 @@
 """One feature view over one Kafka partition: decode, drop late events, aggregate, write both sinks.
 
-The write protocol of a batch: dead letters (flushed) first, then the Parquet file named by the
-batch's offsets and the Redis rows, side by side; the caller commits the offsets only after
-``process`` returns. A batch is computed once: a retry after a sink failure writes the same rows. After
-a crash, a new processor first rebuilds its window state by replaying the partition up to the
+A batch is handled in two steps. ``prepare`` applies its records to the window state and computes its
+dead letters and feature rows; ``write`` puts them in the sinks: dead letters (flushed) first, then the
+Parquet file named by the batch's offsets and the Redis rows, side by side. The caller commits the
+offsets only after ``write`` returns, retries ``write`` with the same prepared batch after a sink
+failure, and may prepare the next batch while one is being written, as long as it writes the batches
+of a partition in order.
+
+After a crash, a new processor first rebuilds its window state by replaying the partition up to the
 committed offset (``start``). Batches written to Parquet but not committed are then not computed
 again: their events only rebuild state, and their files are written to Redis as they are. So
 every feature row is in Parquet exactly once, and Redis ends equal to the latest row per entity.
@@ -30,7 +34,7 @@ from streams.metrics import WorkerMetrics
 from streams.moments import EMPTY_TIME
 from streams.windows import WindowState
 
-__all__ = ["BatchOutcome", "PartitionProcessor"]
+__all__ = ["BatchOutcome", "PartitionProcessor", "PreparedBatch"]
 
 _REPLAY_CHUNK = 10_000
 _SINKS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sluice-sink")
@@ -43,6 +47,18 @@ class _ComputedBatch:
     accepted: int
     letters: list[DeadLetter]
     rows: FeatureRows
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedBatch:
+    """One batch applied to the window state: what ``write`` puts in the sinks. Writing it twice is safe."""
+
+    replayed: int
+    """Records that only rebuilt window state: their rows were written before a restart."""
+    rewrite: tuple[BatchFile, ...] = ()
+    """Files written to Parquet but never committed before a restart: their rows go to Redis again."""
+    computed: _ComputedBatch | None = None
+    """The batch's new dead letters and feature rows, if it had records not seen before."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,9 +116,7 @@ class PartitionProcessor:
         self.replay_until = -1
         self.pending_files: list[BatchFile] = []
         self.applied_until = -1
-        """The offset of the last record applied to the window state: a retried batch is not applied twice."""
-        self.unwritten: _ComputedBatch | None = None
-        """A computed batch whose writes failed, kept so that a retry writes the same rows again."""
+        """The offset of the last record applied to the window state: a batch is not applied twice."""
 
     def start(self, *, first_offset: int, history: Iterable[KafkaRecord]) -> int:
         """Rebuild window state from ``history`` (the partition before ``first_offset``) and find the
@@ -125,36 +139,39 @@ class PartitionProcessor:
             self.pending_files = written
         return replayed
 
-    def process(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
-        """Process records of this partition in offset order.
-
-        Safe to call again with the same records after a sink failure: window state is updated once,
-        and the retry writes the rows computed the first time.
-        """
+    def prepare(self, records: Sequence[KafkaRecord]) -> PreparedBatch:
+        """Apply records of this partition, in offset order, to the window state, once: records already
+        applied are skipped. Returns what ``write`` must put in the sinks."""
         fresh = [record for record in records if record.offset > self.applied_until]
         replay = [record for record in fresh if record.offset <= self.replay_until]
         live = [record for record in fresh if record.offset > self.replay_until]
         replayed = self._replay(replay)
-        online_rows = 0
-        replay_done = bool(records) and records[-1].offset >= self.replay_until
-        if self.pending_files and replay_done:
-            online_rows += self._rewrite_online(self.pending_files)
-            self.pending_files = []
-        if live:
-            self.unwritten = self._compute(live)
-        if self.unwritten is None:
+        rewrite: tuple[BatchFile, ...] = ()
+        if self.pending_files and bool(records) and records[-1].offset >= self.replay_until:
+            rewrite, self.pending_files = tuple(self.pending_files), []
+        return PreparedBatch(
+            replayed=replayed, rewrite=rewrite, computed=self._compute(live) if live else None
+        )
+
+    def write(self, batch: PreparedBatch) -> BatchOutcome:
+        """Write a prepared batch to the sinks; call again with the same batch after a sink failure."""
+        online_rows = self._rewrite_online(batch.rewrite) if batch.rewrite else 0
+        if batch.computed is None:
             return BatchOutcome(
-                accepted=0, dead_letters=0, offline_rows=0, online_rows=online_rows, replayed=replayed
+                accepted=0, dead_letters=0, offline_rows=0, online_rows=online_rows, replayed=batch.replayed
             )
-        outcome = self._write(self.unwritten)
-        self.unwritten = None
+        outcome = self._write(batch.computed)
         return BatchOutcome(
             accepted=outcome.accepted,
             dead_letters=outcome.dead_letters,
             offline_rows=outcome.offline_rows,
             online_rows=outcome.online_rows + online_rows,
-            replayed=replayed,
+            replayed=batch.replayed,
         )
+
+    def process(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
+        """``prepare`` and ``write`` in one call."""
+        return self.write(self.prepare(records))
 
     # --- internals --------------------------------------------------------------------------------
 

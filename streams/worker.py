@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
@@ -25,9 +25,9 @@ from online_store.writer import OnlineWriter
 from streams.dead_letters import DeadLetterSink, KafkaRecord
 from streams.kafka_clients import aiokafka_kwargs, producer
 from streams.metrics import WorkerMetrics
-from streams.processor import PartitionProcessor
+from streams.processor import PartitionProcessor, PreparedBatch
 
-__all__ = ["ViewRuntime", "WorkerSettings", "process_until_done", "view_runtimes"]
+__all__ = ["ViewRuntime", "WorkerSettings", "view_runtimes", "write_until_done"]
 
 log = logging.getLogger("sluice.worker")
 
@@ -124,17 +124,17 @@ def view_runtimes(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMe
     ]
 
 
-async def process_until_done(
-    processor: PartitionProcessor, records: Sequence[KafkaRecord], metrics: WorkerMetrics
+async def write_until_done(
+    processor: PartitionProcessor, batch: PreparedBatch, metrics: WorkerMetrics
 ) -> None:
-    """Process one partition's batch in a thread, retrying with backoff until its sinks accept it.
+    """Write one prepared batch in a thread, retrying with backoff until its sinks accept it.
 
     A batch is never skipped: its offsets are committed only after this returns.
     """
     delay = 0.2
     while True:
         try:
-            await asyncio.to_thread(processor.process, records)
+            await asyncio.to_thread(processor.write, batch)
             return
         except Exception as error:  # Redis, Parquet or the dead-letter producer: retry, never skip
             metrics.sink_failures.labels(processor.spec.name, type(error).__name__).inc()

@@ -1,4 +1,4 @@
-"""A partition processor retried after a sink failure writes the same rows and counts nothing twice."""
+"""A prepared batch written again after a sink failure writes the same rows and counts nothing twice."""
 
 from __future__ import annotations
 
@@ -47,11 +47,16 @@ def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
         SourceRecord(topic=topic, partition=0, offset=offset, key=None, value=orjson.dumps(event))
         for offset, event in enumerate(events)
     ]
+    batch = processor.prepare(records)
     with pytest.raises(OSError):
-        processor.process(records)
+        processor.write(batch)
+
+    # The same records again apply nothing: they are already in the window state.
+    again = processor.prepare(records)
+    assert again.computed is None and again.replayed == 0
 
     Path(spec.offline_path).unlink()  # the disk is back
-    outcome = processor.process(records)
+    outcome = processor.write(batch)
     assert outcome.accepted == 500
 
     frame = pd.DataFrame(events)
