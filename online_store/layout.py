@@ -27,6 +27,7 @@ from typing import Any
 
 import mmh3
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "decode_timestamp",
@@ -34,6 +35,7 @@ __all__ = [
     "decode_value",
     "encode_timestamp",
     "encode_timestamp_micros",
+    "encode_timestamps_micros",
     "encode_value",
     "entity_key",
     "entity_keys",
@@ -213,6 +215,39 @@ def encode_timestamp_micros(micros: int) -> bytes:
     seconds, remainder = divmod(micros, 1_000_000)
     out = b"\x08" + _varint(seconds) if seconds else b""
     return out + (b"\x10" + _varint(remainder * 1000) if remainder else b"")
+
+
+def encode_timestamps_micros(micros: NDArray[np.int64]) -> list[bytes]:
+    """``encode_timestamp_micros`` of many times at once; vectorised from 1970 to 3058.
+
+    >>> times = [0, 1, 1_700_000_000_000_000, 1_700_000_000_123_456]
+    >>> encode_timestamps_micros(np.array(times)) == [encode_timestamp_micros(time) for time in times]
+    True
+    """
+    micros = np.asarray(micros, dtype=np.int64)
+    if not micros.size or micros.min() < 0 or micros.max() >= (1 << 35) * 1_000_000:
+        return [encode_timestamp_micros(value) for value in micros.tolist()]
+    seconds, remainder = np.divmod(micros, 1_000_000)
+    seconds_raw, seconds_lengths = _tagged_varints(0x08, seconds)
+    nanos_raw, nanos_lengths = _tagged_varints(0x10, remainder * 1000)
+    return [
+        seconds_raw[start : start + seconds_length] + nanos_raw[start : start + nanos_length]
+        for start, seconds_length, nanos_length in zip(
+            range(0, 6 * len(micros), 6), seconds_lengths.tolist(), nanos_lengths.tolist(), strict=True
+        )
+    ]
+
+
+def _tagged_varints(tag: int, values: NDArray[np.int64]) -> tuple[bytes, NDArray[np.int64]]:
+    """A tag byte and the varint of each value below 2**35, 6 bytes per value, and each one's length
+    (0 for a zero value: proto3 leaves it out)."""
+    groups = (values[:, None] >> np.arange(0, 35, 7)) & 0x7F
+    sizes = np.maximum(1, (np.floor(np.log2(np.maximum(values, 1))).astype(np.int64) // 7) + 1)
+    continued = np.arange(5) < (sizes[:, None] - 1)
+    out = np.zeros((len(values), 6), dtype=np.uint8)
+    out[:, 0] = tag
+    out[:, 1:] = groups | (continued * 0x80)
+    return out.tobytes(), np.where(values > 0, sizes + 1, 0)
 
 
 def decode_timestamp_micros(data: bytes) -> int:

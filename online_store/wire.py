@@ -1,9 +1,9 @@
-"""Send a read's HMGET commands in one write and read the replies, on redis-py's own connections.
+"""Send commands packed here in one write and read the replies, on redis-py's own connections.
 
 redis-py's pipeline builds and parses every command on its own, which costs more than the read
-itself at a hundred entities. A read plan's fields never change, so their RESP encoding is made
-once per plan, and a read only packs its keys in front of it. The connection, its pool, TLS,
-password and timeouts are redis-py's, as configured.
+itself at a hundred entities, and more than Redis's own work for the writer's scripts. The reads
+and the writer pack their commands' RESP themselves, with the parts that never change made once.
+The connection, its pool, TLS, password and timeouts are redis-py's, as configured.
 """
 
 from __future__ import annotations
@@ -14,9 +14,19 @@ from typing import Any
 import redis
 import redis.asyncio
 
-__all__ = ["fetch", "fetch_async", "hmget_parts", "pack_hmgets"]
+__all__ = ["bulk", "fetch", "fetch_async", "hmget_parts", "pack_hmgets"]
 
-Reply = list[bytes | None]
+Reply = Any
+"""A reply as redis-py parses it: a list of bytes or None for HMGET, an int for the write script."""
+
+
+def bulk(data: bytes) -> bytes:
+    """``data`` as a RESP bulk string.
+
+    >>> bulk(b"ab")
+    b'$2\\r\\nab\\r\\n'
+    """
+    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 def hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
@@ -27,7 +37,7 @@ def hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
     b'*3\\r\\n$5\\r\\nHMGET\\r\\n$1\\r\\nk\\r\\n$1\\r\\na\\r\\n'
     """
     head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-    tail = b"".join(b"$%d\r\n%s\r\n" % (len(field), field) for field in fields)
+    tail = b"".join(map(bulk, fields))
     return head, tail
 
 
