@@ -57,8 +57,10 @@ class _Writes:
     async def _write(
         self, batches: list[tuple[PartitionProcessor, PreparedBatch]], offsets: dict[Any, int]
     ) -> None:
-        for processor, batch in batches:
-            await write_until_done(processor, batch, self.metrics)
+        # The partitions' batches side by side: one packs its Redis commands while Redis runs another's.
+        await asyncio.gather(
+            *(write_until_done(processor, batch, self.metrics) for processor, batch in batches)
+        )
         await self.consumer.commit(offsets)
 
 

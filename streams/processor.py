@@ -37,7 +37,7 @@ from streams.windows import WindowState
 __all__ = ["BatchOutcome", "PartitionProcessor", "PreparedBatch"]
 
 _REPLAY_CHUNK = 10_000
-_SINKS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sluice-sink")
+_SINKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sluice-sink")
 
 
 @dataclass(frozen=True, kw_only=True)
