@@ -4,7 +4,9 @@ Each poll returns up to ``batch_size`` records per call, grouped by partition. E
 partition) batch is prepared (applied to the window state), then written to the sinks, and only then
 are the poll's offsets committed. The writes and commit of one poll run while the next poll is
 prepared: Redis applies the rows on its own core while the worker decodes and aggregates the next
-batch, instead of each waiting for the other. A poll's writes start only after the previous poll's
+batch, instead of each waiting for the other. Only while there is a backlog (a full poll): once caught
+up, the worker waits for the writes before it polls again, since small polls prepared beside the
+writes only slowed them (freshness p50 went from about 70 to about 110 ms). A poll's writes start only after the previous poll's
 writes and commit are done, so each partition's batches reach Parquet in offset order. The rebalance
 listener waits for the poll being prepared and the writes in flight, so a revoked partition's offsets
 are committed before its next owner starts, and then drops the partition's state.
@@ -120,6 +122,10 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
                 writes.start(
                     prepared, {tp: records[-1].offset + 1 for tp, records in polled.items() if records}
                 )
+                if sum(map(len, polled.values())) < settings.batch_size:
+                    # Caught up: the next poll would be small, and preparing it alongside these writes
+                    # only slows them down. Overlap polls only while there is a backlog.
+                    await writes.wait()
         await writes.wait()
     finally:
         with contextlib.suppress(Exception):

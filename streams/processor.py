@@ -63,7 +63,7 @@ class PreparedBatch:
 
 @dataclass(frozen=True, kw_only=True)
 class BatchOutcome:
-    """What one call of ``process`` did: events accepted and dead-lettered, rows written, records replayed."""
+    """What one ``write`` did: events accepted and dead-lettered, rows written, records replayed."""
 
     accepted: int
     dead_letters: int
