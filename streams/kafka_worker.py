@@ -2,14 +2,14 @@
 
 Each poll returns up to ``batch_size`` records per call, grouped by partition. Every (view,
 partition) batch is prepared (applied to the window state), then written to the sinks, and only then
-are the poll's offsets committed. The writes and commit of one poll run while the next poll is
-prepared: Redis applies the rows on its own core while the worker decodes and aggregates the next
-batch, instead of each waiting for the other. Only while there is a backlog (a full poll): once caught
-up, the worker waits for the writes before it polls again, since small polls prepared beside the
-writes only slowed them (freshness p50 went from about 70 to about 110 ms). A poll's writes start only after the previous poll's
-writes and commit are done, so each partition's batches reach Parquet in offset order. The rebalance
-listener waits for the poll being prepared and the writes in flight, so a revoked partition's offsets
-are committed before its next owner starts, and then drops the partition's state.
+are the poll's offsets committed. While there is a backlog (a full poll), the writes and commit of one
+poll run while the next poll is prepared: Redis applies the rows on its own core while the worker
+decodes and aggregates the next batch, instead of each waiting for the other. Once caught up, the
+worker waits for the writes before it polls again, so that a small poll does not compete with them
+for the interpreter. A poll's writes start only after the previous poll's writes and commit are done,
+so each partition's batches reach Parquet in offset order. The rebalance listener waits for the poll
+being prepared and the writes in flight, so a revoked partition's offsets are committed before its
+next owner starts, and then drops the partition's state.
 
 Why not a faust agent here: on the 2-core development machine, a faust-streaming agent that does
 nothing but acknowledge events moves about 6,000 events/s; aiokafka's ``getmany`` on the same

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,6 +17,7 @@ from hypothesis import settings
 
 from features.config import SluiceConfig, load_config
 from sluice import stack
+from tests.streaming import delete_topics, make_repo, sluice
 
 # Numba compiles a kernel on its first call; a per-example deadline would flag that as flaky.
 settings.register_profile("sluice", deadline=None)
@@ -68,3 +70,14 @@ def redis_client(stack_config: SluiceConfig, unique_name: str) -> Iterator[redis
 def redis_prefix(unique_name: str) -> str:
     """A Redis key prefix private to this test."""
     return f"{unique_name}:"
+
+
+@pytest.fixture
+def stream_repo(tmp_path: Path, project: str, topic: str) -> Iterator[Path]:
+    """The streaming test repo (``tests.streaming.make_repo``) over this test's topic, applied: its registry
+    written and its topics created; the topics are deleted afterwards."""
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    applied = sluice(repo, "apply")
+    assert applied.returncode == 0, applied.stderr
+    yield repo
+    delete_topics(topic, f"{topic}.dlq")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from online_store.layout import (
     timestamp_field,
 )
 from online_store.writer import FeatureRows, OnlineWriter
-from tests.streaming import delete_topics, make_repo, sluice
+from tests.streaming import make_repo
 
 pytestmark = pytest.mark.stack
 
@@ -123,19 +122,10 @@ def test_the_script_is_loaded_again_after_redis_flushed_it(
     assert stored(redis_client, spec, 0)[0] == 2 * SECOND
 
 
-@pytest.fixture
-def applied_repo(tmp_path: Path, project: str, topic: str) -> Iterator[Path]:
-    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
-    applied = sluice(repo, "apply")
-    assert applied.returncode == 0, applied.stderr
-    yield repo
-    delete_topics(topic, f"{topic}.dlq")
-
-
 def test_a_row_feast_wrote_is_compared_by_its_own_timestamp(
-    applied_repo: Path, redis_client: redis.Redis
+    stream_repo: Path, redis_client: redis.Redis
 ) -> None:
-    repo = load_repo(applied_repo)
+    repo = load_repo(stream_repo)
     spec = repo.spec("card_stats")
     writer = OnlineWriter(client=redis_client, spec=spec)
     start = datetime(2026, 5, 1, tzinfo=UTC)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from online_store.layout import decode_timestamp, decode_value, entity_key, feat
 from tests.reference import expected_rows
 from tests.streaming import (
     dead_letters,
-    delete_topics,
-    make_repo,
     produce,
     sluice,
     start_worker,
@@ -83,15 +80,6 @@ def assert_same(online: pd.DataFrame, expected: pd.DataFrame) -> None:
         np.testing.assert_allclose(
             online[feature].to_numpy(float), expected[feature].to_numpy(float), rtol=1e-9, err_msg=feature
         )
-
-
-@pytest.fixture
-def stream_repo(tmp_path: Path, project: str, topic: str) -> Iterator[Path]:
-    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
-    applied = sluice(repo, "apply")
-    assert applied.returncode == 0, applied.stderr
-    yield repo
-    delete_topics(topic, f"{topic}.dlq")
 
 
 @pytest.mark.parametrize("engine", ["kafka", "faust"])
