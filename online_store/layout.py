@@ -242,7 +242,7 @@ def _tagged_varints(tag: int, values: NDArray[np.int64]) -> tuple[bytes, NDArray
     """A tag byte and the varint of each value below 2**35, 6 bytes per value, and each one's length
     (0 for a zero value: proto3 leaves it out)."""
     groups = (values[:, None] >> np.arange(0, 35, 7)) & 0x7F
-    sizes = np.maximum(1, (np.floor(np.log2(np.maximum(values, 1))).astype(np.int64) // 7) + 1)
+    sizes = 1 + (values[:, None] >= (1 << np.arange(7, 35, 7))).sum(axis=1)
     continued = np.arange(5) < (sizes[:, None] - 1)
     out = np.zeros((len(values), 6), dtype=np.uint8)
     out[:, 0] = tag

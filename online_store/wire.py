@@ -44,7 +44,7 @@ def hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
 def pack_hmgets(keys: Sequence[bytes], head: bytes, tail: bytes) -> bytes:
     parts: list[bytes] = []
     for key in keys:
-        parts += (head, b"$%d\r\n" % len(key), key, b"\r\n", tail)
+        parts += (head, bulk(key), tail)
     return b"".join(parts)
 
 

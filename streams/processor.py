@@ -147,7 +147,7 @@ class PartitionProcessor:
         live = [record for record in fresh if record.offset > self.replay_until]
         replayed = self._replay(replay)
         rewrite: tuple[BatchFile, ...] = ()
-        if self.pending_files and bool(records) and records[-1].offset >= self.replay_until:
+        if self.pending_files and records and records[-1].offset >= self.replay_until:
             rewrite, self.pending_files = tuple(self.pending_files), []
         return PreparedBatch(
             replayed=replayed, rewrite=rewrite, computed=self._compute(live) if live else None
@@ -168,10 +168,6 @@ class PartitionProcessor:
             online_rows=outcome.online_rows + online_rows,
             replayed=batch.replayed,
         )
-
-    def process(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
-        """``prepare`` and ``write`` in one call."""
-        return self.write(self.prepare(records))
 
     # --- internals --------------------------------------------------------------------------------
 
