@@ -29,9 +29,7 @@ def run(config: SluiceConfig, pipeline: MonitorPipeline, *, loglevel: str = "war
     """Run a faust worker with the monitor agent until it is stopped (SIGTERM or SIGINT); then close the
     pipeline."""
     try:
-        app = new_app(
-            f"sluice-monitor-{config.project}", config.kafka, datadir=config.state_dir / "faust-monitor"
-        )
+        app = new_app(pipeline.group, config.kafka, datadir=config.state_dir / "faust-monitor")
         add_monitor(app, pipeline)
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:

@@ -28,7 +28,7 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
     topic = pipeline.topic
     consumer = AIOKafkaConsumer(
         topic,
-        group_id=f"sluice-monitor-{config.project}",
+        group_id=pipeline.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
@@ -42,7 +42,7 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
     try:
         await consumer.start()
         pipeline.incidents.start()
-        log.info("monitoring %s as group sluice-monitor-%s", topic, config.project)
+        log.info("monitoring %s as group %s", topic, pipeline.group)
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
             if batches:

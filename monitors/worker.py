@@ -106,6 +106,8 @@ class MonitorPipeline:
     """A monitor's state and sinks: records in (``process``), reports, dead letters and alerts out."""
 
     topic: str
+    group: str
+    """The consumer group both engines consume ``topic`` in: ``sluice-monitor-<project>``."""
     monitor: Monitor
     joiner: KServeJoiner
     labels: LabelJoiner
@@ -131,7 +133,8 @@ class MonitorPipeline:
     ) -> MonitorPipeline:
         """Create the output topics and the producer, and load the alert, job and offset state."""
         scores_root = config.state_dir / "monitor" / "scores"
-        next_offsets = _start_offsets(config, topic, group=f"sluice-monitor-{config.project}")
+        group = f"sluice-monitor-{config.project}"
+        next_offsets = _start_offsets(config, topic, group=group)
         ensure_topics(
             config.kafka, [f"{topic}.scores", f"{topic}.dlq", f"{topic}.labelled", config.alerts.topic]
         )
@@ -143,6 +146,7 @@ class MonitorPipeline:
             raise
         return cls(
             topic=topic,
+            group=group,
             monitor=Monitor(
                 settings=settings,
                 last_reported=lambda model, version: last_window(scores_root, model, version),
