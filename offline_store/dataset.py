@@ -9,8 +9,9 @@ it is written under a hidden temporary name and then renamed, so a batch replaye
 rewrites the same file instead of adding a duplicate, and readers never see half a file (pyarrow
 and DuckDB skip names that start with a dot).
 
-Rows are (join keys, event_timestamp, created_timestamp, features), with the feature values
-exactly as they were written online.
+Rows are (join keys, event_timestamp, created_timestamp, source_offset, features), with the feature
+values exactly as they were written online. ``source_offset`` is the row's version in its partition's
+log: at one event time, the row with the higher offset is the later one (a correction).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def arrow_schema(spec: FeatureViewSpec) -> pa.Schema:
     fields += [
         pa.field("event_timestamp", timestamp, nullable=False),
         pa.field("created_timestamp", timestamp),
+        pa.field("source_offset", pa.int64()),
     ]
     fields += [pa.field(name, _ARROW_TYPES[dtype]) for name, dtype in spec.features.items()]
     return pa.schema(fields)
@@ -89,9 +91,11 @@ class OfflineDataset:
         event_times_us: NDArray[np.int64],
         created_times_us: NDArray[np.int64],
         features: Mapping[str, Sequence[Any]],
+        offsets: NDArray[np.int64] | None = None,
     ) -> list[BatchFile]:
-        """Write one batch's rows, one file per event date; returns the files in date order."""
-        table = self._table(keys, event_times_us, created_times_us, features)
+        """Write one batch's rows, one file per event date; returns the files in date order.
+        ``offsets`` are the rows' versions (null where not given)."""
+        table = self._table(keys, event_times_us, created_times_us, offsets, features)
         days = np.asarray(event_times_us, dtype=np.int64) // _MICROS_PER_DAY
         name = f"{self.spec.topic}-{partition:05d}-{first_offset:020d}-{last_offset:020d}.parquet"
         written = []
@@ -152,6 +156,7 @@ class OfflineDataset:
         keys: Sequence[Any],
         event_times_us: NDArray[np.int64],
         created_times_us: NDArray[np.int64],
+        offsets: NDArray[np.int64] | None,
         features: Mapping[str, Sequence[Any]],
     ) -> pa.Table:
         columns: dict[str, Any] = {}
@@ -163,6 +168,9 @@ class OfflineDataset:
                 columns[name] = [key[position] for key in keys]
         columns["event_timestamp"] = np.asarray(event_times_us, dtype=np.int64)
         columns["created_timestamp"] = np.asarray(created_times_us, dtype=np.int64)
+        columns["source_offset"] = (
+            pa.nulls(len(keys), pa.int64()) if offsets is None else np.asarray(offsets, dtype=np.int64)
+        )
         for name in self.spec.features:
             columns[name] = features[name]
         arrays = []

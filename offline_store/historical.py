@@ -1,7 +1,8 @@
 """Point-in-time correct training sets from the Parquet datasets, with DuckDB's ASOF join.
 
 For each entity row and feature view, the feature values come from the latest row of that entity
-whose event time is at or before the entity row's timestamp (ties go to the latest created time),
+whose event time is at or before the entity row's timestamp (at one event time, the row with the
+highest source offset: the last correction of the log),
 and only if it is no older than the view's ttl. A value from after the timestamp never appears.
 Every entity row comes back, in the order given; where no feature row qualifies, the features
 are null. (Feast 0.67's file offline store drops such rows without a word.)
@@ -32,8 +33,8 @@ __all__ = ["RetrievalError", "TrainingSet", "get_historical_features"]
 _ROW = "__sluice_row"
 _ENTITY_TIME = "__sluice_entity_time"
 _ENTITY_ORDER = "__sluice_entity_order"
-# Created times in microseconds stay below this until the year 2286.
-_CREATED_SCALE = 10**16
+# Above every source offset (an int64) plus one.
+_OFFSET_SCALE = 10**19
 
 
 class RetrievalError(ValueError):
@@ -88,7 +89,7 @@ def get_historical_features(
     connection = duckdb.connect()
     try:
         connection.register("entities", entities)
-        entity_order = f"epoch_us({_ENTITY_TIME})::HUGEINT * {_CREATED_SCALE} + {_CREATED_SCALE - 1}"
+        entity_order = f"epoch_us({_ENTITY_TIME})::HUGEINT * {_OFFSET_SCALE} + {_OFFSET_SCALE - 1}"
         connection.execute(
             f"CREATE TEMP VIEW keyed AS SELECT *, {entity_order} AS {_ENTITY_ORDER} FROM entities"
         )
@@ -120,12 +121,12 @@ def _asof_join(spec: FeatureViewSpec, names: list[str], alias: str, files: list[
     keys = list(spec.join_keys)
     columns = ", ".join(quote(name) for name in [*keys, *names])
     if files:
-        # The ASOF key orders by event time, then created time, so that at one event time the
-        # row created last (the one that was served) wins, without a window function.
+        # The ASOF key orders by event time, then source offset, so that at one event time the
+        # row written last in the log (the correction, the one served) wins, without a window function.
         source = (
             f"SELECT {columns}, epoch_us(event_timestamp) AS __feature_time_us, "
-            f"epoch_us(event_timestamp)::HUGEINT * {_CREATED_SCALE} "
-            f"+ coalesce(epoch_us(created_timestamp), 0) AS __feature_order "
+            f"epoch_us(event_timestamp)::HUGEINT * {_OFFSET_SCALE} "
+            f"+ coalesce(source_offset + 1, 0) AS __feature_order "
             f"FROM {parquet_scan(files)}"
         )
     else:

@@ -1,7 +1,7 @@
 """``sluice materialize``: rebuild the online store from the Parquet dataset, for example after losing Redis.
 
-For each entity it writes the latest offline row (by event time, then created time) whose event
-time falls in [start, end). The online writer only replaces a row with a newer one, so running it
+For each entity it writes the latest offline row (by event time, source offset, then created time)
+whose event time falls in [start, end). The online writer only replaces a row with a newer one, so running it
 twice changes nothing, and a value the stream wrote after the dataset was read is never overwritten.
 """
 
@@ -76,7 +76,8 @@ def materialize(
         offline_rows = int(connection.sql("SELECT count(*) FROM rows").fetchall()[0][0])
         latest = connection.sql(
             f"SELECT * FROM rows QUALIFY row_number() OVER (PARTITION BY {keys} "
-            f"ORDER BY event_timestamp DESC, created_timestamp DESC NULLS LAST) = 1"
+            "ORDER BY event_timestamp DESC, source_offset DESC NULLS LAST, "
+            "created_timestamp DESC NULLS LAST) = 1"
         ).to_arrow_table()
     finally:
         connection.close()
@@ -96,12 +97,16 @@ def feature_rows(spec: FeatureViewSpec, batch: pa.RecordBatch | pa.Table) -> Fea
         keys = list(zip(*(batch.column(name).to_pylist() for name in join_names), strict=True))
     created = batch.column("created_timestamp")
     created_us = np.asarray(created.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
+    offsets = batch.column("source_offset") if "source_offset" in batch.schema.names else None
     return FeatureRows(
         keys=keys,
         event_times_us=np.asarray(
             batch.column("event_timestamp").cast(pa.int64()).to_numpy(), dtype=np.int64
         ),
         created_times_us=created_us,
+        offsets=None
+        if offsets is None
+        else np.asarray(offsets.cast(pa.int64()).fill_null(-1).to_numpy(), dtype=np.int64),
         features={name: _values(batch.column(name), dtype) for name, dtype in spec.features.items()},
     )
 

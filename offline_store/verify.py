@@ -24,7 +24,7 @@ class VerifyReport:
     feature_view: str
     offline_rows: int
     offline_duplicates: int
-    """Rows whose (entity, event time, created time) appears more than once: never expected."""
+    """Rows whose (entity, event time, source offset, created time) appears more than once: never expected."""
     entities: int
     matching: int
     missing_online: list[Any] = field(default_factory=list)
@@ -47,12 +47,14 @@ class VerifyReport:
 
 
 def latest_rows(dataset: OfflineDataset) -> tuple[Any, int, int]:
-    """The latest row per entity (by event time, then created time), the row count and the duplicate count."""
+    """The latest row per entity (by event time, source offset, then created time), the row count and
+    the duplicate count."""
     frame = dataset.read().to_pandas()
     join_names = list(dataset.spec.join_keys)
-    identity = [*join_names, "event_timestamp", "created_timestamp"]
+    identity = [*join_names, "event_timestamp", "source_offset", "created_timestamp"]
     duplicates = int(frame.duplicated(subset=identity).sum())
-    ordered = frame.sort_values(["event_timestamp", "created_timestamp"], kind="stable")
+    version = ["event_timestamp", "source_offset", "created_timestamp"]
+    ordered = frame.sort_values(version, kind="stable", na_position="first")
     return ordered.groupby(join_names, sort=False).tail(1), len(frame), duplicates
 
 

@@ -2,14 +2,15 @@
 
 Rows go in ``EVALSHA`` calls of a small Lua script, a few hundred rows a call, so the
 compare-and-set of the event time is atomic in Redis (Feast reads the stored time, then writes,
-in two round trips). A row is written when its event time is newer than the stored one; at an equal
-event time, only when its created time is newer, which lets a late event's correction replace the row
-it corrects. Rewriting the same row is a no-op, so replays are idempotent.
+in two round trips). A row is written when its version is newer than the stored one: its event
+time, then at an equal event time its source offset, then its created time; so a late event's
+correction replaces the row it corrects. Rewriting the same row is a no-op, so replays are idempotent.
 
-Beside Feast's fields, each row has a ``_ver:<feature_view>`` field that Feast ignores: the event and
-created times as 20-digit numbers, then the ``_ts`` bytes written with them. Redis compares two
-versions as strings, instead of decoding the stored protobuf timestamp in Lua, which halved its time
-per row. A row whose ``_ts`` is not the one its version was written with (Feast wrote it) is compared
+Beside Feast's fields, each row has a ``_ver:<feature_view>`` field that Feast ignores: the event time,
+the source offset and the created time as 20-digit numbers, then the ``_ts`` bytes written with them.
+At one event time the later offset wins (ties are the log's, not a clock's), then the later created
+time. Redis compares two versions as strings, instead of decoding the stored protobuf timestamp in
+Lua, which halved its time per row. A row whose ``_ts`` is not the one its version was written with (Feast wrote it) is compared
 by its decoded ``_ts``. The commands are packed into RESP here (``online_store.wire``); redis-py's
 packing of their many arguments cost the worker more than the rest of the write.
 """
@@ -66,8 +67,8 @@ for row = 1, #KEYS do
   local newer = true
   if stored[1] then
     local version, stored_version = ARGV[i + 3], stored[2]
-    if stored_version and sub(stored_version, 41) == stored[1] then
-      newer = sub(version, 1, 40) > sub(stored_version, 1, 40)
+    if stored_version and sub(stored_version, 61) == stored[1] then
+      newer = sub(version, 1, 60) > sub(stored_version, 1, 60)
     else
       newer = micros(ARGV[i + 1]) > micros(stored[1])
     end
@@ -95,9 +96,26 @@ class FeatureRows:
     created_times_us: Sequence[int] | NDArray[np.int64]
     features: dict[str, Sequence[Any]]
     """Feature name to values (None or NaN for null)."""
+    offsets: Sequence[int] | NDArray[np.int64] | None = None
+    """The row's place in its source's log (a Kafka offset): at one event time the higher one wins.
+    None where rows have no place in a log; then the created time decides."""
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def take(self, positions: NDArray[np.int64]) -> FeatureRows:
+        """The rows at these positions, in their order."""
+        index = positions.tolist()
+        return FeatureRows(
+            keys=[self.keys[position] for position in index],
+            event_times_us=np.asarray(self.event_times_us, dtype=np.int64)[positions],
+            created_times_us=np.asarray(self.created_times_us, dtype=np.int64)[positions],
+            offsets=None if self.offsets is None else np.asarray(self.offsets, dtype=np.int64)[positions],
+            features={
+                name: values[positions] if isinstance(values, np.ndarray) else [values[i] for i in index]
+                for name, values in self.features.items()
+            },
+        )
 
 
 class OnlineWriter:
@@ -131,20 +149,30 @@ class OnlineWriter:
         keys = [bulk(key) for key in entity_keys(rows.keys, spec.join_keys, spec.project)]
         event_us = np.asarray(rows.event_times_us, dtype=np.int64)
         created_us = np.asarray(rows.created_times_us, dtype=np.int64)
+        offsets = (
+            np.full(len(event_us), -1, dtype=np.int64)
+            if rows.offsets is None
+            else np.asarray(rows.offsets, dtype=np.int64)
+        )
         heads = [
-            b"%s$%d\r\n%s\r\n%s$%d\r\n%020d%020d%s\r\n"
+            b"%s$%d\r\n%s\r\n%s$%d\r\n%020d%020d%020d%s\r\n"
             % (
                 self._ts_field,
                 len(ts),
                 ts,
                 self._version_field,
-                40 + len(ts),
+                60 + len(ts),
                 event + _BIAS,
+                offset + _BIAS,
                 created + _BIAS,
                 ts,
             )
-            for ts, event, created in zip(
-                encode_timestamps_micros(event_us), event_us.tolist(), created_us.tolist(), strict=True
+            for ts, event, offset, created in zip(
+                encode_timestamps_micros(event_us),
+                event_us.tolist(),
+                offsets.tolist(),
+                created_us.tolist(),
+                strict=True,
             )
         ]
         # Per feature, its field then its value, in every row.

@@ -34,12 +34,16 @@ from numpy.typing import NDArray
 
 __all__ = ["REASONS", "DecodedBatch", "EventDecoder", "Rejection"]
 
-REASONS = ("oversized", "malformed_json", "schema", "type", "late")
+REASONS = ("oversized", "malformed_json", "schema", "type", "out_of_range", "late")
 """Every reason a message can be sent to the dead-letter topic."""
 
 # Below this many messages, one pyarrow read costs more than parsing them one by one.
 _BULK_MINIMUM = 64
 _INT_RANGE = {"INT64": (-(2**63), 2**63 - 1), "INT32": (-(2**31), 2**31 - 1)}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Event times that every store can hold: Feast's protobuf Timestamp and Parquet, years 1 to 9999.
+_EARLIEST_US = -62_135_596_800 * 1_000_000
+_LATEST_US = 253_402_300_799 * 1_000_000 + 999_999
 _JSON_TYPE = {
     "INT64": "an integer",
     "INT32": "a 32-bit integer",
@@ -138,9 +142,19 @@ class EventDecoder:
         # A message holding two objects, or none, shows up as a different number of rows.
         if table.num_rows != len(values) or any(table.column(name).null_count for name in self._required):
             return None
+        for name, dtype in self.schema.items():
+            if dtype == "FLOAT32" and len(values):
+                magnitude = np.abs(
+                    np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+                )
+                if np.nanmax(magnitude, initial=0.0) > _FLOAT32_MAX:
+                    return None
         if numeric_time:
             seconds = np.asarray(table.column(self.timestamp_field).to_numpy(), dtype=np.float64)
-            times = np.round(seconds * 1_000_000).astype(np.int64)
+            micros = seconds * 1_000_000
+            if micros.min() < _EARLIEST_US or micros.max() > _LATEST_US:
+                return None
+            times = np.round(micros).astype(np.int64)
         else:
             try:
                 times = np.asarray(
@@ -241,6 +255,10 @@ class EventDecoder:
                 raise _Rejected(
                     "type", f"field {name!r} should be {_JSON_TYPE[dtype]} ({dtype}), got {_describe(value)}"
                 )
+            if not _in_range(value, dtype):
+                raise _Rejected(
+                    "out_of_range", f"field {name!r} is {_describe(value)}, outside the range of {dtype}"
+                )
         return event
 
     def _event_time(self, value: Any) -> int:
@@ -251,8 +269,12 @@ class EventDecoder:
                 raise _Rejected("type", f"event time {value!r} is not an ISO-8601 timestamp") from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            return (moment - _EPOCH) // _MICROSECOND
-        return round(float(value) * 1_000_000)
+            micros = (moment - _EPOCH) // _MICROSECOND
+        else:
+            micros = round(float(value) * 1_000_000)
+        if not _EARLIEST_US <= micros <= _LATEST_US:
+            raise _Rejected("out_of_range", f"event time {value!r} is outside the years 1 to 9999")
+        return micros
 
     def _column(self, name: str, values: list[Any]) -> NDArray[Any]:
         if self.raw_columns or self.schema[name] in ("STRING", "UNIX_TIMESTAMP"):
@@ -262,8 +284,7 @@ class EventDecoder:
 
 def _has_type(value: Any, dtype: str) -> bool:
     if dtype in _INT_RANGE:
-        low, high = _INT_RANGE[dtype]
-        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        return isinstance(value, int) and not isinstance(value, bool)
     if dtype in ("FLOAT64", "FLOAT32"):
         return isinstance(value, int | float) and not isinstance(value, bool)
     if dtype == "STRING":
@@ -272,6 +293,16 @@ def _has_type(value: Any, dtype: str) -> bool:
         return isinstance(value, bool)
     if dtype == "UNIX_TIMESTAMP":
         return isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool))
+    return True
+
+
+def _in_range(value: Any, dtype: str) -> bool:
+    """Whether a value of the right JSON type fits its declared type, so that both stores can hold it."""
+    if dtype in _INT_RANGE:
+        low, high = _INT_RANGE[dtype]
+        return bool(low <= value <= high)
+    if dtype == "FLOAT32":
+        return bool(abs(value) <= _FLOAT32_MAX)
     return True
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,7 +32,7 @@ from streams.dead_letters import DeadLetter, DeadLetterSink, KafkaRecord
 from streams.decoding import DecodedBatch, EventDecoder
 from streams.metrics import WorkerMetrics
 from streams.moments import EMPTY_TIME
-from streams.windows import WindowState
+from streams.windows import ChangeRows, WindowState
 
 __all__ = ["BatchOutcome", "PartitionProcessor", "PreparedBatch"]
 
@@ -47,6 +47,9 @@ class _ComputedBatch:
     accepted: int
     letters: list[DeadLetter]
     rows: FeatureRows
+    """Every change-point row, for Parquet."""
+    online: FeatureRows
+    """Each entity's newest row of ``rows``, for Redis."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,14 +176,14 @@ class PartitionProcessor:
 
     def _replay(self, records: Sequence[KafkaRecord]) -> int:
         if records:
-            self._accept(records)
+            self._accept(records, emit=False)
         return len(records)
 
     def _accept(
-        self, records: Sequence[KafkaRecord]
-    ) -> tuple[DecodedBatch, NDArray[np.bool_], NDArray[np.int64], NDArray[np.int64] | None]:
+        self, records: Sequence[KafkaRecord], *, emit: bool
+    ) -> tuple[DecodedBatch, NDArray[np.bool_], NDArray[np.int64], ChangeRows | None]:
         """Decode, mark late events, and update window state. Returns the batch, the on-time mask,
-        the accepted offsets, and the touched entity ids (aggregated views)."""
+        the accepted offsets, and (aggregated views, with ``emit``) the change-point rows."""
         decoded = self.decoder.decode([record.value for record in records])
         offsets = np.asarray([record.offset for record in records], dtype=np.int64)[decoded.accepted]
         # The watermark before each event: the newest event time seen before it, minus the delay.
@@ -191,7 +194,7 @@ class PartitionProcessor:
         on_time = decoded.times >= watermark
         if on_time.any():
             self.max_event_time = max(self.max_event_time, int(decoded.times[on_time].max()))
-        ids = None
+        changes = None
         if self.state is not None and on_time.any():
             keys = [decoded.keys[index] for index in np.flatnonzero(on_time)]
             ids = self.state.ids_for(keys)
@@ -199,13 +202,13 @@ class PartitionProcessor:
                 column: self._numeric(column, decoded.columns[column][on_time])
                 for column in self.decoder.columns
             }
-            self.state.update(ids, decoded.times[on_time], offsets[on_time], values)
+            changes = self.state.advance(ids, decoded.times[on_time], offsets[on_time], values, emit=emit)
         self.applied_until = max(self.applied_until, records[-1].offset)
-        return decoded, on_time, offsets, ids
+        return decoded, on_time, offsets, changes
 
     def _compute(self, records: Sequence[KafkaRecord]) -> _ComputedBatch:
         """Apply the records to the window state and compute the batch's dead letters and rows."""
-        decoded, on_time, _, ids = self._accept(records)
+        decoded, on_time, offsets, changes = self._accept(records, emit=True)
         letters = [
             DeadLetter(record=records[rejection.index], reason=rejection.reason, detail=rejection.detail)
             for rejection in decoded.rejections
@@ -219,21 +222,19 @@ class PartitionProcessor:
             for index in np.flatnonzero(~on_time)
         ]
         accepted = int(on_time.sum())
-        if accepted:
-            keys, event_times, features = self._rows(decoded, on_time, ids)
+        if changes is not None:
+            rows, newest = self._change_rows(changes, version=records[-1].offset)
+        elif accepted and self.state is None:
+            rows, newest = self._event_rows(decoded, on_time, offsets)
         else:
-            keys, event_times, features = [], np.empty(0, dtype=np.int64), {}
+            rows, newest = self._no_rows(), np.empty(0, dtype=np.int64)
         return _ComputedBatch(
             first_offset=records[0].offset,
             last_offset=records[-1].offset,
             accepted=accepted,
             letters=letters,
-            rows=FeatureRows(
-                keys=keys,
-                event_times_us=event_times,
-                created_times_us=np.full(len(keys), self.clock_us(), dtype=np.int64),
-                features=features,
-            ),
+            rows=rows,
+            online=rows.take(newest),
         )
 
     def _write(self, batch: _ComputedBatch) -> BatchOutcome:
@@ -245,7 +246,7 @@ class PartitionProcessor:
         rows = batch.rows
         if len(rows):
             # Both sinks release the GIL while they wait on I/O, so they run side by side.
-            online_write = _SINKS.submit(self.writer.write, rows)
+            online_write = _SINKS.submit(self.writer.write, batch.online)
             try:
                 self.dataset.write_batch(
                     partition=self.partition,
@@ -254,6 +255,7 @@ class PartitionProcessor:
                     keys=rows.keys,
                     event_times_us=np.asarray(rows.event_times_us, dtype=np.int64),
                     created_times_us=np.asarray(rows.created_times_us, dtype=np.int64),
+                    offsets=np.asarray(rows.offsets, dtype=np.int64),
                     features=rows.features,
                 )
             finally:
@@ -273,29 +275,65 @@ class PartitionProcessor:
             replayed=0,
         )
 
-    def _rows(
-        self, decoded: DecodedBatch, on_time: NDArray[np.bool_], ids: NDArray[np.int64] | None
-    ) -> tuple[list[Any], NDArray[np.int64], dict[str, Any]]:
-        if self.state is not None and ids is not None:
-            touched = np.unique(ids)
-            as_of, results = self.state.rows(touched)
-            keys = [self.state.entity_keys[entity] for entity in touched]
-            features: dict[str, Any] = {}
-            for aggregation in self.spec.aggregations:
-                values = results[aggregation.feature]
-                vocabulary = self.vocabularies.get(aggregation.column)
-                if vocabulary is not None and aggregation.function == "last":
-                    words = list(vocabulary)
-                    values = np.asarray(
-                        [None if np.isnan(v) else words[int(v)] for v in values], dtype=object
-                    )
-                features[aggregation.feature] = values
-            return keys, as_of, features
-        # A plain view: every on-time event is a row.
-        indexes = np.flatnonzero(on_time)
-        keys = [decoded.keys[index] for index in indexes]
-        features = {name: decoded.columns[name][on_time] for name in self.spec.features}
-        return keys, decoded.times[on_time], features
+    def _change_rows(self, changes: ChangeRows, *, version: int) -> tuple[FeatureRows, NDArray[np.int64]]:
+        """An aggregated view's change-point rows, all with the batch's last offset as their version,
+        and the position of each entity's newest row."""
+        assert self.state is not None
+        entity_keys = self.state.entity_keys
+        features: dict[str, Any] = {}
+        for aggregation in self.spec.aggregations:
+            values = changes.features[aggregation.feature]
+            vocabulary = self.vocabularies.get(aggregation.column)
+            if vocabulary is not None and aggregation.function == "last":
+                words = list(vocabulary)
+                values = np.asarray([None if np.isnan(v) else words[int(v)] for v in values], dtype=object)
+            features[aggregation.feature] = values
+        rows = FeatureRows(
+            keys=[entity_keys[entity] for entity in changes.entity_ids.tolist()],
+            event_times_us=changes.times,
+            created_times_us=np.full(len(changes), self.clock_us(), dtype=np.int64),
+            offsets=np.full(len(changes), version, dtype=np.int64),
+            features=features,
+        )
+        # Rows are sorted by time: an entity's last row is its newest.
+        _, last_reversed = np.unique(changes.entity_ids[::-1], return_index=True)
+        return rows, np.sort(len(changes) - 1 - last_reversed)
+
+    def _event_rows(
+        self, decoded: DecodedBatch, on_time: NDArray[np.bool_], offsets: NDArray[np.int64]
+    ) -> tuple[FeatureRows, NDArray[np.int64]]:
+        """A plain view's rows: one per on-time event, the later offset winning at one (entity, event
+        time), each versioned by its own offset; and the position of each entity's newest row."""
+        at_time: dict[tuple[Any, int], int] = {}
+        for index, event_time in zip(
+            np.flatnonzero(on_time).tolist(), decoded.times[on_time].tolist(), strict=True
+        ):
+            at_time[(decoded.keys[index], event_time)] = index  # offsets rise with the index
+        indexes = np.fromiter(at_time.values(), dtype=np.int64, count=len(at_time))
+        indexes.sort()
+        times, row_offsets = decoded.times[indexes], offsets[indexes]
+        newest: dict[Any, int] = {}
+        for position in np.lexsort((row_offsets, times)).tolist():
+            newest[decoded.keys[indexes[position]]] = position
+        rows = FeatureRows(
+            keys=[decoded.keys[index] for index in indexes.tolist()],
+            event_times_us=times,
+            created_times_us=np.full(len(indexes), self.clock_us(), dtype=np.int64),
+            offsets=row_offsets,
+            features={
+                name: cast("Sequence[Any]", decoded.columns[name][indexes]) for name in self.spec.features
+            },
+        )
+        return rows, np.sort(np.fromiter(newest.values(), dtype=np.int64, count=len(newest)))
+
+    def _no_rows(self) -> FeatureRows:
+        return FeatureRows(
+            keys=[],
+            event_times_us=np.empty(0, dtype=np.int64),
+            created_times_us=np.empty(0, dtype=np.int64),
+            offsets=np.empty(0, dtype=np.int64),
+            features={name: [] for name in self.spec.features},
+        )
 
     def _numeric(self, column: str, values: NDArray[Any]) -> NDArray[np.float64]:
         vocabulary = self.vocabularies.get(column)

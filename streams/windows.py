@@ -1,17 +1,30 @@
-"""Event-time windows per entity: panes of statistics that a window merges when a row is emitted.
+"""Event-time windows per entity, and a row for every time a feature's value changes.
 
-For each distinct (window, slide) of a feature view, every entity has a ring of ``window / slide``
-panes, each covering ``slide`` of event time. An event updates the pane that holds its event time,
-in O(1). A row for an entity is emitted as of its latest event time ``t``: each aggregation covers
-the window ``[end - window, end)`` with ``end`` the first slide boundary after ``t``, so a row
-only ever holds events at or before its own timestamp.
+The value at T of an aggregation with window W and slide S is the aggregate of the entity's accepted
+events with event time in ``[end(T) - W, T]``, where ``end(T) = (T // S + 1) * S`` is the first slide
+boundary after T (µs, T included). Over T it is a step function that changes at two kinds of change
+point: each event time, and each boundary ``p + W`` where a non-empty pane ``[p, p + S)`` leaves the
+window (the window decays). ``WindowState.advance`` returns one row per change point that a batch
+creates or changes, so an as-of join over the rows gives the value at any T, whatever the batching.
+
+Change points are emitted up to the partition's stream time, its newest accepted event time: the
+expiry rows are event-time timers that fire as the stream passes them. An event at or before the
+stream time (out of order, within the watermark) changes the values at the entity's change points
+from its own time on; they are emitted again, and the row emitted later wins at equal event time.
+
+State per distinct (window, slide): a ring of panes per entity, updated in O(1) per event. The ring
+holds ``(W + watermark delay) / S + 1`` panes, so an event within the watermark always finds its
+pane. With a watermark delay, the raw events from the watermark's pane on are kept too: a late
+event changes values at change points inside a pane that also holds later events, and those values
+are computed from the raw events.
 
 State is plain NumPy arrays, updated in Numba kernels: no Python object per event or per pane.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -22,64 +35,115 @@ from features.spec import FeatureViewSpec
 from streams.aggregators import AGGREGATORS
 from streams.moments import EMPTY_TIME, Moments, add_value, arrays, merge_into
 
-__all__ = ["PaneLayout", "WindowState"]
+__all__ = ["ChangeRows", "PaneLayout", "WindowState"]
 
 MICROS = 1_000_000
+_NO_TIME = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True, kw_only=True)
 class PaneLayout:
-    """One distinct (window, slide) of a view, and the value columns its aggregations read."""
+    """One distinct (window, slide) of a view, the value columns its aggregations read, and its ring."""
 
     window_us: int
     slide_us: int
     columns: tuple[str, ...]
+    panes: int
+    """Panes per entity's ring: the window's, plus those the watermark delay can reach back to."""
 
-    @property
-    def panes(self) -> int:
-        return self.window_us // self.slide_us
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeRows:
+    """Feature values at change points: one row per (entity, time), sorted by time, then entity."""
+
+    entity_ids: NDArray[np.int64]
+    times: NDArray[np.int64]
+    features: dict[str, NDArray[np.float64]]
+    """Feature name to its value at each row's time (NaN for null)."""
+
+    def __len__(self) -> int:
+        return len(self.entity_ids)
 
 
 @dataclass
 class _LayoutState:
     layout: PaneLayout
+    column_index: NDArray[np.int64]
+    """Positions of the layout's columns among the view's value columns."""
     pane_start: NDArray[np.int64]
     moments: Moments
 
 
 @dataclass
+class _EventBuffer:
+    """Accepted events, kept from the watermark's pane on, for values inside a pane at a past time."""
+
+    ids: NDArray[np.int64]
+    times: NDArray[np.int64]
+    offsets: NDArray[np.int64]
+    values: NDArray[np.float64]
+
+    def add(
+        self, ids: NDArray[np.int64], times: NDArray[np.int64], offsets: NDArray[np.int64], values: Any
+    ) -> None:
+        self.ids = np.concatenate([self.ids, ids])
+        self.times = np.concatenate([self.times, times])
+        self.offsets = np.concatenate([self.offsets, offsets])
+        self.values = np.concatenate([self.values, values])
+
+    def keep_from(self, floor: int) -> None:
+        if len(self.times) and self.times.min() < floor:
+            keep = self.times >= floor
+            self.ids, self.times = self.ids[keep], self.times[keep]
+            self.offsets, self.values = self.offsets[keep], self.values[keep]
+
+    def of(self, entities: NDArray[np.int64], until: int) -> _EventBuffer:
+        """The events of these entities at or before ``until``, sorted by entity, then time."""
+        keep = np.isin(self.ids, entities) & (self.times <= until)
+        order = np.lexsort((self.offsets[keep], self.times[keep], self.ids[keep]))
+        return _EventBuffer(
+            ids=self.ids[keep][order],
+            times=self.times[keep][order],
+            offsets=self.offsets[keep][order],
+            values=self.values[keep][order],
+        )
+
+
 class WindowState:
     """The window state of one feature view over one Kafka partition (or any set of entities)."""
 
-    spec: FeatureViewSpec
-    capacity: int = 1024
-    entity_ids: dict[Any, int] = field(default_factory=dict)
-    entity_keys: list[Any] = field(default_factory=list)
-    max_time: NDArray[np.int64] = field(init=False)
-    columns: tuple[str, ...] = field(init=False)
-    layouts: list[_LayoutState] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.columns = tuple(dict.fromkeys(aggregation.column for aggregation in self.spec.aggregations))
+    def __init__(self, *, spec: FeatureViewSpec, capacity: int = 1024) -> None:
+        self.spec = spec
+        self.capacity = capacity
+        self.entity_ids: dict[Any, int] = {}
+        self.entity_keys: list[Any] = []
+        self.columns = tuple(dict.fromkeys(aggregation.column for aggregation in spec.aggregations))
+        self.delay_us = _micros(spec.watermark_delay.total_seconds())
+        self.max_time = np.full(capacity, EMPTY_TIME, dtype=np.int64)
+        """Per entity, its newest accepted event time."""
+        self.stream_time = EMPTY_TIME
+        """The newest accepted event time of all entities: change points up to it are emitted."""
+        self._buffer = _EventBuffer(
+            ids=np.empty(0, dtype=np.int64),
+            times=np.empty(0, dtype=np.int64),
+            offsets=np.empty(0, dtype=np.int64),
+            values=np.empty((0, len(self.columns))),
+        )
         grouped: dict[tuple[int, int], list[str]] = {}
-        for aggregation in self.spec.aggregations:
-            key = (
-                int(aggregation.window.total_seconds() * MICROS),
-                int(aggregation.slide.total_seconds() * MICROS),
-            )
-            grouped.setdefault(key, [])
-            if aggregation.column not in grouped[key]:
-                grouped[key].append(aggregation.column)
-        self.max_time = np.full(self.capacity, EMPTY_TIME, dtype=np.int64)
-        self.layouts = []
+        for aggregation in spec.aggregations:
+            columns = grouped.setdefault(_layout_key(aggregation), [])
+            if aggregation.column not in columns:
+                columns.append(aggregation.column)
+        self.layouts: list[_LayoutState] = []
         for (window_us, slide_us), columns in grouped.items():
-            layout = PaneLayout(window_us=window_us, slide_us=slide_us, columns=tuple(columns))
-            shape = (self.capacity, layout.panes, len(columns))
+            panes = window_us // slide_us + math.ceil(self.delay_us / slide_us) + 1
+            layout = PaneLayout(window_us=window_us, slide_us=slide_us, columns=tuple(columns), panes=panes)
             self.layouts.append(
                 _LayoutState(
                     layout=layout,
-                    pane_start=np.full((self.capacity, layout.panes), EMPTY_TIME, dtype=np.int64),
-                    moments=Moments.empty(shape),
+                    column_index=np.asarray([self.columns.index(c) for c in columns], dtype=np.int64),
+                    pane_start=np.full((capacity, panes), EMPTY_TIME, dtype=np.int64),
+                    moments=Moments.empty((capacity, panes, len(columns))),
                 )
             )
 
@@ -97,46 +161,148 @@ class WindowState:
             self._grow(len(self.entity_keys))
         return ids
 
-    def update(
+    def advance(
         self,
         ids: NDArray[np.int64],
         times: NDArray[np.int64],
         offsets: NDArray[np.int64],
         values: dict[str, NDArray[np.float64]],
-    ) -> None:
-        """Add events (event time in µs, Kafka offset, one float64 column per input, NaN for null)."""
-        np.maximum.at(self.max_time, ids, times)
-        for state in self.layouts:
-            matrix = np.column_stack([values[column] for column in state.layout.columns])
-            _update_panes(
-                ids, times, offsets, matrix, state.layout.slide_us, state.pane_start, *arrays(state.moments)
-            )
+        *,
+        emit: bool = True,
+    ) -> ChangeRows:
+        """Add accepted events (entity id, event time in µs, Kafka offset, one float64 column per
+        input with NaN for null) and return the rows of every change point they create or change,
+        up to the new stream time. With ``emit=False`` only the state is updated (a replay)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        times = np.asarray(times, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        matrix = np.empty((len(ids), len(self.columns)))
+        for position, column in enumerate(self.columns):
+            matrix[:, position] = values[column]
+        before = self.stream_time
+        after = max(before, int(times.max())) if len(times) else before
+        if self.delay_us:
+            self._buffer.add(ids, times, offsets, matrix)
 
-    def rows(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], dict[str, NDArray[np.float64]]]:
-        """For each entity id: its as-of time (µs) and every aggregation's value (NaN for null)."""
-        as_of = self.max_time[ids]
-        results: dict[str, NDArray[np.float64]] = {}
+        # Events at or before the stream time: into the rings, then the entity's later change points again.
+        old = np.flatnonzero(times <= before)
+        for state in self.layouts:
+            _apply(ids[old], times[old], offsets[old], np.ascontiguousarray(matrix[old][:, state.column_index]),
+                   state.layout.slide_us, state.pane_start, *arrays(state.moments))  # fmt: skip
+        np.maximum.at(self.max_time, ids[old], times[old])
+        corrected = self._corrections(ids[old], times[old], before) if emit and len(old) else None
+
+        # Newer events, in event-time order, each change point evaluated once every event up to it is in.
+        new = np.flatnonzero(times > before)
+        new = new[np.lexsort((offsets[new], times[new]))]
+        point_ids, point_times = (
+            self._new_points(ids[new], times[new], before, after) if emit else (_NONE, _NONE)
+        )
+        windows = []
         for state in self.layouts:
             layout = state.layout
-            window = Moments.empty((len(ids), len(layout.columns)))
-            _window_moments(
-                ids,
-                as_of,
-                layout.slide_us,
-                layout.window_us,
-                state.pane_start,
-                *arrays(state.moments),
-                *arrays(window),
+            window = Moments.empty((len(point_ids), len(layout.columns)))
+            _walk(
+                ids[new], times[new], offsets[new], np.ascontiguousarray(matrix[new][:, state.column_index]),
+                point_ids, point_times, layout.slide_us, layout.window_us, state.pane_start,
+                *arrays(state.moments), *arrays(window),
+            )  # fmt: skip
+            windows.append(window)
+        np.maximum.at(self.max_time, ids[new], times[new])
+        self.stream_time = after
+        if self.delay_us and self.layouts:
+            watermark = after - self.delay_us
+            self._buffer.keep_from(
+                min(watermark // s.layout.slide_us * s.layout.slide_us for s in self.layouts)
             )
+        rows = self._rows(point_ids, point_times, windows)
+        if corrected is None:
+            return rows
+        return ChangeRows(
+            entity_ids=np.concatenate([corrected.entity_ids, rows.entity_ids]),
+            times=np.concatenate([corrected.times, rows.times]),
+            features={
+                name: np.concatenate([corrected.features[name], rows.features[name]])
+                for name in rows.features
+            },
+        )
+
+    def _corrections(self, ids: NDArray[np.int64], times: NDArray[np.int64], before: int) -> ChangeRows:
+        """The rows, again, of every change point of these entities from their earliest event here on."""
+        entities, inverse = np.unique(ids, return_inverse=True)
+        earliest = np.full(len(entities), _NO_TIME, dtype=np.int64)
+        np.minimum.at(earliest, inverse, times)
+        buffered = None
+        if self.delay_us:
+            buffered = self._buffer.of(entities, before)
+            since = earliest[np.searchsorted(entities, buffered.ids)]
+            keep = buffered.times >= since
+            point_ids, point_times = [buffered.ids[keep]], [buffered.times[keep]]
+        else:
+            # Without a delay, an event at or before the stream time is at the stream time itself.
+            point_ids, point_times = [ids], [times]
+        for state in self.layouts:
+            starts = state.pane_start[entities]
+            ends = starts + state.layout.window_us
+            hit = (starts != EMPTY_TIME) & (ends > earliest[:, None]) & (ends <= before)
+            point_ids.append(np.broadcast_to(entities[:, None], starts.shape)[hit])
+            point_times.append(ends[hit])
+        unique_ids, unique_times = _unique_points(np.concatenate(point_ids), np.concatenate(point_times))
+        windows = []
+        for state in self.layouts:
+            layout = state.layout
+            window = Moments.empty((len(unique_ids), len(layout.columns)))
+            if buffered is None:
+                _window_moments(unique_ids, unique_times, layout.slide_us, layout.window_us, state.pane_start,
+                                *arrays(state.moments), *arrays(window))  # fmt: skip
+            else:
+                _window_moments_with_events(  # type: ignore[call-arg]
+                    unique_ids, unique_times, self.max_time, layout.slide_us, layout.window_us,
+                    state.pane_start, *arrays(state.moments),
+                    buffered.ids, buffered.times, buffered.offsets,
+                    np.ascontiguousarray(buffered.values[:, state.column_index]),
+                    *arrays(window),
+                )  # fmt: skip
+            windows.append(window)
+        return self._rows(unique_ids, unique_times, windows)
+
+    def _new_points(
+        self, ids: NDArray[np.int64], times: NDArray[np.int64], before: int, after: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Change points in (before, after]: the new events' times and the panes leaving windows."""
+        point_ids, point_times = [ids], [times]
+        known = len(self.entity_keys)
+        for state in self.layouts:
+            window_us, slide_us = state.layout.window_us, state.layout.slide_us
+            if before != EMPTY_TIME:
+                # Panes already in the rings, of entities whose newest pane can still leave a window.
+                live = np.flatnonzero(self.max_time[:known] > before - window_us)
+                starts = state.pane_start[live]
+                ends = starts + window_us
+                hit = (starts != EMPTY_TIME) & (ends > before) & (ends <= after)
+                point_ids.append(np.broadcast_to(live[:, None], starts.shape)[hit])
+                point_times.append(ends[hit])
+            # Panes the new events open.
+            ends = times // slide_us * slide_us + window_us
+            hit = ends <= after
+            point_ids.append(ids[hit])
+            point_times.append(ends[hit])
+        return _unique_points(np.concatenate(point_ids), np.concatenate(point_times))
+
+    def _rows(
+        self, point_ids: NDArray[np.int64], point_times: NDArray[np.int64], windows: list[Moments]
+    ) -> ChangeRows:
+        results: dict[str, NDArray[np.float64]] = {}
+        for state, window in zip(self.layouts, windows, strict=True):
+            layout = state.layout
             for aggregation in self.spec.aggregations:
-                window_us = int(aggregation.window.total_seconds() * MICROS)
-                slide_us = int(aggregation.slide.total_seconds() * MICROS)
-                if (window_us, slide_us) != (layout.window_us, layout.slide_us):
+                if _layout_key(aggregation) != (layout.window_us, layout.slide_us):
                     continue
                 column = layout.columns.index(aggregation.column)
                 column_moments = Moments(**{name: array[:, column] for name, array in vars(window).items()})
                 results[aggregation.feature] = AGGREGATORS[aggregation.function].result(column_moments)
-        return as_of, {feature: results[feature] for feature in self.spec.features if feature in results}
+        features = {feature: results[feature] for feature in self.spec.features if feature in results}
+        return ChangeRows(entity_ids=point_ids, times=point_times, features=features)
 
     def _grow(self, needed: int) -> None:
         capacity = self.capacity
@@ -159,75 +325,163 @@ class WindowState:
         self.capacity = capacity
 
 
-@numba.njit(cache=True)
-def _update_panes(  # type: ignore[no-untyped-def]
-    ids,
-    times,
-    offsets,
-    values,
-    slide,
-    pane_start,
-    count,
-    total,
-    mean,
-    m2,
-    low,
-    high,
-    last_time,
-    last_offset,
-    last,
-):
+_NONE = np.empty(0, dtype=np.int64)
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * MICROS)
+
+
+def _layout_key(aggregation: Any) -> tuple[int, int]:
+    return _micros(aggregation.window.total_seconds()), _micros(aggregation.slide.total_seconds())
+
+
+def _unique_points(
+    ids: NDArray[np.int64], times: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Distinct (entity, time) pairs, sorted by time, then entity."""
+    order = np.lexsort((ids, times))
+    ids, times = ids[order], times[order]
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = (ids[1:] != ids[:-1]) | (times[1:] != times[:-1])
+    return np.ascontiguousarray(ids[first]), np.ascontiguousarray(times[first])
+
+
+@numba.njit(cache=True, inline="always")
+def _apply_event(  # type: ignore[no-untyped-def]
+    entity, time, offset, values, i, slide, pane_start, count, total, mean, m2, low, high,
+    last_time, last_offset, last,
+):  # fmt: skip
     panes = pane_start.shape[1]
-    columns = values.shape[1]
+    start = (time // slide) * slide
+    slot = (time // slide) % panes
+    current = pane_start[entity, slot]
+    if current > start:
+        # The slot holds a newer pane. The ring is sized so that no event within the watermark gets here.
+        return
+    if current != start:
+        pane_start[entity, slot] = start
+        for j in range(values.shape[1]):
+            count[entity, slot, j] = 0.0
+            total[entity, slot, j] = 0.0
+            mean[entity, slot, j] = 0.0
+            m2[entity, slot, j] = 0.0
+            low[entity, slot, j] = np.inf
+            high[entity, slot, j] = -np.inf
+            last_time[entity, slot, j] = EMPTY_TIME
+            last_offset[entity, slot, j] = -1
+            last[entity, slot, j] = np.nan
+    for j in range(values.shape[1]):
+        value = values[i, j]
+        if not np.isnan(value):
+            add_value(
+                count, total, mean, m2, low, high, last_time, last_offset, last,
+                (entity, slot, j), value, time, offset,
+            )  # fmt: skip
+
+
+@numba.njit(cache=True, inline="always")
+def _merge_panes(  # type: ignore[no-untyped-def]
+    entity, begin, end, row, pane_start, count, total, mean, m2, low, high, last_time, last_offset, last,
+    w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+):  # fmt: skip
+    """Merge the entity's panes that start in [begin, end) into row ``row`` of the window moments."""
+    for slot in range(pane_start.shape[1]):
+        start = pane_start[entity, slot]
+        if start < begin or start >= end:
+            continue
+        for j in range(count.shape[2]):
+            merge_into(
+                w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+                (row, j),
+                count[entity, slot, j], total[entity, slot, j], mean[entity, slot, j], m2[entity, slot, j],
+                low[entity, slot, j], high[entity, slot, j], last_time[entity, slot, j],
+                last_offset[entity, slot, j], last[entity, slot, j],
+            )  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _apply(  # type: ignore[no-untyped-def]
+    ids, times, offsets, values, slide, pane_start, count, total, mean, m2, low, high, last_time,
+    last_offset, last,
+):  # fmt: skip
     for i in range(ids.shape[0]):
-        entity = ids[i]
-        start = (times[i] // slide) * slide
-        slot = (times[i] // slide) % panes
-        current = pane_start[entity, slot]
-        if current != start:
-            if current > start:
-                continue  # the slot holds a newer pane: this event is older than any window still emitted
-            pane_start[entity, slot] = start
-            for j in range(columns):
-                count[entity, slot, j] = 0.0
-                total[entity, slot, j] = 0.0
-                mean[entity, slot, j] = 0.0
-                m2[entity, slot, j] = 0.0
-                low[entity, slot, j] = np.inf
-                high[entity, slot, j] = -np.inf
-                last_time[entity, slot, j] = EMPTY_TIME
-                last_offset[entity, slot, j] = -1
-                last[entity, slot, j] = np.nan
-        for j in range(columns):
-            value = values[i, j]
-            if not np.isnan(value):
-                add_value(
-                    count, total, mean, m2, low, high, last_time, last_offset, last,
-                    (entity, slot, j), value, times[i], offsets[i],
-                )  # fmt: skip
+        _apply_event(ids[i], times[i], offsets[i], values, i, slide, pane_start,
+                     count, total, mean, m2, low, high, last_time, last_offset, last)  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _walk(  # type: ignore[no-untyped-def]
+    ids, times, offsets, values, point_ids, point_times, slide, window, pane_start,
+    count, total, mean, m2, low, high, last_time, last_offset, last,
+    w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+):  # fmt: skip
+    """Apply events (sorted by time) and evaluate the points (sorted by time) in one pass, each point
+    once every event at or before it is in and none after it: then its panes hold exactly its events."""
+    i = 0
+    for row in range(point_ids.shape[0]):
+        at = point_times[row]
+        while i < ids.shape[0] and times[i] <= at:
+            _apply_event(ids[i], times[i], offsets[i], values, i, slide, pane_start,
+                         count, total, mean, m2, low, high, last_time, last_offset, last)  # fmt: skip
+            i += 1
+        end = (at // slide + 1) * slide
+        _merge_panes(
+            point_ids[row], end - window, end, row, pane_start,
+            count, total, mean, m2, low, high, last_time, last_offset, last,
+            w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+        )  # fmt: skip
+    while i < ids.shape[0]:
+        _apply_event(ids[i], times[i], offsets[i], values, i, slide, pane_start,
+                     count, total, mean, m2, low, high, last_time, last_offset, last)  # fmt: skip
+        i += 1
 
 
 @numba.njit(cache=True)
 def _window_moments(  # type: ignore[no-untyped-def]
-    ids, as_of, slide, window, pane_start, count, total, mean, m2, low, high, last_time, last_offset, last,
+    point_ids, point_times, slide, window, pane_start, count, total, mean, m2, low, high, last_time,
+    last_offset, last, w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+):  # fmt: skip
+    """Window moments at each point, from the panes alone: right while no event after it is in them."""
+    for row in range(point_ids.shape[0]):
+        end = (point_times[row] // slide + 1) * slide
+        _merge_panes(
+            point_ids[row], end - window, end, row, pane_start,
+            count, total, mean, m2, low, high, last_time, last_offset, last,
+            w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+        )  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _window_moments_with_events(  # type: ignore[no-untyped-def]
+    point_ids, point_times, max_time, slide, window, pane_start,
+    count, total, mean, m2, low, high, last_time, last_offset, last,
+    event_ids, event_times, event_offsets, event_values,
     w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
 ):  # fmt: skip
-    panes = pane_start.shape[1]
-    columns = count.shape[2]
-    for row in range(ids.shape[0]):
-        entity = ids[row]
-        end = (as_of[row] // slide + 1) * slide
-        begin = end - window
-        for slot in range(panes):
-            start = pane_start[entity, slot]
-            if start < begin or start >= end:
+    """Window moments at each point: whole panes before the point's own pane, then the raw events of
+    its own pane up to the point (the pane may hold later events). Events are sorted by entity."""
+    for row in range(point_ids.shape[0]):
+        entity, at = point_ids[row], point_times[row]
+        end = (at // slide + 1) * slide
+        # Once no event after the point is in, the panes alone are exact.
+        own_pane_from_events = max_time[entity] > at
+        _merge_panes(
+            entity, end - window, end - slide if own_pane_from_events else end, row, pane_start,
+            count, total, mean, m2, low, high, last_time, last_offset, last,
+            w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+        )  # fmt: skip
+        if not own_pane_from_events:
+            continue
+        for k in range(np.searchsorted(event_ids, entity), event_ids.shape[0]):
+            if event_ids[k] != entity:
+                break
+            if event_times[k] < end - slide or event_times[k] > at:
                 continue
-            for j in range(columns):
-                merge_into(
-                    w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
-                    (row, j),
-                    count[entity, slot, j], total[entity, slot, j], mean[entity, slot, j],
-                    m2[entity, slot, j],
-                    low[entity, slot, j], high[entity, slot, j], last_time[entity, slot, j],
-                    last_offset[entity, slot, j], last[entity, slot, j],
-                )  # fmt: skip
+            for j in range(event_values.shape[1]):
+                value = event_values[k, j]
+                if not np.isnan(value):
+                    add_value(
+                        w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+                        (row, j), value, event_times[k], event_offsets[k],
+                    )  # fmt: skip

@@ -17,6 +17,7 @@ SCHEMA = {
     "count": "INT32",
     "ok": "BOOL",
     "merchant": "STRING",
+    "score": "FLOAT32",
     "ts": "UNIX_TIMESTAMP",
 }
 
@@ -36,6 +37,7 @@ valid_event = st.fixed_dictionaries(
         "count": st.integers(-(2**31), 2**31 - 1),
         "ok": st.booleans(),
         "merchant": st.text(max_size=8),
+        "score": st.floats(-3e38, 3e38),
     },
     optional={"extra": st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5)},
 )
@@ -48,6 +50,10 @@ poison = st.sampled_from(
         b'{"card_id": 1, "amount": "1", "count": 1, "ok": true, "ts": 1}',
         b'{"card_id": 1, "amount": NaN, "count": 1, "ok": true, "ts": 1}',
         b'{"card_id": 1, "amount": 1, "count": 4294967296, "ok": true, "ts": 1}',
+        b'{"card_id": 9223372036854775808, "amount": 1, "count": 1, "ok": true, "ts": 1}',
+        b'{"card_id": 1, "amount": 1, "count": 1, "ok": true, "score": 1e39, "ts": 1}',
+        b'{"card_id": 1, "amount": 1, "count": 1, "ok": true, "ts": 1e13}',
+        b'{"card_id": 1, "amount": 1, "count": 1, "ok": true, "ts": "10000-01-01T00:00:00"}',
         b'{"card_id": 1, "amount": null, "count": 1, "ok": true, "ts": 1}',
         b'{"amount": 1, "count": 1, "ok": true, "ts": 1}',
         b'{"card_id": 1, "card_id": 2, "amount": 1, "count": 1, "ok": true, "ts": 1}',
@@ -111,3 +117,21 @@ def test_an_event_time_declared_as_an_integer_refuses_fractions_on_both_paths() 
     clean = [message for index, message in enumerate(messages) if index != 5]
     assert strict._decode_bulk(clean) is not None
     same(strict.decode(clean), strict._decode_each(clean))
+
+
+def test_a_value_its_declared_type_cannot_hold_is_out_of_range_on_both_paths() -> None:
+    # Each decodes as JSON of the right kind, but no store can hold it in the declared type.
+    bad = {
+        3: {"card_id": 2**63, "amount": 1.0, "count": 1, "ok": True, "ts": 1.7e9},  # past INT64
+        7: {"card_id": 7, "amount": 1.0, "count": -(2**31) - 1, "ok": True, "ts": 1.7e9},  # past INT32
+        11: {"card_id": 11, "amount": 1.0, "count": 1, "ok": True, "score": -1e39, "ts": 1.7e9},  # FLOAT32
+        13: {"card_id": 13, "amount": 1.0, "count": 1, "ok": True, "ts": 1e13},  # the year 318857
+    }
+    messages = [
+        orjson.dumps(bad.get(card, {"card_id": card, "amount": 1.0, "count": card, "ok": True, "ts": 1.7e9}))
+        for card in range(80)
+    ]
+    ours = decoder()
+    for decoded in (ours.decode(messages), ours._decode_each(messages)):
+        assert [(r.index, r.reason) for r in decoded.rejections] == [(i, "out_of_range") for i in sorted(bad)]
+        assert len(decoded.keys) == 80 - len(bad)

@@ -35,13 +35,18 @@ def view(root: Path, *, ttl: timedelta = timedelta(0), name: str = "card_stats")
 
 
 def write(
-    spec: FeatureViewSpec, rows: list[tuple[int, int, int, float | None, int]], partition: int = 0
+    spec: FeatureViewSpec,
+    rows: list[tuple[int, int, int, float | None, int]],
+    partition: int = 0,
+    first_offset: int = 0,
 ) -> None:
-    """Rows of (card, event second, created second, amount_sum, txn_count), as one stream batch."""
+    """Rows of (card, event second, created second, amount_sum, txn_count), as one stream batch
+    whose rows have offsets from ``first_offset`` on."""
     OfflineDataset(spec=spec).write_batch(
         partition=partition,
-        first_offset=0,
-        last_offset=max(len(rows) - 1, 0),
+        first_offset=first_offset,
+        last_offset=first_offset + max(len(rows) - 1, 0),
+        offsets=np.arange(first_offset, first_offset + len(rows), dtype=np.int64),
         keys=[row[0] for row in rows],
         event_times_us=np.array([int(T0.timestamp() + row[1]) * MICROS for row in rows], dtype=np.int64),
         created_times_us=np.array([int(T0.timestamp() + row[2]) * MICROS for row in rows], dtype=np.int64),
@@ -104,14 +109,15 @@ def test_values_older_than_the_ttl_are_null(tmp_path: Path) -> None:
     assert result["amount_sum"].isna().tolist() == [False, False, True]
 
 
-def test_at_one_event_time_the_row_created_last_wins(tmp_path: Path) -> None:
+def test_at_one_event_time_the_later_offset_wins_whatever_the_clocks_said(tmp_path: Path) -> None:
     spec = view(tmp_path)
-    write(spec, [(1, 100, 100, 1.0, 1)], partition=0)
-    write(spec, [(1, 100, 130, 3.0, 3), (1, 100, 120, 2.0, 2)], partition=1)
+    write(spec, [(1, 100, 100, 1.0, 1)], first_offset=0)
+    # A later batch corrects the value at 100 s twice; its second row was stamped by a slower clock.
+    write(spec, [(1, 100, 130, 3.0, 3), (1, 100, 120, 2.0, 2)], first_offset=10)
     result = get_historical_features(
         entity_df=entities([(1, 100)]), features=["card_stats:amount_sum"], repo=[spec]
     )
-    assert result.to_df()["amount_sum"].tolist() == [3.0]
+    assert result.to_df()["amount_sum"].tolist() == [2.0]
 
 
 def test_two_views_join_side_by_side_with_full_names(tmp_path: Path) -> None:
@@ -172,7 +178,6 @@ def test_the_join_equals_a_brute_force_reference(
 ) -> None:
     root = tmp_path_factory.mktemp("hist")
     spec = view(root, ttl=timedelta(seconds=ttl))
-    # Distinct created times per (card, event time), so exactly one row is the served one.
     unique = {
         (card, second, second + delay): (card, second, second + delay, amount, count)
         for card, second, delay, amount, count in rows
@@ -184,12 +189,13 @@ def test_the_join_equals_a_brute_force_reference(
     ).to_df()
     assert len(result) == len(labels)
     for position, (card, second) in enumerate(labels):
+        # At one event time the row with the higher offset (its place in the batch) is the served one.
         eligible = [
-            row
-            for row in unique.values()
+            (offset, row)
+            for offset, row in enumerate(unique.values())
             if row[0] == card and row[1] <= second and (not ttl or second - row[1] <= ttl)
         ]
-        expected = max(eligible, key=lambda row: (row[1], row[2])) if eligible else None
+        expected = max(eligible, key=lambda item: (item[1][1], item[0]))[1] if eligible else None
         got_amount, got_count = result["amount_sum"][position], result["txn_count"][position]
         if expected is None:
             assert pd.isna(got_amount) and pd.isna(got_count)

@@ -18,7 +18,7 @@ from streams import producer
 from streams.dead_letters import DeadLetterSink, SourceRecord
 from streams.metrics import WorkerMetrics
 from streams.processor import PartitionProcessor
-from tests.reference import expected_rows
+from tests.reference import change_points, expected_rows
 from tests.streaming import make_repo
 from tests.test_stream_worker import assert_same, online_rows, transactions
 
@@ -67,4 +67,10 @@ def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
     assert_same(online_rows(redis_client, repo, sorted(expected.index)), expected)
     files = list(OfflineDataset(spec=spec).batch_files())
     assert {(file.first_offset, file.last_offset) for file in files} == {(0, 499)}
-    assert OfflineDataset(spec=spec).read().num_rows == len(expected)
+    # One offline row per change point: each event time, and each time a pane leaves a window.
+    offline = OfflineDataset(spec=spec).read()
+    written = list(
+        zip(offline["card_id"].to_pylist(), offline["event_timestamp"].cast("int64").to_pylist(), strict=True)
+    )
+    assert len(written) == len(set(written))
+    assert set(written) == change_points(frame, spec, key="card_id", time="ts_us")

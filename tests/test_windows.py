@@ -1,7 +1,8 @@
-"""Window state equals a pandas reference on random, shuffled, out-of-order streams."""
+"""Window state equals a brute-force recomputation on random, out-of-order streams in any batching."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from features.spec import AggregationSpec, FeatureViewSpec
 from streams.windows import WindowState
-from tests.reference import expected_rows
+from tests.reference import value_at
 
 SECOND = 1_000_000
 
@@ -45,51 +46,117 @@ def _spec() -> FeatureViewSpec:
 
 EVENTS = st.lists(
     st.tuples(
-        st.integers(0, 6),  # card
+        st.integers(0, 5),  # card
         st.integers(0, 180 * SECOND),  # event time within three minutes
         st.one_of(st.floats(-1000, 1000, allow_nan=False), st.none()),  # amount, sometimes null
+        st.integers(0, 2),  # ties: a third of events share their time with a neighbour's
     ),
     min_size=1,
-    max_size=200,
+    max_size=150,
 )
 
 
-@settings(max_examples=150)
-@given(events=EVENTS, batch_size=st.integers(1, 50), seed=st.integers(0, 2**32 - 1))
-def test_rows_equal_the_pandas_reference_in_any_arrival_order(
-    events: list[tuple[int, int, float | None]], batch_size: int, seed: int
+def _accepted(frame: pd.DataFrame, delay_us: int) -> pd.Series:
+    """The processor's watermark, in arrival order: an event is on time when it is at most the
+    delay behind the newest on-time event before it."""
+    newest, on_time = None, []
+    for ts in frame["ts"].tolist():
+        keep = newest is None or ts >= newest - delay_us
+        on_time.append(keep)
+        if keep:
+            newest = ts if newest is None else max(newest, ts)
+    return pd.Series(on_time, index=frame.index)
+
+
+def _as_of(rows: pd.DataFrame, card: int, at: int, spec: FeatureViewSpec) -> dict[str, float]:
+    """What an as-of join returns at ``at``: the card's newest row at or before it, the row emitted
+    last winning at one time; before the card's first row, an empty window."""
+    mine = rows[(rows["card_id"] == card) & (rows["ts"] <= at)]
+    if mine.empty:
+        return {a.feature: 0.0 if a.function == "count" else np.nan for a in spec.aggregations}
+    return mine.sort_values(["ts", "batch"]).iloc[-1][list(spec.features)].to_dict()
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    events=EVENTS,
+    batch_size=st.integers(1, 40),
+    delay_s=st.sampled_from([0, 5, 25]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_an_as_of_join_on_the_rows_gives_the_value_at_any_time_in_any_batching(
+    events: list[tuple[int, int, float | None, int]], batch_size: int, delay_s: int, seed: int
 ) -> None:
-    spec = _spec()
-    frame = pd.DataFrame(events, columns=["card_id", "ts", "amount"]).astype({"amount": float})
-    # Shuffle the arrival order; the offset is the arrival position, as Kafka would assign it.
-    frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    spec = replace(_spec(), watermark_delay=timedelta(seconds=delay_s))
+    frame = pd.DataFrame(events, columns=["card_id", "ts", "amount", "tie"]).astype({"amount": float})
+    frame["ts"] = np.where(frame["tie"] == 0, frame["ts"] // (5 * SECOND) * (5 * SECOND), frame["ts"])
+    # Arrival order: event time plus a jitter of up to twice the delay, so some events come too late.
+    rng = np.random.default_rng(seed)
+    jitter = rng.integers(0, 2 * delay_s * SECOND + 1, len(frame))
+    frame = frame.iloc[np.argsort(frame["ts"].to_numpy() + jitter, kind="stable")].reset_index(drop=True)
     frame["offset"] = np.arange(len(frame))
+    frame = frame[_accepted(frame, delay_s * SECOND)]
 
     state = WindowState(spec=spec, capacity=2)  # tiny, so the state must grow on the way
-    for start in range(0, len(frame), batch_size):
+    emitted = []
+    for batch_number, start in enumerate(range(0, len(frame), batch_size)):
         batch = frame.iloc[start : start + batch_size]
-        ids = state.ids_for(batch["card_id"].tolist())
-        state.update(
-            ids, batch["ts"].to_numpy(), batch["offset"].to_numpy(), {"amount": batch["amount"].to_numpy()}
+        changes = state.advance(
+            state.ids_for(batch["card_id"].tolist()),
+            batch["ts"].to_numpy(),
+            batch["offset"].to_numpy(),
+            {"amount": batch["amount"].to_numpy()},
         )
+        points = list(zip(changes.entity_ids.tolist(), changes.times.tolist(), strict=True))
+        assert len(set(points)) == len(points), "a batch emits each (entity, time) once"
+        emitted.append(
+            pd.DataFrame(
+                {
+                    "card_id": [state.entity_keys[entity] for entity in changes.entity_ids.tolist()],
+                    "ts": changes.times,
+                    "batch": batch_number,
+                    **changes.features,
+                }
+            )
+        )
+    rows = pd.concat(emitted, ignore_index=True)
+    assert state.stream_time == frame["ts"].max()
 
-    cards = sorted(frame["card_id"].unique())
-    as_of, results = state.rows(state.ids_for(cards))
-    expected = expected_rows(frame, spec, key="card_id", time="ts", order="offset").loc[cards]
-    assert as_of.tolist() == expected["as_of"].tolist()
-    for feature in spec.features:
-        np.testing.assert_allclose(results[feature], expected[feature].to_numpy(float), rtol=1e-9, atol=1e-6)
+    # Every change point, and the microsecond before it, and random times, up to the stream time.
+    times = set(rows["ts"].tolist()) | {t - 1 for t in rows["ts"].tolist()}
+    times |= set(rng.integers(frame["ts"].min() - 10 * SECOND, state.stream_time + 1, 20).tolist())
+    for at in sorted(t for t in times if t <= state.stream_time):
+        for card in sorted(frame["card_id"].unique()):
+            got = _as_of(rows, card, at, spec)
+            expected = value_at(frame, spec, key="card_id", time="ts", order="offset", entity=card, at=at)
+            for feature in spec.features:
+                np.testing.assert_allclose(
+                    got[feature], expected[feature], rtol=1e-9, atol=1e-6, err_msg=f"{feature} at {at}"
+                )
 
 
-def test_a_row_never_holds_an_event_after_its_timestamp() -> None:
+def test_a_sliding_count_decays_to_zero_as_the_stream_passes_its_panes() -> None:
     spec = _spec()
     state = WindowState(spec=spec)
-    # Card 1: events at 5 s and 25 s. As of 25 s, the sliding 30 s window ends at 30 s: both count.
-    ids = state.ids_for([1, 1])
-    state.update(ids, np.array([5, 25]) * SECOND, np.array([0, 1]), {"amount": np.array([1.0, 2.0])})
-    as_of, results = state.rows(state.ids_for([1]))
-    assert as_of.tolist() == [25 * SECOND]
-    assert results["count_30s"].tolist() == [2.0]
-    # The tumbling 10 s window as of 25 s is [20 s, 30 s): only the second event.
-    assert results["sum_10s"].tolist() == [2.0]
-    assert results["last_60s"].tolist() == [2.0]
+    # Card 1 buys at 5 s and 25 s. Its rows: at 5 s and 25 s (the events), then, on the sliding
+    # 30 s window, at 30 s (the pane [0, 10) leaves: count 1) and 50 s (the pane [20, 30) leaves:
+    # count 0). Card 2's event at 70 s moves the stream past both.
+    state.advance(state.ids_for([1, 1]), np.array([5, 25]) * SECOND, np.array([0, 1]),
+                  {"amount": np.array([1.0, 2.0])})  # fmt: skip
+    changes = state.advance(
+        state.ids_for([2]), np.array([70]) * SECOND, np.array([2]), {"amount": np.array([4.0])}
+    )
+    card_1 = changes.entity_ids == state.ids_for([1])[0]
+    rows = dict(
+        zip(
+            (changes.times[card_1] // SECOND).tolist(),
+            changes.features["count_30s"][card_1].tolist(),
+            strict=True,
+        )
+    )
+    assert rows[30] == 1.0
+    assert rows[50] == 0.0
+    # The tumbling 10 s window ends at 30 s: empty, so sum is null and count 0.
+    at_30 = np.flatnonzero(card_1 & (changes.times == 30 * SECOND))[0]
+    assert changes.features["count_10s"][at_30] == 0.0
+    assert np.isnan(changes.features["sum_10s"][at_30])
