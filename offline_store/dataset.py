@@ -136,6 +136,17 @@ class OfflineDataset:
                 last_offset=int(match["last"]),
             )
 
+    def remove_temporary(self, *, partition: int) -> int:
+        """Delete the temporary files a crash left behind for one partition; returns how many.
+
+        Only the partition's owner writes them, so a new owner removes them before its first write."""
+        if not self.root.is_dir():
+            return 0
+        orphans = list(self.root.glob(f"date=*/.{self.spec.topic}-{partition:05d}-*.tmp"))
+        for orphan in orphans:
+            orphan.unlink(missing_ok=True)
+        return len(orphans)
+
     def paths(self, *, earliest: datetime | None = None, latest: datetime | None = None) -> list[str]:
         """The dataset's files, sorted, skipping date partitions wholly outside [earliest, latest]."""
         first = earliest.astimezone(UTC).date().isoformat() if earliest is not None else ""

@@ -5,7 +5,8 @@ whose event time is at or before the entity row's timestamp (at one event time, 
 highest source offset: the last correction of the log),
 and only if it is no older than the view's ttl. A value from after the timestamp never appears.
 Every entity row comes back, in the order given; where no feature row qualifies, the features
-are null. (Feast 0.67's file offline store drops such rows without a word.)
+are null, except a windowed count before the entity's first row, which is 0 (its window is empty).
+(Feast 0.67's file offline store drops such rows without a word.)
 """
 
 from __future__ import annotations
@@ -106,9 +107,13 @@ def get_historical_features(
             fresh = (
                 f"epoch_us(e.{_ENTITY_TIME}) - {alias}.__feature_time_us <= {ttl_us}" if ttl_us else "TRUE"
             )
+            counts = {a.feature for a in spec.aggregations if a.function == "count"}
             for name in names:
+                # Before an entity's first row its windows are empty: a count of 0, like any empty window.
+                empty = f"WHEN {alias}.__feature_time_us IS NULL THEN 0 " if name in counts else ""
                 selects.append(
-                    f"CASE WHEN {fresh} THEN {alias}.{quote(name)} END AS {quote(outputs[(spec.name, name)])}"
+                    f"CASE {empty}WHEN {fresh} THEN {alias}.{quote(name)} END "
+                    f"AS {quote(outputs[(spec.name, name)])}"
                 )
         query = f"SELECT {', '.join(selects)} FROM keyed e {' '.join(joins)} ORDER BY e.{_ROW}"
         table = connection.sql(query).to_arrow_table()

@@ -10,9 +10,10 @@ Beside Feast's fields, each row has a ``_ver:<feature_view>`` field that Feast i
 the source offset and the created time as 20-digit numbers, then the ``_ts`` bytes written with them.
 At one event time the later offset wins (ties are the log's, not a clock's), then the later created
 time. Redis compares two versions as strings, instead of decoding the stored protobuf timestamp in
-Lua, which halved its time per row. A row whose ``_ts`` is not the one its version was written with (Feast wrote it) is compared
-by its decoded ``_ts``. The commands are packed into RESP here (``online_store.wire``); redis-py's
-packing of their many arguments cost the worker more than the rest of the write.
+Lua, which halved its time per row. A row whose ``_ts`` is not the one its version was written with
+(Feast wrote it) is compared by its decoded ``_ts``. The commands are packed into RESP here
+(``online_store.wire``); redis-py's packing of their many arguments cost the worker more than the
+rest of the write.
 """
 
 from __future__ import annotations

@@ -30,6 +30,12 @@ class WorkerMetrics:
             ["feature_view", "sink"],
             registry=self.registry,
         )
+        self.overflows = Counter(
+            "sluice_overflow_total",
+            "Aggregated values that do not fit their integer feature type, stored as null.",
+            ["feature_view", "feature"],
+            registry=self.registry,
+        )
         self.batch_seconds = Histogram(
             "sluice_batch_seconds",
             "Time to process one batch, from decoding to the last sink.",

@@ -37,6 +37,8 @@ from streams.windows import ChangeRows, WindowState
 __all__ = ["BatchOutcome", "PartitionProcessor", "PreparedBatch"]
 
 _REPLAY_CHUNK = 10_000
+# The float64 aggregates that fit an integer feature type: [low, high). 2^63 - 1 rounds up to 2^63.
+_INT_LIMITS = {"INT64": (-(2.0**63), 2.0**63), "INT32": (-(2.0**31), 2.0**31)}
 _SINKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sluice-sink")
 
 
@@ -132,6 +134,7 @@ class PartitionProcessor:
                 replayed += self._replay(chunk)
                 chunk = []
         replayed += self._replay(chunk)
+        self.dataset.remove_temporary(partition=self.partition)
         written = [
             file
             for file in self.dataset.batch_files(partition=self.partition)
@@ -282,7 +285,7 @@ class PartitionProcessor:
         entity_keys = self.state.entity_keys
         features: dict[str, Any] = {}
         for aggregation in self.spec.aggregations:
-            values = changes.features[aggregation.feature]
+            values = self._fitting(aggregation.feature, changes.features[aggregation.feature])
             vocabulary = self.vocabularies.get(aggregation.column)
             if vocabulary is not None and aggregation.function == "last":
                 words = list(vocabulary)
@@ -298,6 +301,18 @@ class PartitionProcessor:
         # Rows are sorted by time: an entity's last row is its newest.
         _, last_reversed = np.unique(changes.entity_ids[::-1], return_index=True)
         return rows, np.sort(len(changes) - 1 - last_reversed)
+
+    def _fitting(self, feature: str, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The values, with those that do not fit the feature's integer type (a sum past 2^63) as null:
+        data, not an outage, so they are counted rather than retried."""
+        limits = _INT_LIMITS.get(self.spec.features[feature])
+        if limits is None:
+            return values
+        outside = (values < limits[0]) | (values >= limits[1])
+        if not outside.any():
+            return values
+        self.metrics.overflows.labels(self.spec.name, feature).inc(int(outside.sum()))
+        return np.where(outside, np.nan, values)
 
     def _event_rows(
         self, decoded: DecodedBatch, on_time: NDArray[np.bool_], offsets: NDArray[np.int64]

@@ -74,39 +74,38 @@ class _LayoutState:
     moments: Moments
 
 
-@dataclass
-class _EventBuffer:
-    """Accepted events, kept from the watermark's pane on, for values inside a pane at a past time."""
-
+@dataclass(frozen=True)
+class _Events:
     ids: NDArray[np.int64]
     times: NDArray[np.int64]
     offsets: NDArray[np.int64]
     values: NDArray[np.float64]
 
-    def add(
-        self, ids: NDArray[np.int64], times: NDArray[np.int64], offsets: NDArray[np.int64], values: Any
-    ) -> None:
-        self.ids = np.concatenate([self.ids, ids])
-        self.times = np.concatenate([self.times, times])
-        self.offsets = np.concatenate([self.offsets, offsets])
-        self.values = np.concatenate([self.values, values])
+
+class _EventBuffer:
+    """Accepted events, kept from the watermark's pane on, for values inside a pane at a past time.
+    Kept as one chunk per batch, so adding and dropping cost nothing per event already held."""
+
+    def __init__(self) -> None:
+        self.chunks: list[_Events] = []
+
+    def add(self, events: _Events) -> None:
+        if len(events.ids):
+            self.chunks.append(events)
 
     def keep_from(self, floor: int) -> None:
-        if len(self.times) and self.times.min() < floor:
-            keep = self.times >= floor
-            self.ids, self.times = self.ids[keep], self.times[keep]
-            self.offsets, self.values = self.offsets[keep], self.values[keep]
+        """Drop the chunks that hold only events before ``floor``."""
+        self.chunks = [chunk for chunk in self.chunks if chunk.times.max() >= floor]
 
-    def of(self, entities: NDArray[np.int64], until: int) -> _EventBuffer:
+    def of(self, entities: NDArray[np.int64], until: int) -> _Events:
         """The events of these entities at or before ``until``, sorted by entity, then time."""
-        keep = np.isin(self.ids, entities) & (self.times <= until)
-        order = np.lexsort((self.offsets[keep], self.times[keep], self.ids[keep]))
-        return _EventBuffer(
-            ids=self.ids[keep][order],
-            times=self.times[keep][order],
-            offsets=self.offsets[keep][order],
-            values=self.values[keep][order],
-        )
+        parts = []
+        for chunk in self.chunks:
+            keep = np.isin(chunk.ids, entities) & (chunk.times <= until)
+            parts.append((chunk.ids[keep], chunk.times[keep], chunk.offsets[keep], chunk.values[keep]))
+        ids, times, offsets, values = (np.concatenate([part[i] for part in parts]) for i in range(4))
+        order = np.lexsort((offsets, times, ids))
+        return _Events(ids=ids[order], times=times[order], offsets=offsets[order], values=values[order])
 
 
 class WindowState:
@@ -123,12 +122,7 @@ class WindowState:
         """Per entity, its newest accepted event time."""
         self.stream_time = EMPTY_TIME
         """The newest accepted event time of all entities: change points up to it are emitted."""
-        self._buffer = _EventBuffer(
-            ids=np.empty(0, dtype=np.int64),
-            times=np.empty(0, dtype=np.int64),
-            offsets=np.empty(0, dtype=np.int64),
-            values=np.empty((0, len(self.columns))),
-        )
+        self._buffer = _EventBuffer()
         grouped: dict[tuple[int, int], list[str]] = {}
         for aggregation in spec.aggregations:
             columns = grouped.setdefault(_layout_key(aggregation), [])
@@ -182,13 +176,14 @@ class WindowState:
         before = self.stream_time
         after = max(before, int(times.max())) if len(times) else before
         if self.delay_us:
-            self._buffer.add(ids, times, offsets, matrix)
+            self._buffer.add(_Events(ids=ids, times=times, offsets=offsets, values=matrix))
 
         # Events at or before the stream time: into the rings, then the entity's later change points again.
         old = np.flatnonzero(times <= before)
         for state in self.layouts:
-            _apply(ids[old], times[old], offsets[old], np.ascontiguousarray(matrix[old][:, state.column_index]),
-                   state.layout.slide_us, state.pane_start, *arrays(state.moments))  # fmt: skip
+            values_of = np.ascontiguousarray(matrix[old][:, state.column_index])
+            _apply(ids[old], times[old], offsets[old], values_of, state.layout.slide_us, state.pane_start,
+                   *arrays(state.moments))  # fmt: skip
         np.maximum.at(self.max_time, ids[old], times[old])
         corrected = self._corrections(ids[old], times[old], before) if emit and len(old) else None
 
@@ -232,15 +227,18 @@ class WindowState:
         entities, inverse = np.unique(ids, return_inverse=True)
         earliest = np.full(len(entities), _NO_TIME, dtype=np.int64)
         np.minimum.at(earliest, inverse, times)
+        # An entity with an event after its earliest one here has change points inside panes that also
+        # hold later events: those come from the raw events. The others' change points in the range are
+        # their events here and the panes leaving windows, and their panes alone are exact.
+        behind = self.max_time[entities] > earliest
+        point_ids, point_times = [ids[~behind[inverse]]], [times[~behind[inverse]]]
         buffered = None
-        if self.delay_us:
-            buffered = self._buffer.of(entities, before)
+        if behind.any():
+            buffered = self._buffer.of(entities[behind], before)
             since = earliest[np.searchsorted(entities, buffered.ids)]
             keep = buffered.times >= since
-            point_ids, point_times = [buffered.ids[keep]], [buffered.times[keep]]
-        else:
-            # Without a delay, an event at or before the stream time is at the stream time itself.
-            point_ids, point_times = [ids], [times]
+            point_ids.append(buffered.ids[keep])
+            point_times.append(buffered.times[keep])
         for state in self.layouts:
             starts = state.pane_start[entities]
             ends = starts + state.layout.window_us

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,32 @@ def delete_topics(*topics: str) -> None:
         admin.delete_topics([topic for topic in topics if topic in existing])
     finally:
         admin.close()
+
+
+def stream_times(topic: str, *, key: str = "card_id", time: str = "ts") -> dict[Any, int]:
+    """Per entity, the stream time (newest event time, µs) of the partition its events are in, read
+    back from the topic with kafka-python. Messages that are not events are skipped."""
+    from datetime import UTC, datetime
+
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    newest: dict[int, int] = {}
+    partition_of: dict[Any, int] = {}
+    try:
+        for record in consumer:
+            try:
+                event = orjson.loads(record.value)
+                moment = datetime.fromisoformat(event[time])
+            except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+                continue
+            if not isinstance(event, dict) or event.get(key) is None:
+                continue
+            micros = (
+                moment.replace(tzinfo=moment.tzinfo or UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+            ) // timedelta(microseconds=1)
+            partition_of[event[key]] = record.partition
+            newest[record.partition] = max(newest.get(record.partition, micros), micros)
+    finally:
+        consumer.close()
+    return {entity: newest[partition] for entity, partition in partition_of.items()}

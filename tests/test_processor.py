@@ -18,7 +18,7 @@ from streams import producer
 from streams.dead_letters import DeadLetterSink, SourceRecord
 from streams.metrics import WorkerMetrics
 from streams.processor import PartitionProcessor
-from tests.reference import change_points, expected_rows
+from tests.reference import change_points, expected_online
 from tests.streaming import make_repo
 from tests.test_stream_worker import assert_same, online_rows, transactions
 
@@ -63,7 +63,16 @@ def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
     frame["ts_us"] = pd.to_datetime(frame["ts"]).astype("int64") // 1000
     frame["order"] = np.arange(len(frame))
     frame["amount"] = frame["amount"].astype(float)
-    expected = expected_rows(frame, spec, key="card_id", time="ts_us", order="order")
+    # One partition: every card's stream time is the newest event's.
+    newest = int(frame["ts_us"].max())
+    expected = expected_online(
+        frame,
+        spec,
+        key="card_id",
+        time="ts_us",
+        order="order",
+        stream_time=dict.fromkeys(frame["card_id"], newest),
+    )
     assert_same(online_rows(redis_client, repo, sorted(expected.index)), expected)
     files = list(OfflineDataset(spec=spec).batch_files())
     assert {(file.first_offset, file.last_offset) for file in files} == {(0, 499)}
@@ -74,3 +83,87 @@ def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
     )
     assert len(written) == len(set(written))
     assert set(written) == change_points(frame, spec, key="card_id", time="ts_us")
+
+
+def test_a_sum_past_int64_is_stored_as_null_and_counted_and_the_batch_goes_on(
+    tmp_path: Path, stack_config: SluiceConfig, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    from datetime import timedelta
+
+    from features.spec import AggregationSpec, FeatureViewSpec
+    from online_store.layout import decode_value, entity_key, feature_field
+
+    total = AggregationSpec(
+        feature="units_sum", column="units", function="sum", window=timedelta(hours=1),
+        slide=timedelta(hours=1), dtype="INT64",
+    )  # fmt: skip
+    spec = FeatureViewSpec(
+        name="stock",
+        project=project,
+        topic=topic,
+        join_keys={"sku": "INT64"},
+        timestamp_field="ts",
+        message_schema={"sku": "INT64", "units": "INT64", "ts": "UNIX_TIMESTAMP"},
+        features={"units_sum": "INT64"},
+        aggregations=(total,),
+        offline_path=str(tmp_path / "offline"),
+    )
+    metrics = WorkerMetrics()
+    processor = PartitionProcessor(
+        spec=spec,
+        partition=0,
+        dataset=OfflineDataset(spec=spec),
+        writer=OnlineWriter(client=redis_client, spec=spec),
+        dead_letters=DeadLetterSink(
+            producer=producer(stack_config.kafka), topic=spec.dlq_topic, feature_view="stock"
+        ),
+        metrics=metrics,
+    )
+    # SKU 1: 2^62 twice is 2^63, one past INT64. SKU 2: 2^61 twice fits.
+    events = [(1, 2**62, 1), (2, 2**61, 2), (1, 2**62, 3), (2, 2**61, 4)]
+    records = [
+        SourceRecord(topic=topic, partition=0, offset=offset, key=None,
+                     value=orjson.dumps({"sku": sku, "units": units, "ts": 1.7e9 + second}))
+        for offset, (sku, units, second) in enumerate(events)
+    ]  # fmt: skip
+    outcome = processor.write(processor.prepare(records))
+    assert outcome.accepted == 4 and outcome.dead_letters == 0
+
+    stored = {
+        sku: decode_value(
+            redis_client.hget(
+                entity_key({"sku": sku}, spec.join_keys, project), feature_field("stock", "units_sum")
+            )
+        )
+        for sku in (1, 2)
+    }
+    assert stored[1] is None
+    assert stored[2] == 2**62
+    assert metrics.overflows.labels("stock", "units_sum")._value.get() == 1
+
+
+def test_a_new_owner_removes_the_temporary_files_a_crash_left_in_its_partition(
+    tmp_path: Path, stack_config: SluiceConfig, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    spec = load_repo(repo).spec("card_stats")
+    folder = Path(spec.offline_path) / "date=2026-01-01"
+    folder.mkdir(parents=True)
+    # A SIGKILL between writing and renaming leaves these; partition 1's belongs to another owner.
+    mine = folder / f".{topic}-00000-{0:020d}-{99:020d}.parquet.0123abcd.tmp"
+    theirs = folder / f".{topic}-00001-{0:020d}-{99:020d}.parquet.4567ef01.tmp"
+    mine.write_bytes(b"half a file")
+    theirs.write_bytes(b"being written")
+    processor = PartitionProcessor(
+        spec=spec,
+        partition=0,
+        dataset=OfflineDataset(spec=spec),
+        writer=OnlineWriter(client=redis_client, spec=spec),
+        dead_letters=DeadLetterSink(
+            producer=producer(stack_config.kafka), topic=spec.dlq_topic, feature_view="card_stats"
+        ),
+        metrics=WorkerMetrics(),
+    )
+    processor.start(first_offset=0, history=[])
+    assert not mine.exists()
+    assert theirs.exists()

@@ -18,8 +18,9 @@ SECOND = 1_000_000
 
 
 def _spec() -> FeatureViewSpec:
-    # Tumbling 10 s, sliding 30 s every 10 s, tumbling 60 s: three pane layouts over one column.
-    windows = [(10, 10), (30, 10), (60, 60)]
+    # Tumbling 10 s, sliding 30 s every 10 s, sliding 20 s every 5 s, tumbling 60 s: four pane
+    # layouts over one column.
+    windows = [(10, 10), (30, 10), (20, 5), (60, 60)]
     aggregations = tuple(
         AggregationSpec(
             feature=f"{function}_{window}s",
@@ -44,16 +45,13 @@ def _spec() -> FeatureViewSpec:
     )
 
 
-EVENTS = st.lists(
-    st.tuples(
-        st.integers(0, 5),  # card
-        st.integers(0, 180 * SECOND),  # event time within three minutes
-        st.one_of(st.floats(-1000, 1000, allow_nan=False), st.none()),  # amount, sometimes null
-        st.integers(0, 2),  # ties: a third of events share their time with a neighbour's
-    ),
-    min_size=1,
-    max_size=150,
-)
+def _events(rng: np.random.Generator, count: int) -> pd.DataFrame:
+    """Three cards' purchases over two minutes, a tenth of amounts null, a third of times on a 5 s grid
+    (so that events tie)."""
+    ts = rng.integers(0, 120 * SECOND, count)
+    ts = np.where(rng.random(count) < 1 / 3, ts // (5 * SECOND) * (5 * SECOND), ts)
+    amount = np.where(rng.random(count) < 0.1, np.nan, np.round(rng.normal(50, 30, count), 2))
+    return pd.DataFrame({"card_id": rng.integers(0, 3, count), "ts": ts, "amount": amount})
 
 
 def _accepted(frame: pd.DataFrame, delay_us: int) -> pd.Series:
@@ -77,21 +75,20 @@ def _as_of(rows: pd.DataFrame, card: int, at: int, spec: FeatureViewSpec) -> dic
     return mine.sort_values(["ts", "batch"]).iloc[-1][list(spec.features)].to_dict()
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
-    events=EVENTS,
+    count=st.integers(1, 150),
     batch_size=st.integers(1, 40),
     delay_s=st.sampled_from([0, 5, 25]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_an_as_of_join_on_the_rows_gives_the_value_at_any_time_in_any_batching(
-    events: list[tuple[int, int, float | None, int]], batch_size: int, delay_s: int, seed: int
+    count: int, batch_size: int, delay_s: int, seed: int
 ) -> None:
     spec = replace(_spec(), watermark_delay=timedelta(seconds=delay_s))
-    frame = pd.DataFrame(events, columns=["card_id", "ts", "amount", "tie"]).astype({"amount": float})
-    frame["ts"] = np.where(frame["tie"] == 0, frame["ts"] // (5 * SECOND) * (5 * SECOND), frame["ts"])
-    # Arrival order: event time plus a jitter of up to twice the delay, so some events come too late.
     rng = np.random.default_rng(seed)
+    frame = _events(rng, count)
+    # Arrival order: event time plus a jitter of up to twice the delay, so some events come too late.
     jitter = rng.integers(0, 2 * delay_s * SECOND + 1, len(frame))
     frame = frame.iloc[np.argsort(frame["ts"].to_numpy() + jitter, kind="stable")].reset_index(drop=True)
     frame["offset"] = np.arange(len(frame))
@@ -160,3 +157,28 @@ def test_a_sliding_count_decays_to_zero_as_the_stream_passes_its_panes() -> None
     at_30 = np.flatnonzero(card_1 & (changes.times == 30 * SECOND))[0]
     assert changes.features["count_10s"][at_30] == 0.0
     assert np.isnan(changes.features["sum_10s"][at_30])
+
+
+def test_an_event_as_far_back_as_the_watermark_allows_is_counted_even_past_the_window() -> None:
+    # Sliding 20 s every 5 s with a 25 s watermark delay: the delay reaches further back than the
+    # window's own four panes. Card 1 buys at 12 s and 37 s, then the one at 22 s arrives (15 s late,
+    # within the delay). As of 22 s, the window [5 s, 22 s] holds the 12 s and 22 s events.
+    spec = replace(_spec(), watermark_delay=timedelta(seconds=25))
+    state = WindowState(spec=spec)
+    frame = pd.DataFrame(
+        {"card_id": [1, 1, 1], "ts": np.array([12, 37, 22]) * SECOND, "amount": [1.0, 2.0, 4.0]}
+    )
+    frame["offset"] = np.arange(3)
+    rows = {}
+    for _, event in frame.iterrows():
+        changes = state.advance(
+            state.ids_for([1]), np.array([event["ts"]]), np.array([event["offset"]]),
+            {"amount": np.array([event["amount"]])},
+        )  # fmt: skip
+        for position, at in enumerate(changes.times.tolist()):
+            rows[at] = {name: values[position] for name, values in changes.features.items()}
+    for at in (22 * SECOND, 30 * SECOND, 37 * SECOND):
+        expected = value_at(frame, spec, key="card_id", time="ts", order="offset", entity=1, at=at)
+        assert rows[at]["count_20s"] == expected["count_20s"]
+        assert rows[at]["sum_20s"] == expected["sum_20s"]
+    assert rows[22 * SECOND]["sum_20s"] == 5.0
