@@ -361,9 +361,8 @@ def main() -> None:
     traffic = Traffic(seed=int(time.time()))
     history_end = datetime.now(UTC)
     history = traffic.between(history_end - HISTORY, history_end, per_second=RATE)
-    # Small batches: the offline store keeps one row per card per batch, so a batch spanning minutes of
-    # history would give point-in-time joins minutes-old features. 400 payments span about 4 seconds.
-    worker = start("worker", "worker", "--batch-size", "400", "--loglevel", "info")
+    # The default batch size: the offline store keeps a row at every change point, whatever the batching.
+    worker = start("worker", "worker", "--loglevel", "info")
     monitor = None
     receiver = None
     try:

@@ -107,11 +107,16 @@ def apply_changes(repo: FeatureRepo, store: Any, changes: list[Change]) -> None:
 
 
 def _with_nested_sources(objects: tuple[Any, ...]) -> list[Any]:
-    """The objects plus the batch sources nested in stream sources, which Feast registers on their own."""
+    """The objects plus the batch sources nested in stream sources and views (each streamed view's own),
+    which Feast registers on their own."""
+    from feast import FeatureView
+
     result = list(objects)
     for item in objects:
         batch = getattr(item, "batch_source", None)
-        if getattr(item, "kafka_options", None) is not None and batch is not None:
+        if batch is not None and (
+            getattr(item, "kafka_options", None) is not None or isinstance(item, FeatureView)
+        ):
             result.append(batch)
     return result
 

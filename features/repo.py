@@ -19,7 +19,7 @@ from features.config import SluiceConfig, load_config
 from features.spec import FeatureViewSpec
 from features.validation import validate
 
-__all__ = ["FeatureRepo", "RepoLoadError", "load_repo"]
+__all__ = ["FeatureRepo", "RepoLoadError", "load_repo", "own_batch_source_name"]
 
 _SKIPPED_DIRS = {"__pycache__", "data", "node_modules"}
 
@@ -52,8 +52,30 @@ def load_repo(path: Path, *, config: SluiceConfig | None = None) -> FeatureRepo:
     path = path.resolve()
     config = config or load_config(path)
     objects = _collect_objects(path)
-    specs = [_resolve_paths(spec, path) for spec in validate(objects, project=config.project)]
+    validated = validate(objects, project=config.project)
+    _own_batch_sources(objects, validated)
+    specs = [_resolve_paths(spec, path) for spec in validated]
     return FeatureRepo(path=path, config=config, objects=tuple(objects), specs=tuple(specs))
+
+
+def own_batch_source_name(view_name: str) -> str:
+    """The name of the FileSource that sluice registers as a streamed view's own batch source."""
+    return f"{view_name}__offline"
+
+
+def _own_batch_sources(objects: list[Any], specs: list[FeatureViewSpec]) -> None:
+    """Point each streamed view's batch source at the view's own folder, so that Feast's registry, and
+    Feast's SDK reading training data through it, see each view's rows alone."""
+    from feast import FeatureView, FileSource
+
+    views = {item.name: item for item in objects if isinstance(item, FeatureView)}
+    for spec in specs:
+        views[spec.name].batch_source = FileSource(
+            name=own_batch_source_name(spec.name),
+            path=spec.offline_path,
+            timestamp_field="event_timestamp",
+            created_timestamp_column="created_timestamp",
+        )
 
 
 def definition_files(path: Path) -> list[Path]:

@@ -371,7 +371,8 @@ class _ViewChecker:
                 name=self.source.name,
             )
             return ""
-        return str(batch.path)
+        # Each view owns a folder under the batch source: any number of views may read one source.
+        return f"{str(batch.path).rstrip('/')}/{self.view.name}"
 
 
 def _feast_type_name(dtype: str) -> str:

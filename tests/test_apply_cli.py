@@ -133,6 +133,8 @@ def everything_new(repo: FraudRepo) -> list[str]:
         "+ StreamFeatureView card_transaction_stats",
         "+ FeatureService fraud_model_v1",
         "+ DataSource transactions_history",
+        # The view's own batch source: its folder under transactions_history's path.
+        "+ DataSource card_transaction_stats__offline",
         f"+ Topic {repo.topic} (4 partitions)",
         f"+ Topic {repo.dlq_topic} (4 partitions)",
     ]
@@ -161,9 +163,13 @@ def test_apply_creates_the_topics_and_registers_the_definitions(
         ("Entity", "card"),
         ("DataSource", "transactions"),
         ("DataSource", "transactions_history"),
+        ("DataSource", "card_transaction_stats__offline"),
         ("StreamFeatureView", "card_transaction_stats"),
         ("FeatureService", "fraud_model_v1"),
     }
+    # Feast reads the view's training data from the view's own folder, where the worker writes it.
+    view = fraud_repo.registered()[("StreamFeatureView", "card_transaction_stats")]
+    assert view.spec.batch_source.file_options.uri.endswith("/card_transaction_stats")
 
     assert fraud_repo.printed("plan") == [NO_CHANGES]
 

@@ -391,7 +391,7 @@ def test_a_stream_feature_view_compiles_into_its_spec() -> None:
         ),
         watermark_delay=timedelta(seconds=30),
         ttl=timedelta(days=2),
-        offline_path="data/card_stats",
+        offline_path="data/card_stats/card_stats",
         tags={"team": "risk"},
     )
     assert spec.dlq_topic == "transactions.dlq"
