@@ -70,11 +70,15 @@ def _own_batch_sources(objects: list[Any], specs: list[FeatureViewSpec]) -> None
 
     views = {item.name: item for item in objects if isinstance(item, FeatureView)}
     for spec in specs:
-        views[spec.name].batch_source = FileSource(
+        view = views[spec.name]
+        shared: Any = view.batch_source  # a FileSource: validation refuses any other
+        # As the user declared it (Feast reads those timestamp columns, and requires them on a push).
+        view.batch_source = FileSource(
             name=own_batch_source_name(spec.name),
             path=spec.offline_path,
-            timestamp_field="event_timestamp",
-            created_timestamp_column="created_timestamp",
+            timestamp_field=shared.timestamp_field,
+            created_timestamp_column=shared.created_timestamp_column,
+            field_mapping=shared.field_mapping,
         )
 
 
