@@ -125,7 +125,8 @@ class OnlineWriter:
     def __init__(self, *, client: redis.Redis, spec: FeatureViewSpec) -> None:
         self.client = client
         self.spec = spec
-        self._sha = self._load_script()
+        self._sha: bytes | None = None
+        """Loaded on the first write, so that a worker starts while Redis is away and retries its writes."""
         self._ts_field = bulk(timestamp_field(spec.name))
         self._version_field = bulk(b"_ver:" + spec.name.encode())
         self._fields = {name: bulk(feature_field(spec.name, name)) for name in spec.features}
@@ -134,6 +135,8 @@ class OnlineWriter:
         """Write the rows in one pipelined round trip; returns how many were newer and applied."""
         if not len(rows):
             return 0
+        if self._sha is None:
+            self._sha = self._load_script()
         try:
             return self._write(rows)
         except redis.exceptions.NoScriptError:

@@ -34,6 +34,9 @@ from streams.worker import ViewRuntime, WorkerSettings, view_runtimes, write_unt
 
 __all__ = ["run"]
 
+STOP_GRACE_S = 8.0
+"""After SIGTERM, how long the writes in flight may keep failing before the worker stops without them."""
+
 log = logging.getLogger("sluice.worker")
 
 
@@ -105,8 +108,18 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
     consumer.subscribe(list(by_topic), listener=_Rebalance(runtimes, busy, writes))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def stop() -> None:
+        # Finish the poll in flight if its sinks take it soon; during an outage, give up on it instead:
+        # its offsets are not committed, so the next owner processes it again and nothing is lost.
+        if not stopping.is_set():
+            stopping.set()
+            loop.call_later(STOP_GRACE_S, main.cancel)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+        loop.add_signal_handler(signum, stop)
     await consumer.start()
     log.info("consuming %s as group sluice-%s", ", ".join(by_topic), repo.config.project)
     try:
@@ -127,9 +140,16 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
                     # only slows them down. Overlap polls only while there is a backlog.
                     await writes.wait()
         await writes.wait()
+    except asyncio.CancelledError:
+        if not stopping.is_set():
+            raise
+        log.warning(
+            "stopped %.0f s after the signal with writes still failing; their batches are not committed "
+            "and are processed again on restart", STOP_GRACE_S,
+        )  # fmt: skip
     finally:
         with contextlib.suppress(Exception):
-            await consumer.stop()
+            await asyncio.wait_for(consumer.stop(), timeout=1.0)
 
 
 async def _prepare(

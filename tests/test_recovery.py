@@ -130,3 +130,50 @@ def test_two_workers_in_one_group_give_the_same_state_as_one(
     assert_same(one, reference(events, single, caught_up))
     for repo in (single, pair):
         assert sluice(repo, "verify").returncode == 0
+
+
+def test_sigterm_stops_a_worker_within_10_s_while_redis_is_away_and_the_restart_loses_nothing(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    import subprocess
+    import sys
+
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    assert sluice(repo, "apply").returncode == 0
+    events = transactions(5_000, cards=200, seed=9)
+    group = f"sluice-{project}"
+    log = tmp_path / "away.log"
+    try:
+        produce(topic, events)
+        # Nothing listens on port 1: every Redis write fails, an outage the worker retries with backoff.
+        with log.open("ab") as output:
+            away = subprocess.Popen(
+                [sys.executable, "-m", "sluice", "--repo", str(repo), "worker", "--loglevel", "info"],
+                env={**os.environ, "SLUICE_REDIS_URL": "redis://127.0.0.1:1/0"},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while "writing a batch failed" not in log.read_text():
+            assert time.monotonic() < deadline and away.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+        signalled = time.monotonic()
+        away.send_signal(signal.SIGTERM)
+        away.wait(timeout=15)
+        assert time.monotonic() - signalled < 10
+        assert sum(committed(group, topic).values()) == 0  # nothing it could not write was committed
+
+        worker = start_worker(repo, tmp_path / "worker.log")
+        try:
+            wait_until_committed(group, topic, workers=[worker])
+        finally:
+            stop(worker)
+        caught_up = stream_times(topic)
+    finally:
+        delete_topics(topic, f"{topic}.dlq")
+    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    verified = sluice(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
+    cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+    assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
