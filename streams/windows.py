@@ -24,6 +24,7 @@ State is plain NumPy arrays, updated in Numba kernels: no Python object per even
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,23 +85,25 @@ class _Events:
 
 class _EventBuffer:
     """Accepted events, kept from the watermark's pane on, for values inside a pane at a past time.
-    Kept as one chunk per batch, so adding and dropping cost nothing per event already held."""
+    Kept as one chunk per batch, oldest first, so adding and dropping cost nothing per event held."""
 
     def __init__(self) -> None:
-        self.chunks: list[_Events] = []
+        self.chunks: deque[tuple[int, _Events]] = deque()
+        """(newest event time, events) per batch, in arrival order."""
 
     def add(self, events: _Events) -> None:
         if len(events.ids):
-            self.chunks.append(events)
+            self.chunks.append((int(events.times.max()), events))
 
     def keep_from(self, floor: int) -> None:
-        """Drop the chunks that hold only events before ``floor``."""
-        self.chunks = [chunk for chunk in self.chunks if chunk.times.max() >= floor]
+        """Drop the oldest chunks while they hold only events before ``floor``."""
+        while self.chunks and self.chunks[0][0] < floor:
+            self.chunks.popleft()
 
     def of(self, entities: NDArray[np.int64], until: int) -> _Events:
         """The events of these entities at or before ``until``, sorted by entity, then time."""
         parts = []
-        for chunk in self.chunks:
+        for _, chunk in self.chunks:
             keep = np.isin(chunk.ids, entities) & (chunk.times <= until)
             parts.append((chunk.ids[keep], chunk.times[keep], chunk.offsets[keep], chunk.values[keep]))
         ids, times, offsets, values = (np.concatenate([part[i] for part in parts]) for i in range(4))
@@ -272,7 +275,8 @@ class WindowState:
         known = len(self.entity_keys)
         for state in self.layouts:
             window_us, slide_us = state.layout.window_us, state.layout.slide_us
-            if before != EMPTY_TIME:
+            # Panes leave windows only at multiples of the slide: most polls cross none, and skip the rings.
+            if before != EMPTY_TIME and after // slide_us > before // slide_us:
                 # Panes already in the rings, of entities whose newest pane can still leave a window.
                 live = np.flatnonzero(self.max_time[:known] > before - window_us)
                 starts = state.pane_start[live]

@@ -31,6 +31,7 @@ def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
     repo = make_repo(tmp_path / "repo", project=project, topic=topic)
     spec = load_repo(repo).spec("card_stats")
     # The offline path is a file for now, so the Parquet write fails.
+    Path(spec.offline_path).parent.mkdir(parents=True)
     Path(spec.offline_path).write_text("in the way")
     processor = PartitionProcessor(
         spec=spec,
