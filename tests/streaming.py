@@ -147,6 +147,11 @@ def committed(group: str, topic: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
 
 
+def progress(group: str, topic: str, total: int) -> float:
+    """The share of the topic's ``total`` records the group has committed."""
+    return sum(committed(group, topic).values()) / total
+
+
 def wait_until_committed(
     group: str, topic: str, *, timeout_s: float = 120, workers: Sequence[Any] = ()
 ) -> None:

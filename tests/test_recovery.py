@@ -19,6 +19,7 @@ from tests.streaming import (
     end_offsets,
     make_repo,
     produce,
+    progress,
     sluice,
     start_worker,
     stop,
@@ -28,10 +29,6 @@ from tests.streaming import (
 from tests.test_stream_worker import assert_same, online_rows, reference, transactions
 
 pytestmark = pytest.mark.stack
-
-
-def _progress(group: str, topic: str, total: int) -> float:
-    return sum(committed(group, topic).values()) / total
 
 
 def _assert_every_offset_in_exactly_one_batch_file(repo: Path, topic: str) -> None:
@@ -63,7 +60,7 @@ def test_sigkill_three_times_in_a_200k_event_stream(
         worker = start_worker(repo, tmp_path / "worker.log")
         for kill_at in (0.2, 0.45, 0.7):
             deadline = time.monotonic() + 120
-            while _progress(group, topic, len(events)) < kill_at:
+            while progress(group, topic, len(events)) < kill_at:
                 assert time.monotonic() < deadline, f"no progress to {kill_at:.0%}"
                 assert worker.poll() is None
                 time.sleep(0.1)

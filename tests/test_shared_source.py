@@ -17,9 +17,9 @@ from features.repo import load_repo
 from offline_store.dataset import OfflineDataset
 from tests.reference import expected_online
 from tests.streaming import (
-    committed,
     delete_topics,
     produce,
+    progress,
     sluice,
     start_worker,
     stop,
@@ -70,10 +70,6 @@ latest = FeatureView(
 """
 
 
-def _progress(group: str, topic: str, total: int) -> float:
-    return sum(committed(group, topic).values()) / total
-
-
 def test_three_views_on_one_topic_survive_sigkill_each_in_its_own_folder(
     tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
 ) -> None:
@@ -91,7 +87,7 @@ def test_three_views_on_one_topic_survive_sigkill_each_in_its_own_folder(
         worker = start_worker(repo, tmp_path / "worker.log", "--batch-size", "2000")
         for kill_at in (0.3, 0.6):
             deadline = time.monotonic() + 120
-            while _progress(group, topic, len(events)) < kill_at:
+            while progress(group, topic, len(events)) < kill_at:
                 assert time.monotonic() < deadline, f"no progress to {kill_at:.0%}"
                 assert worker.poll() is None
                 time.sleep(0.05)
