@@ -87,7 +87,8 @@ class _EventBuffer:
     """Accepted events, kept from the watermark's pane on, for values inside a pane at a past time.
     Kept as one chunk per batch, oldest first, so adding and dropping cost nothing per event held."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, columns: int) -> None:
+        self.columns = columns
         self.chunks: deque[tuple[int, _Events]] = deque()
         """(newest event time, events) per batch, in arrival order."""
 
@@ -102,6 +103,9 @@ class _EventBuffer:
 
     def of(self, entities: NDArray[np.int64], until: int) -> _Events:
         """The events of these entities at or before ``until``, sorted by entity, then time."""
+        if not len(entities) or not self.chunks:
+            none = np.empty(0, dtype=np.int64)
+            return _Events(ids=none, times=none, offsets=none, values=np.empty((0, self.columns)))
         parts = []
         for _, chunk in self.chunks:
             keep = np.isin(chunk.ids, entities) & (chunk.times <= until)
@@ -125,7 +129,7 @@ class WindowState:
         """Per entity, its newest accepted event time."""
         self.stream_time = EMPTY_TIME
         """The newest accepted event time of all entities: change points up to it are emitted."""
-        self._buffer = _EventBuffer()
+        self._buffer = _EventBuffer(columns=len(self.columns))
         grouped: dict[tuple[int, int], list[str]] = {}
         for aggregation in spec.aggregations:
             columns = grouped.setdefault(_layout_key(aggregation), [])
@@ -235,13 +239,12 @@ class WindowState:
         # their events here and the panes leaving windows, and their panes alone are exact.
         behind = self.max_time[entities] > earliest
         point_ids, point_times = [ids[~behind[inverse]]], [times[~behind[inverse]]]
-        buffered = None
-        if behind.any():
-            buffered = self._buffer.of(entities[behind], before)
-            since = earliest[np.searchsorted(entities, buffered.ids)]
-            keep = buffered.times >= since
-            point_ids.append(buffered.ids[keep])
-            point_times.append(buffered.times[keep])
+        # Sorted by entity; empty when no entity needs the raw events.
+        buffered = self._buffer.of(entities[behind], before)
+        since = earliest[np.searchsorted(entities, buffered.ids)]
+        keep = buffered.times >= since
+        point_ids.append(buffered.ids[keep])
+        point_times.append(buffered.times[keep])
         for state in self.layouts:
             starts = state.pane_start[entities]
             ends = starts + state.layout.window_us
@@ -253,17 +256,13 @@ class WindowState:
         for state in self.layouts:
             layout = state.layout
             window = Moments.empty((len(unique_ids), len(layout.columns)))
-            if buffered is None:
-                _window_moments(unique_ids, unique_times, layout.slide_us, layout.window_us, state.pane_start,
-                                *arrays(state.moments), *arrays(window))  # fmt: skip
-            else:
-                _window_moments_with_events(  # type: ignore[call-arg]
-                    unique_ids, unique_times, self.max_time, layout.slide_us, layout.window_us,
-                    state.pane_start, *arrays(state.moments),
-                    buffered.ids, buffered.times, buffered.offsets,
-                    np.ascontiguousarray(buffered.values[:, state.column_index]),
-                    *arrays(window),
-                )  # fmt: skip
+            _window_moments_with_events(  # type: ignore[call-arg]
+                unique_ids, unique_times, self.max_time, layout.slide_us, layout.window_us,
+                state.pane_start, *arrays(state.moments),
+                buffered.ids, buffered.times, buffered.offsets,
+                np.ascontiguousarray(buffered.values[:, state.column_index]),
+                *arrays(window),
+            )  # fmt: skip
             windows.append(window)
         return self._rows(unique_ids, unique_times, windows)
 
@@ -437,21 +436,6 @@ def _walk(  # type: ignore[no-untyped-def]
         _apply_event(ids[i], times[i], offsets[i], values, i, slide, pane_start,
                      count, total, mean, m2, low, high, last_time, last_offset, last)  # fmt: skip
         i += 1
-
-
-@numba.njit(cache=True)
-def _window_moments(  # type: ignore[no-untyped-def]
-    point_ids, point_times, slide, window, pane_start, count, total, mean, m2, low, high, last_time,
-    last_offset, last, w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
-):  # fmt: skip
-    """Window moments at each point, from the panes alone: right while no event after it is in them."""
-    for row in range(point_ids.shape[0]):
-        end = (point_times[row] // slide + 1) * slide
-        _merge_panes(
-            point_ids[row], end - window, end, row, pane_start,
-            count, total, mean, m2, low, high, last_time, last_offset, last,
-            w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
-        )  # fmt: skip
 
 
 @numba.njit(cache=True)
