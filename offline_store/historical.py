@@ -52,7 +52,17 @@ class TrainingSet:
         return self.table
 
     def to_df(self) -> pd.DataFrame:
-        return self.table.to_pandas()
+        """The rows as pandas. An integer column holding nulls comes back as pandas' nullable integer
+        type (``Int64``), not float64 as plain pandas makes it, which would round values past 2^53."""
+        import pandas as pd
+
+        nullable = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}
+        frame = self.table.to_pandas()
+        for field in self.table.schema:
+            column = self.table.column(field.name)
+            if field.type in nullable and column.null_count:
+                frame[field.name] = column.to_pandas(types_mapper=nullable.get).array
+        return frame
 
     def __len__(self) -> int:
         return int(self.table.num_rows)

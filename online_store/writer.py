@@ -214,6 +214,10 @@ def value_segments(values: Sequence[Any], dtype: str) -> list[bytes]:
     >>> value_segments([2.5, None], "FLOAT64") == [bulk(encode_value(2.5, "FLOAT64")), b"$0\\r\\n\\r\\n"]
     True
     """
+    if isinstance(values, np.ma.MaskedArray):
+        # Exact integers (int64 masked where null): as Python ints, which every integer type encodes.
+        nulls = np.ma.getmaskarray(values).tolist()
+        values = [None if null else number for number, null in zip(values.data.tolist(), nulls, strict=True)]
     if dtype == "INT64" and isinstance(values, np.ndarray) and values.dtype.kind == "f":
         present = ~np.isnan(values)
         numbers = np.where(present, values, 0).astype(np.int64)

@@ -33,6 +33,9 @@ class Aggregator:
     result: Callable[[Moments], Result]
     empty_is_null: bool
     """Whether a window with no non-null values gives null (all but count, which gives 0)."""
+    exact: Callable[[Moments], tuple[NDArray[np.int64], NDArray[np.bool_]]] | None = None
+    """For an integer column, the result as exact int64 and where it fits int64 (its value is
+    meaningless where the window is empty); None where the result is not an integer."""
 
 
 def _null_where_empty(values: Result, moments: Moments, *, minimum: int = 1) -> Result:
@@ -51,15 +54,40 @@ def _mean(moments: Moments) -> Result:
         return _null_where_empty(moments.sum / moments.count, moments)
 
 
+def _exact_input(statistic: str) -> Callable[[Moments], tuple[NDArray[np.int64], NDArray[np.bool_]]]:
+    """An exact read of ``Moments.<statistic>``: the result is one of the inputs, so it always fits."""
+    return lambda moments: (getattr(moments, statistic).copy(), np.ones(moments.count.shape, dtype=bool))
+
+
 AGGREGATORS: dict[str, Aggregator] = {
     aggregator.name: aggregator
     for aggregator in (
         Aggregator(name="count", result=lambda m: m.count.copy(), empty_is_null=False),
-        Aggregator(name="sum", result=lambda m: _null_where_empty(m.sum, m), empty_is_null=True),
+        Aggregator(
+            name="sum",
+            result=lambda m: _null_where_empty(m.sum, m),
+            empty_is_null=True,
+            exact=Moments.exact_sum,
+        ),
         Aggregator(name="mean", result=_mean, empty_is_null=True),
-        Aggregator(name="min", result=lambda m: _null_where_empty(m.min, m), empty_is_null=True),
-        Aggregator(name="max", result=lambda m: _null_where_empty(m.max, m), empty_is_null=True),
-        Aggregator(name="last", result=lambda m: _null_where_empty(m.last, m), empty_is_null=True),
+        Aggregator(
+            name="min",
+            result=lambda m: _null_where_empty(m.min, m),
+            empty_is_null=True,
+            exact=_exact_input("int_min"),
+        ),
+        Aggregator(
+            name="max",
+            result=lambda m: _null_where_empty(m.max, m),
+            empty_is_null=True,
+            exact=_exact_input("int_max"),
+        ),
+        Aggregator(
+            name="last",
+            result=lambda m: _null_where_empty(m.last, m),
+            empty_is_null=True,
+            exact=_exact_input("int_last"),
+        ),
         Aggregator(name="stddev", result=_stddev, empty_is_null=True),
     )
 }

@@ -78,6 +78,9 @@ class DecodedBatch:
     """Requested columns: float64 (NaN for null) for numbers and booleans, object otherwise;
     object (the JSON values, None for null) for all columns with ``raw_columns``."""
     rejections: list[Rejection] = field(default_factory=list)
+    integers: dict[str, NDArray[np.int64]] = field(default_factory=dict)
+    """The exact values of requested INT32 and INT64 columns (0 for null), which float64 rounds
+    past 2^53; not kept with ``raw_columns``."""
 
 
 class _Rejected(Exception):
@@ -168,6 +171,7 @@ class EventDecoder:
         else:
             keys = list(zip(*(table.column(name).to_pylist() for name in self.join_keys), strict=True))
         columns = {}
+        integers = {}
         for name in self.columns:
             if self.schema[name] in ("STRING", "UNIX_TIMESTAMP"):
                 columns[name] = np.asarray(table.column(name).to_pylist(), dtype=object)
@@ -175,8 +179,14 @@ class EventDecoder:
                 columns[name] = np.asarray(
                     table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64
                 )
+            if self.schema[name] in _INT_RANGE:
+                integers[name] = np.asarray(table.column(name).fill_null(0).to_numpy(), dtype=np.int64)
         return DecodedBatch(
-            accepted=np.arange(len(values), dtype=np.int64), keys=keys, times=times, columns=columns
+            accepted=np.arange(len(values), dtype=np.int64),
+            keys=keys,
+            times=times,
+            columns=columns,
+            integers=integers,
         )
 
     def _arrow_schema(self, pa: Any, *, numeric_time: bool) -> Any:
@@ -225,6 +235,11 @@ class EventDecoder:
             times=np.asarray(times, dtype=np.int64),
             columns={name: self._column(name, column) for name, column in columns.items()},
             rejections=rejections,
+            integers={
+                name: np.asarray([0 if value is None else value for value in column], dtype=np.int64)
+                for name, column in columns.items()
+                if not self.raw_columns and self.schema[name] in _INT_RANGE
+            },
         )
 
     def _parse(self, raw: bytes | None) -> dict[str, Any]:

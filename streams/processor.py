@@ -37,8 +37,6 @@ from streams.windows import ChangeRows, WindowState
 __all__ = ["BatchOutcome", "PartitionProcessor", "PreparedBatch"]
 
 _REPLAY_CHUNK = 10_000
-# The float64 aggregates that fit an integer feature type: [low, high). 2^63 - 1 rounds up to 2^63.
-_INT_LIMITS = {"INT64": (-(2.0**63), 2.0**63), "INT32": (-(2.0**31), 2.0**31)}
 _SINKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sluice-sink")
 
 
@@ -205,7 +203,10 @@ class PartitionProcessor:
                 column: self._numeric(column, decoded.columns[column][on_time])
                 for column in self.decoder.columns
             }
-            changes = self.state.advance(ids, decoded.times[on_time], offsets[on_time], values, emit=emit)
+            integers = {column: exact[on_time] for column, exact in decoded.integers.items()}
+            changes = self.state.advance(
+                ids, decoded.times[on_time], offsets[on_time], values, integers=integers, emit=emit
+            )
         self.applied_until = max(self.applied_until, records[-1].offset)
         return decoded, on_time, offsets, changes
 
@@ -283,9 +284,12 @@ class PartitionProcessor:
         and the position of each entity's newest row."""
         assert self.state is not None
         entity_keys = self.state.entity_keys
+        # A sum past 2^63 is null: data, not an outage, so it is counted rather than retried.
+        for feature, overflows in changes.overflows.items():
+            self.metrics.overflows.labels(self.spec.name, feature).inc(overflows)
         features: dict[str, Any] = {}
         for aggregation in self.spec.aggregations:
-            values = self._fitting(aggregation.feature, changes.features[aggregation.feature])
+            values = changes.features[aggregation.feature]
             vocabulary = self.vocabularies.get(aggregation.column)
             if vocabulary is not None and aggregation.function == "last":
                 words = list(vocabulary)
@@ -301,18 +305,6 @@ class PartitionProcessor:
         # Rows are sorted by time: an entity's last row is its newest.
         _, last_reversed = np.unique(changes.entity_ids[::-1], return_index=True)
         return rows, np.sort(len(changes) - 1 - last_reversed)
-
-    def _fitting(self, feature: str, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        """The values, with those that do not fit the feature's integer type (a sum past 2^63) as null:
-        data, not an outage, so they are counted rather than retried."""
-        limits = _INT_LIMITS.get(self.spec.features[feature])
-        if limits is None:
-            return values
-        outside = (values < limits[0]) | (values >= limits[1])
-        if not outside.any():
-            return values
-        self.metrics.overflows.labels(self.spec.name, feature).inc(int(outside.sum()))
-        return np.where(outside, np.nan, values)
 
     def _event_rows(
         self, decoded: DecodedBatch, on_time: NDArray[np.bool_], offsets: NDArray[np.int64]

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numba
 import numpy as np
@@ -34,11 +34,22 @@ from numpy.typing import NDArray
 
 from features.spec import FeatureViewSpec
 from streams.aggregators import AGGREGATORS
-from streams.moments import EMPTY_TIME, Moments, add_value, arrays, merge_into
+from streams.moments import (
+    EMPTY_TIME,
+    Moments,
+    add_integer,
+    add_value,
+    arrays,
+    merge_integers_into,
+    merge_into,
+    reset_integers,
+    reset_slot,
+)
 
 __all__ = ["ChangeRows", "PaneLayout", "WindowState"]
 
 MICROS = 1_000_000
+FeatureValues = NDArray[np.float64] | np.ma.MaskedArray[Any, np.dtype[np.int64]]
 _NO_TIME = np.iinfo(np.int64).max
 
 
@@ -59,8 +70,11 @@ class ChangeRows:
 
     entity_ids: NDArray[np.int64]
     times: NDArray[np.int64]
-    features: dict[str, NDArray[np.float64]]
-    """Feature name to its value at each row's time (NaN for null)."""
+    features: dict[str, FeatureValues]
+    """Feature name to its value at each row's time: float64 with NaN for null, or, for the exact
+    integer results (sum, min, max and last of an integer column), int64 masked where null."""
+    overflows: dict[str, int] = field(default_factory=dict)
+    """Feature name to the number of rows whose integer sum does not fit int64 (null in ``features``)."""
 
     def __len__(self) -> int:
         return len(self.entity_ids)
@@ -73,6 +87,8 @@ class _LayoutState:
     """Positions of the layout's columns among the view's value columns."""
     pane_start: NDArray[np.int64]
     moments: Moments
+    exact: bool
+    """Whether the layout has an integer column: else its moments keep no integer statistics."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,7 @@ class _Events:
     times: NDArray[np.int64]
     offsets: NDArray[np.int64]
     values: NDArray[np.float64]
+    integers: NDArray[np.int64]
 
 
 class _EventBuffer:
@@ -105,14 +122,28 @@ class _EventBuffer:
         """The events of these entities at or before ``until``, sorted by entity, then time."""
         if not len(entities) or not self.chunks:
             none = np.empty(0, dtype=np.int64)
-            return _Events(ids=none, times=none, offsets=none, values=np.empty((0, self.columns)))
+            empty = np.empty((0, self.columns))
+            return _Events(ids=none, times=none, offsets=none, values=empty, integers=empty.astype(np.int64))
         parts = []
         for _, chunk in self.chunks:
             keep = np.isin(chunk.ids, entities) & (chunk.times <= until)
-            parts.append((chunk.ids[keep], chunk.times[keep], chunk.offsets[keep], chunk.values[keep]))
-        ids, times, offsets, values = (np.concatenate([part[i] for part in parts]) for i in range(4))
+            parts.append(
+                (
+                    chunk.ids[keep],
+                    chunk.times[keep],
+                    chunk.offsets[keep],
+                    chunk.values[keep],
+                    chunk.integers[keep],
+                )
+            )
+        ids, times, offsets, values, integers = (
+            np.concatenate([part[i] for part in parts]) for i in range(5)
+        )
         order = np.lexsort((offsets, times, ids))
-        return _Events(ids=ids[order], times=times[order], offsets=offsets[order], values=values[order])
+        return _Events(
+            ids=ids[order], times=times[order], offsets=offsets[order], values=values[order],
+            integers=integers[order],
+        )  # fmt: skip
 
 
 class WindowState:
@@ -124,6 +155,9 @@ class WindowState:
         self.entity_ids: dict[Any, int] = {}
         self.entity_keys: list[Any] = []
         self.columns = tuple(dict.fromkeys(aggregation.column for aggregation in spec.aggregations))
+        self.integer_columns = frozenset(
+            column for column in self.columns if spec.message_schema.get(column) in ("INT32", "INT64")
+        )
         self.delay_us = _micros(spec.watermark_delay.total_seconds())
         self.max_time = np.full(capacity, EMPTY_TIME, dtype=np.int64)
         """Per entity, its newest accepted event time."""
@@ -139,12 +173,14 @@ class WindowState:
         for (window_us, slide_us), columns in grouped.items():
             panes = window_us // slide_us + math.ceil(self.delay_us / slide_us) + 1
             layout = PaneLayout(window_us=window_us, slide_us=slide_us, columns=tuple(columns), panes=panes)
+            exact = any(column in self.integer_columns for column in columns)
             self.layouts.append(
                 _LayoutState(
                     layout=layout,
                     column_index=np.asarray([self.columns.index(c) for c in columns], dtype=np.int64),
                     pane_start=np.full((capacity, panes), EMPTY_TIME, dtype=np.int64),
-                    moments=Moments.empty((capacity, panes, len(columns))),
+                    moments=Moments.empty((capacity, panes, len(columns)), exact=exact),
+                    exact=exact,
                 )
             )
 
@@ -169,28 +205,38 @@ class WindowState:
         offsets: NDArray[np.int64],
         values: dict[str, NDArray[np.float64]],
         *,
+        integers: dict[str, NDArray[np.int64]] | None = None,
         emit: bool = True,
     ) -> ChangeRows:
         """Add accepted events (entity id, event time in µs, Kafka offset, one float64 column per
         input with NaN for null) and return the rows of every change point they create or change,
-        up to the new stream time. With ``emit=False`` only the state is updated (a replay)."""
+        up to the new stream time. ``integers`` holds the exact int64 values of integer columns (a
+        float64 is exact only below 2^53); a column missing there is read from its float values.
+        With ``emit=False`` only the state is updated (a replay)."""
         ids = np.asarray(ids, dtype=np.int64)
         times = np.asarray(times, dtype=np.int64)
         offsets = np.asarray(offsets, dtype=np.int64)
         matrix = np.empty((len(ids), len(self.columns)))
+        exact = np.zeros((len(ids), len(self.columns)), dtype=np.int64)
         for position, column in enumerate(self.columns):
             matrix[:, position] = values[column]
+            if column in self.integer_columns:
+                given = None if integers is None else integers.get(column)
+                exact[:, position] = (
+                    np.nan_to_num(matrix[:, position]).astype(np.int64) if given is None else given
+                )
         before = self.stream_time
         after = max(before, int(times.max())) if len(times) else before
         if self.delay_us:
-            self._buffer.add(_Events(ids=ids, times=times, offsets=offsets, values=matrix))
+            self._buffer.add(_Events(ids=ids, times=times, offsets=offsets, values=matrix, integers=exact))
 
         # Events at or before the stream time: into the rings, then the entity's later change points again.
         old = np.flatnonzero(times <= before)
         for state in self.layouts:
-            values_of = np.ascontiguousarray(matrix[old][:, state.column_index])
-            _apply(ids[old], times[old], offsets[old], values_of, state.layout.slide_us, state.pane_start,
-                   *arrays(state.moments))  # fmt: skip
+            _apply(
+                ids[old], times[old], offsets[old], _columns(matrix, old, state), _columns(exact, old, state),
+                state.layout.slide_us, state.pane_start, arrays(state.moments),
+            )  # fmt: skip
         np.maximum.at(self.max_time, ids[old], times[old])
         corrected = self._corrections(ids[old], times[old], before) if emit and len(old) else None
 
@@ -203,11 +249,11 @@ class WindowState:
         windows = []
         for state in self.layouts:
             layout = state.layout
-            window = Moments.empty((len(point_ids), len(layout.columns)))
+            window = Moments.empty((len(point_ids), len(layout.columns)), exact=state.exact)
             _walk(
-                ids[new], times[new], offsets[new], np.ascontiguousarray(matrix[new][:, state.column_index]),
+                ids[new], times[new], offsets[new], _columns(matrix, new, state), _columns(exact, new, state),
                 point_ids, point_times, layout.slide_us, layout.window_us, state.pane_start,
-                *arrays(state.moments), *arrays(window),
+                arrays(state.moments), arrays(window),
             )  # fmt: skip
             windows.append(window)
         np.maximum.at(self.max_time, ids[new], times[new])
@@ -224,8 +270,11 @@ class WindowState:
             entity_ids=np.concatenate([corrected.entity_ids, rows.entity_ids]),
             times=np.concatenate([corrected.times, rows.times]),
             features={
-                name: np.concatenate([corrected.features[name], rows.features[name]])
-                for name in rows.features
+                name: _concatenate(corrected.features[name], rows.features[name]) for name in rows.features
+            },
+            overflows={
+                name: corrected.overflows.get(name, 0) + rows.overflows.get(name, 0)
+                for name in {**corrected.overflows, **rows.overflows}
             },
         )
 
@@ -255,13 +304,14 @@ class WindowState:
         windows = []
         for state in self.layouts:
             layout = state.layout
-            window = Moments.empty((len(unique_ids), len(layout.columns)))
-            _window_moments_with_events(  # type: ignore[call-arg]
+            window = Moments.empty((len(unique_ids), len(layout.columns)), exact=state.exact)
+            _window_moments_with_events(
                 unique_ids, unique_times, self.max_time, layout.slide_us, layout.window_us,
-                state.pane_start, *arrays(state.moments),
+                state.pane_start, arrays(state.moments),
                 buffered.ids, buffered.times, buffered.offsets,
                 np.ascontiguousarray(buffered.values[:, state.column_index]),
-                *arrays(window),
+                np.ascontiguousarray(buffered.integers[:, state.column_index]),
+                arrays(window),
             )  # fmt: skip
             windows.append(window)
         return self._rows(unique_ids, unique_times, windows)
@@ -293,7 +343,8 @@ class WindowState:
     def _rows(
         self, point_ids: NDArray[np.int64], point_times: NDArray[np.int64], windows: list[Moments]
     ) -> ChangeRows:
-        results: dict[str, NDArray[np.float64]] = {}
+        results: dict[str, FeatureValues] = {}
+        overflows: dict[str, int] = {}
         for state, window in zip(self.layouts, windows, strict=True):
             layout = state.layout
             for aggregation in self.spec.aggregations:
@@ -301,9 +352,17 @@ class WindowState:
                     continue
                 column = layout.columns.index(aggregation.column)
                 column_moments = Moments(**{name: array[:, column] for name, array in vars(window).items()})
-                results[aggregation.feature] = AGGREGATORS[aggregation.function].result(column_moments)
+                aggregator = AGGREGATORS[aggregation.function]
+                if aggregation.column in self.integer_columns and aggregator.exact is not None:
+                    exact, fits = aggregator.exact(column_moments)
+                    present = column_moments.count > 0
+                    if (present & ~fits).any():
+                        overflows[aggregation.feature] = int((present & ~fits).sum())
+                    results[aggregation.feature] = np.ma.MaskedArray(exact, mask=~(present & fits))
+                else:
+                    results[aggregation.feature] = aggregator.result(column_moments)
         features = {feature: results[feature] for feature in self.spec.features if feature in results}
-        return ChangeRows(entity_ids=point_ids, times=point_times, features=features)
+        return ChangeRows(entity_ids=point_ids, times=point_times, features=features, overflows=overflows)
 
     def _grow(self, needed: int) -> None:
         capacity = self.capacity
@@ -316,7 +375,7 @@ class WindowState:
             state.pane_start = np.concatenate(
                 [state.pane_start, np.full((extra, panes), EMPTY_TIME, dtype=np.int64)]
             )
-            fresh = Moments.empty((extra, panes, columns))
+            fresh = Moments.empty((extra, panes, columns), exact=state.exact)
             state.moments = Moments(
                 **{
                     name: np.concatenate([array, getattr(fresh, name)])
@@ -327,6 +386,17 @@ class WindowState:
 
 
 _NONE = np.empty(0, dtype=np.int64)
+
+
+def _columns(matrix: NDArray[Any], rows: NDArray[np.int64], state: _LayoutState) -> NDArray[Any]:
+    """The rows of the layout's columns, contiguous for the kernels."""
+    return np.ascontiguousarray(matrix[rows][:, state.column_index])
+
+
+def _concatenate(first: FeatureValues, second: FeatureValues) -> FeatureValues:
+    if isinstance(first, np.ma.MaskedArray):
+        return cast("FeatureValues", np.ma.concatenate([first, second]))  # type: ignore[no-untyped-call]
+    return np.concatenate([first, second])
 
 
 def _micros(seconds: float) -> int:
@@ -348,14 +418,19 @@ def _unique_points(
     return np.ascontiguousarray(ids[first]), np.ascontiguousarray(times[first])
 
 
+# The kernels take the statistics as tuples and unpack them once; the helpers they inline take
+# separate arrays (see ``streams.moments``). ``exact``, whether the layout keeps integer statistics,
+# is known when a kernel compiles: a layout with no integer column holds them as empty int8 arrays,
+# so the kernel is compiled for that type and the integer updates drop out of it.
 @numba.njit(cache=True, inline="always")
 def _apply_event(  # type: ignore[no-untyped-def]
-    entity, time, offset, values, i, slide, pane_start, count, total, mean, m2, low, high,
-    last_time, last_offset, last,
+    entity, time, offset, values, integers, i, slide, pane_start, exact,
+    count, total, mean, m2, low, high, last_time, last_offset, last,
+    i_high, i_low, i_min, i_max, i_last,
 ):  # fmt: skip
-    panes = pane_start.shape[1]
+    ring = pane_start.shape[1]
     start = (time // slide) * slide
-    slot = (time // slide) % panes
+    slot = (time // slide) % ring
     current = pane_start[entity, slot]
     if current > start:
         # The slot holds a newer pane. The ring is sized so that no event within the watermark gets here.
@@ -363,27 +438,28 @@ def _apply_event(  # type: ignore[no-untyped-def]
     if current != start:
         pane_start[entity, slot] = start
         for j in range(values.shape[1]):
-            count[entity, slot, j] = 0.0
-            total[entity, slot, j] = 0.0
-            mean[entity, slot, j] = 0.0
-            m2[entity, slot, j] = 0.0
-            low[entity, slot, j] = np.inf
-            high[entity, slot, j] = -np.inf
-            last_time[entity, slot, j] = EMPTY_TIME
-            last_offset[entity, slot, j] = -1
-            last[entity, slot, j] = np.nan
+            reset_slot(count, total, mean, m2, low, high, last_time, last_offset, last, (entity, slot, j))
+            if exact:
+                reset_integers(i_high, i_low, i_min, i_max, i_last, (entity, slot, j))
     for j in range(values.shape[1]):
         value = values[i, j]
-        if not np.isnan(value):
-            add_value(
-                count, total, mean, m2, low, high, last_time, last_offset, last,
-                (entity, slot, j), value, time, offset,
+        if np.isnan(value):
+            continue
+        add_value(
+            count, total, mean, m2, low, high, last_time, last_offset, last,
+            (entity, slot, j), value, time, offset,
+        )  # fmt: skip
+        if exact:
+            add_integer(
+                i_high, i_low, i_min, i_max, i_last, last_time, last_offset,
+                (entity, slot, j), integers[i, j], time, offset,
             )  # fmt: skip
 
 
 @numba.njit(cache=True, inline="always")
 def _merge_panes(  # type: ignore[no-untyped-def]
-    entity, begin, end, row, pane_start, count, total, mean, m2, low, high, last_time, last_offset, last,
+    entity, begin, end, row, pane_start,
+    count, total, mean, m2, low, high, last_time, last_offset, last,
     w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
 ):  # fmt: skip
     """Merge the entity's panes that start in [begin, end) into row ``row`` of the window moments."""
@@ -393,70 +469,113 @@ def _merge_panes(  # type: ignore[no-untyped-def]
             continue
         for j in range(count.shape[2]):
             merge_into(
-                w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
-                (row, j),
-                count[entity, slot, j], total[entity, slot, j], mean[entity, slot, j], m2[entity, slot, j],
-                low[entity, slot, j], high[entity, slot, j], last_time[entity, slot, j],
-                last_offset[entity, slot, j], last[entity, slot, j],
+                w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last, (row, j),
+                count, total, mean, m2, low, high, last_time, last_offset, last, (entity, slot, j),
+            )  # fmt: skip
+
+
+@numba.njit(cache=True, inline="always")
+def _merge_pane_integers(  # type: ignore[no-untyped-def]
+    entity, begin, end, row, pane_start, count, last_time, last_offset,
+    i_high, i_low, i_min, i_max, i_last,
+    w_i_high, w_i_low, w_i_min, w_i_max, w_i_last, w_last_time, w_last_offset,
+):  # fmt: skip
+    """``_merge_panes`` for the integer statistics; call it after, as it reads the window's last time."""
+    for slot in range(pane_start.shape[1]):
+        start = pane_start[entity, slot]
+        if start < begin or start >= end:
+            continue
+        for j in range(count.shape[2]):
+            merge_integers_into(
+                w_i_high, w_i_low, w_i_min, w_i_max, w_i_last, w_last_time, w_last_offset, (row, j),
+                count, i_high, i_low, i_min, i_max, i_last, last_time, last_offset, (entity, slot, j),
             )  # fmt: skip
 
 
 @numba.njit(cache=True)
-def _apply(  # type: ignore[no-untyped-def]
-    ids, times, offsets, values, slide, pane_start, count, total, mean, m2, low, high, last_time,
-    last_offset, last,
-):  # fmt: skip
+def _apply(ids, times, offsets, values, integers, slide, pane_start, panes):  # type: ignore[no-untyped-def]
+    exact = panes[9].itemsize == 8
+    count, total, mean, m2, low, high, last_time, last_offset, last = panes[:9]
+    i_high, i_low, i_min, i_max, i_last = panes[9:]
     for i in range(ids.shape[0]):
-        _apply_event(ids[i], times[i], offsets[i], values, i, slide, pane_start,
-                     count, total, mean, m2, low, high, last_time, last_offset, last)  # fmt: skip
+        _apply_event(
+            ids[i], times[i], offsets[i], values, integers, i, slide, pane_start, exact,
+            count, total, mean, m2, low, high, last_time, last_offset, last,
+            i_high, i_low, i_min, i_max, i_last,
+        )  # fmt: skip
 
 
 @numba.njit(cache=True)
 def _walk(  # type: ignore[no-untyped-def]
-    ids, times, offsets, values, point_ids, point_times, slide, window, pane_start,
-    count, total, mean, m2, low, high, last_time, last_offset, last,
-    w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+    ids, times, offsets, values, integers, point_ids, point_times, slide, window_us, pane_start, panes, window
 ):  # fmt: skip
     """Apply events (sorted by time) and evaluate the points (sorted by time) in one pass, each point
     once every event at or before it is in and none after it: then its panes hold exactly its events."""
+    exact = panes[9].itemsize == 8
+    count, total, mean, m2, low, high, last_time, last_offset, last = panes[:9]
+    i_high, i_low, i_min, i_max, i_last = panes[9:]
+    w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last = window[:9]
+    w_i_high, w_i_low, w_i_min, w_i_max, w_i_last = window[9:]
     i = 0
     for row in range(point_ids.shape[0]):
         at = point_times[row]
         while i < ids.shape[0] and times[i] <= at:
-            _apply_event(ids[i], times[i], offsets[i], values, i, slide, pane_start,
-                         count, total, mean, m2, low, high, last_time, last_offset, last)  # fmt: skip
+            _apply_event(
+                ids[i], times[i], offsets[i], values, integers, i, slide, pane_start, exact,
+                count, total, mean, m2, low, high, last_time, last_offset, last,
+                i_high, i_low, i_min, i_max, i_last,
+            )  # fmt: skip
             i += 1
         end = (at // slide + 1) * slide
         _merge_panes(
-            point_ids[row], end - window, end, row, pane_start,
+            point_ids[row], end - window_us, end, row, pane_start,
             count, total, mean, m2, low, high, last_time, last_offset, last,
             w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
         )  # fmt: skip
+        if exact:
+            _merge_pane_integers(
+                point_ids[row], end - window_us, end, row, pane_start, count, last_time, last_offset,
+                i_high, i_low, i_min, i_max, i_last,
+                w_i_high, w_i_low, w_i_min, w_i_max, w_i_last, w_last_time, w_last_offset,
+            )  # fmt: skip
     while i < ids.shape[0]:
-        _apply_event(ids[i], times[i], offsets[i], values, i, slide, pane_start,
-                     count, total, mean, m2, low, high, last_time, last_offset, last)  # fmt: skip
+        _apply_event(
+            ids[i], times[i], offsets[i], values, integers, i, slide, pane_start, exact,
+            count, total, mean, m2, low, high, last_time, last_offset, last,
+            i_high, i_low, i_min, i_max, i_last,
+        )  # fmt: skip
         i += 1
 
 
 @numba.njit(cache=True)
 def _window_moments_with_events(  # type: ignore[no-untyped-def]
-    point_ids, point_times, max_time, slide, window, pane_start,
-    count, total, mean, m2, low, high, last_time, last_offset, last,
-    event_ids, event_times, event_offsets, event_values,
-    w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+    point_ids, point_times, max_time, slide, window_us, pane_start, panes,
+    event_ids, event_times, event_offsets, event_values, event_integers, window,
 ):  # fmt: skip
     """Window moments at each point: whole panes before the point's own pane, then the raw events of
     its own pane up to the point (the pane may hold later events). Events are sorted by entity."""
+    exact = panes[9].itemsize == 8
+    count, total, mean, m2, low, high, last_time, last_offset, last = panes[:9]
+    i_high, i_low, i_min, i_max, i_last = panes[9:]
+    w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last = window[:9]
+    w_i_high, w_i_low, w_i_min, w_i_max, w_i_last = window[9:]
     for row in range(point_ids.shape[0]):
         entity, at = point_ids[row], point_times[row]
         end = (at // slide + 1) * slide
         # Once no event after the point is in, the panes alone are exact.
         own_pane_from_events = max_time[entity] > at
+        until = end - slide if own_pane_from_events else end
         _merge_panes(
-            entity, end - window, end - slide if own_pane_from_events else end, row, pane_start,
+            entity, end - window_us, until, row, pane_start,
             count, total, mean, m2, low, high, last_time, last_offset, last,
             w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
         )  # fmt: skip
+        if exact:
+            _merge_pane_integers(
+                entity, end - window_us, until, row, pane_start, count, last_time, last_offset,
+                i_high, i_low, i_min, i_max, i_last,
+                w_i_high, w_i_low, w_i_min, w_i_max, w_i_last, w_last_time, w_last_offset,
+            )  # fmt: skip
         if not own_pane_from_events:
             continue
         for k in range(np.searchsorted(event_ids, entity), event_ids.shape[0]):
@@ -466,8 +585,14 @@ def _window_moments_with_events(  # type: ignore[no-untyped-def]
                 continue
             for j in range(event_values.shape[1]):
                 value = event_values[k, j]
-                if not np.isnan(value):
-                    add_value(
-                        w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
-                        (row, j), value, event_times[k], event_offsets[k],
+                if np.isnan(value):
+                    continue
+                add_value(
+                    w_count, w_total, w_mean, w_m2, w_low, w_high, w_last_time, w_last_offset, w_last,
+                    (row, j), value, event_times[k], event_offsets[k],
+                )  # fmt: skip
+                if exact:
+                    add_integer(
+                        w_i_high, w_i_low, w_i_min, w_i_max, w_i_last, w_last_time, w_last_offset,
+                        (row, j), event_integers[k, j], event_times[k], event_offsets[k],
                     )  # fmt: skip

@@ -102,10 +102,17 @@ def test_a_sum_past_int64_is_stored_as_null_and_counted_and_the_batch_goes_on(
     from features.spec import AggregationSpec
     from online_store.layout import decode_value, entity_key, feature_field
 
-    total = AggregationSpec(
-        feature="units_sum", column="units", function="sum", window=timedelta(hours=1),
-        slide=timedelta(hours=1), dtype="INT64",
-    )  # fmt: skip
+    total, last = (
+        AggregationSpec(
+            feature=f"units_{function}",
+            column="units",
+            function=function,
+            window=timedelta(hours=1),
+            slide=timedelta(hours=1),
+            dtype="INT64",
+        )
+        for function in ("sum", "last")
+    )
     spec = FeatureViewSpec(
         name="stock",
         project=project,
@@ -113,32 +120,36 @@ def test_a_sum_past_int64_is_stored_as_null_and_counted_and_the_batch_goes_on(
         join_keys={"sku": "INT64"},
         timestamp_field="ts",
         message_schema={"sku": "INT64", "units": "INT64", "ts": "UNIX_TIMESTAMP"},
-        features={"units_sum": "INT64"},
-        aggregations=(total,),
+        features={"units_sum": "INT64", "units_last": "INT64"},
+        aggregations=(total, last),
         offline_path=str(tmp_path / "offline"),
     )
     metrics = WorkerMetrics()
     processor = _processor(spec, redis_client, stack_config, metrics)
-    # SKU 1: 2^62 twice is 2^63, one past INT64. SKU 2: 2^61 twice fits.
-    events = [(1, 2**62, 1), (2, 2**61, 2), (1, 2**62, 3), (2, 2**61, 4)]
+    # SKU 1: 2^62 twice is 2^63, one past INT64. SKU 2: 2^61 twice fits. SKU 3: 2^63 - 1 and -2,
+    # exact although float64 rounds both sums and the last value (2^63 - 1 becomes 2^63).
+    events = [(1, 2**62, 1), (2, 2**61, 2), (1, 2**62, 3), (2, 2**61, 4), (3, 2**63 - 1, 5), (3, -2, 6)]
     records = [
         SourceRecord(topic=topic, partition=0, offset=offset, key=None,
                      value=orjson.dumps({"sku": sku, "units": units, "ts": 1.7e9 + second}))
         for offset, (sku, units, second) in enumerate(events)
     ]  # fmt: skip
     outcome = processor.write(processor.prepare(records))
-    assert outcome.accepted == 4 and outcome.dead_letters == 0
+    assert outcome.accepted == 6 and outcome.dead_letters == 0
 
-    stored = {
-        sku: decode_value(
-            redis_client.hget(
-                entity_key({"sku": sku}, spec.join_keys, project), feature_field("stock", "units_sum")
-            )
-        )
-        for sku in (1, 2)
-    }
-    assert stored[1] is None
-    assert stored[2] == 2**62
+    def online(sku: int, feature: str) -> object:
+        key = entity_key({"sku": sku}, spec.join_keys, project)
+        return decode_value(redis_client.hget(key, feature_field("stock", feature)))
+
+    assert online(1, "units_sum") is None
+    assert online(2, "units_sum") == 2**62
+    assert online(3, "units_sum") == 2**63 - 3
+    assert online(3, "units_last") == -2
+    offline = processor.dataset.read().to_pylist()
+    at_3 = sorted(
+        (row["event_timestamp"], row["units_sum"], row["units_last"]) for row in offline if row["sku"] == 3
+    )
+    assert [(total, newest) for _, total, newest in at_3] == [(2**63 - 1, 2**63 - 1), (2**63 - 3, -2)]
     assert metrics.overflows.labels("stock", "units_sum")._value.get() == 1
 
 

@@ -182,3 +182,110 @@ def test_an_event_as_far_back_as_the_watermark_allows_is_counted_even_past_the_w
         assert rows[at]["count_20s"] == expected["count_20s"]
         assert rows[at]["sum_20s"] == expected["sum_20s"]
     assert rows[22 * SECOND]["sum_20s"] == 5.0
+
+
+def _integer_spec(delay_s: int) -> FeatureViewSpec:
+    aggregations = tuple(
+        AggregationSpec(
+            feature=f"{function}_{window}s",
+            column="units",
+            function=function,
+            window=timedelta(seconds=window),
+            slide=timedelta(seconds=slide),
+            dtype="INT64",
+        )
+        for window, slide in [(10, 10), (30, 10)]
+        for function in ("count", "sum", "min", "max", "last")
+    )
+    return FeatureViewSpec(
+        name="stock",
+        project="test",
+        topic="moves",
+        join_keys={"sku": "INT64"},
+        timestamp_field="ts",
+        message_schema={"sku": "INT64", "units": "INT64", "ts": "UNIX_TIMESTAMP"},
+        features={aggregation.feature: aggregation.dtype for aggregation in aggregations},
+        aggregations=aggregations,
+        watermark_delay=timedelta(seconds=delay_s),
+    )
+
+
+def _exact_value_at(events: list[tuple[int, int, int, int | None]], at: int, window: int, slide: int,
+                    function: str) -> int | None:  # fmt: skip
+    """The value at ``at`` over (time, offset, sku's units or None) events, in Python integers:
+    a sum outside int64 is None (null), as the store keeps it."""
+    end = (at // slide + 1) * slide
+    held = sorted((t, o, u) for t, o, _, u in events if end - window <= t <= at and u is not None)
+    units = [u for _, _, u in held]
+    if function == "count":
+        return len(units)
+    if not units:
+        return None
+    if function == "sum":
+        total = sum(units)
+        return total if -(2**63) <= total < 2**63 else None
+    return {"min": min, "max": max, "last": lambda v: v[-1]}[function](units)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    units=st.lists(
+        st.one_of(
+            st.none(),
+            st.integers(-(2**63), 2**63 - 1),
+            st.integers(2**62, 2**63 - 1),  # two of these overflow a sum
+            st.integers(-(2**53) - 5, -(2**53) + 5),  # where float64 stops being exact
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    batch_size=st.integers(1, 20),
+    delay_s=st.sampled_from([0, 15]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_integer_sum_min_max_and_last_are_exact_over_the_whole_int64_range(
+    units: list[int | None], batch_size: int, delay_s: int, seed: int
+) -> None:
+    spec = _integer_spec(delay_s)
+    rng = np.random.default_rng(seed)
+    count = len(units)
+    times = rng.integers(0, 60, count) * SECOND
+    skus = rng.integers(0, 2, count)
+    # Arrival order within the watermark: jitter of at most the delay, so nothing is late.
+    order = np.argsort(times + rng.integers(0, delay_s * SECOND + 1, count), kind="stable")
+    events = [(int(times[i]), offset, int(skus[i]), units[i]) for offset, i in enumerate(order.tolist())]
+
+    state = WindowState(spec=spec)
+    rows: list[tuple[int, int, int, dict[str, object]]] = []  # (sku, time, batch, features)
+    for batch_number, start in enumerate(range(0, count, batch_size)):
+        batch = events[start : start + batch_size]
+        exact = np.array([0 if u is None else u for *_, u in batch], dtype=np.int64)
+        changes = state.advance(
+            state.ids_for([sku for _, _, sku, _ in batch]),
+            np.array([t for t, *_ in batch]),
+            np.array([o for _, o, *_ in batch]),
+            {"units": np.array([np.nan if u is None else float(u) for *_, u in batch])},
+            integers={"units": exact},
+        )
+        for position, (entity, at) in enumerate(zip(changes.entity_ids.tolist(), changes.times.tolist(),
+                                                    strict=True)):  # fmt: skip
+            values = {}
+            for name, column in changes.features.items():
+                value = column[position]
+                values[name] = None if value is np.ma.masked or value != value else int(value)
+            rows.append((state.entity_keys[entity], at, batch_number, values))
+
+    for sku in (0, 1):
+        mine = [(t, o, s, u) for t, o, s, u in events if s == sku]
+        for at in sorted({t for t, *_ in events} | {row[1] for row in rows}):
+            if at > state.stream_time:
+                continue
+            seen = [row for row in rows if row[0] == sku and row[1] <= at]
+            if not seen:
+                continue
+            got = max(seen, key=lambda row: (row[1], row[2]))[3]
+            for aggregation in spec.aggregations:
+                window = int(aggregation.window.total_seconds()) * SECOND
+                slide = int(aggregation.slide.total_seconds()) * SECOND
+                expected = _exact_value_at(mine, at, window, slide, aggregation.function)
+                assert got[aggregation.feature] == expected, f"{aggregation.feature} of {sku} at {at}"
