@@ -226,6 +226,30 @@ def verify(context: _Context, views: tuple[str, ...]) -> None:
         raise SystemExit(1)
 
 
+@cli.command("rebuild")
+@click.option("--view", "views", multiple=True, required=True, help="The feature view (repeatable).")
+@click.pass_obj
+def rebuild(context: _Context, views: tuple[str, ...]) -> None:
+    """Recompute views' offline rows from their topics (data an older sluice wrote, or a changed
+    definition): sets their datasets aside and rewinds the worker group; stop the workers first."""
+    from streams.rebuild import RebuildError
+    from streams.rebuild import rebuild as rebuild_views
+
+    repo = _load_repo(context)
+    known = {spec.name for spec in repo.specs}
+    unknown = [name for name in views if name not in known]
+    if unknown:
+        raise click.ClickException(
+            f"no feature view named {', '.join(unknown)}; the views are {', '.join(sorted(known))}"
+        )
+    specs = [spec for spec in repo.specs if spec.name in views]
+    try:
+        report = rebuild_views(specs, kafka=repo.config.kafka, group=f"sluice-{repo.config.project}")
+    except RebuildError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(report.describe())
+
+
 @cli.command("materialize")
 @click.option("--start", type=click.DateTime(), help="Only rows with event time at or after this (UTC).")
 @click.option("--end", type=click.DateTime(), help="Only rows with event time before this (UTC).")
