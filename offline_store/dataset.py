@@ -3,6 +3,8 @@
 Layout, under the view's batch source path::
 
     <root>/date=2024-05-01/<topic>-<partition>-<first offset>-<last offset>.parquet
+    <root>/date=2024-05-01/backfill-<cutover>.parquet      (rows ``sluice backfill`` wrote)
+    <root>/_backfill/seed.parquet                           (its latest events, for stream workers)
 
 One file per (stream batch, event date). A file's name comes from the Kafka offsets it covers, and
 it is written under a hidden temporary name and then renamed, so a batch replayed after a crash
@@ -31,7 +33,7 @@ from numpy.typing import NDArray
 
 from features.spec import FeatureViewSpec
 
-__all__ = ["BatchFile", "OfflineDataset", "arrow_schema"]
+__all__ = ["BACKFILL", "BatchFile", "OfflineDataset", "arrow_schema"]
 
 _ARROW_TYPES = {
     "INT64": pa.int64(),
@@ -44,7 +46,10 @@ _ARROW_TYPES = {
     "BYTES": pa.binary(),
 }
 _FILE_NAME = re.compile(r"^(?P<topic>.+)-(?P<partition>\d{5})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$")
+_BACKFILL_NAME = re.compile(r"^backfill-\d{20}\.parquet$")
 _MICROS_PER_DAY = 86_400 * 1_000_000
+BACKFILL = -1
+"""The partition of a backfill's files: they come from no partition of the topic."""
 
 
 def arrow_schema(spec: FeatureViewSpec) -> pa.Schema:
@@ -96,8 +101,65 @@ class OfflineDataset:
         """Write one batch's rows, one file per event date; returns the files in date order.
         ``offsets`` are the rows' versions (null where not given)."""
         table = self._table(keys, event_times_us, created_times_us, offsets, features)
-        days = np.asarray(event_times_us, dtype=np.int64) // _MICROS_PER_DAY
         name = f"{self.spec.topic}-{partition:05d}-{first_offset:020d}-{last_offset:020d}.parquet"
+        return [
+            BatchFile(
+                path=path,
+                topic=self.spec.topic,
+                partition=partition,
+                first_offset=first_offset,
+                last_offset=last_offset,
+            )
+            for path in self._write_by_date(table, event_times_us, name)
+        ]
+
+    def write_backfill(
+        self,
+        *,
+        cutover_us: int,
+        keys: Sequence[Any],
+        event_times_us: NDArray[np.int64],
+        created_times_us: NDArray[np.int64],
+        features: Mapping[str, Sequence[Any]],
+    ) -> list[BatchFile]:
+        """Write a backfill's rows (no source offset: at one event time a stream row wins), one file
+        per event date named by the cutover, replacing any earlier backfill's files."""
+        for file in self.backfill_files():
+            file.path.unlink(missing_ok=True)
+        for orphan in self.root.glob("date=*/.backfill-*.tmp") if self.root.is_dir() else ():
+            orphan.unlink(missing_ok=True)
+        table = self._table(keys, event_times_us, created_times_us, None, features)
+        return [
+            BatchFile(path=path, topic=self.spec.topic, partition=BACKFILL, first_offset=-1, last_offset=-1)
+            for path in self._write_by_date(table, event_times_us, f"backfill-{cutover_us:020d}.parquet")
+        ]
+
+    def backfill_files(self) -> list[BatchFile]:
+        return [file for file in self.batch_files() if file.partition == BACKFILL]
+
+    def write_seed(self, table: pa.Table, *, cutover_us: int) -> Path:
+        """Keep a backfill's latest events, which stream workers load as the history of the entities
+        they see (``read_seed``). Under ``_backfill/``, which Parquet readers skip."""
+        folder = self.root / "_backfill"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "seed.parquet"
+        temporary = folder / f".seed.{uuid.uuid4().hex}.tmp"
+        metadata = {**(table.schema.metadata or {}), b"sluice.cutover_us": str(cutover_us).encode()}
+        pq.write_table(table.replace_schema_metadata(metadata), temporary, compression="zstd")
+        temporary.replace(target)
+        return target
+
+    def read_seed(self) -> tuple[pa.Table, int] | None:
+        """The backfill's seed events and its cutover (µs), or None without a backfill."""
+        path = self.root / "_backfill" / "seed.parquet"
+        if not path.exists():
+            return None
+        table = pq.read_table(path)
+        return table, int((table.schema.metadata or {})[b"sluice.cutover_us"])
+
+    def _write_by_date(self, table: pa.Table, event_times_us: NDArray[np.int64], name: str) -> list[Path]:
+        """One file per event date, each written under a temporary name and then renamed."""
+        days = np.asarray(event_times_us, dtype=np.int64) // _MICROS_PER_DAY
         written = []
         for day in np.unique(days):
             date = np.datetime64(int(day), "D").astype(str)
@@ -107,15 +169,7 @@ class OfflineDataset:
             temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
             pq.write_table(table.filter(pa.array(days == day)), temporary, compression="zstd")
             temporary.replace(target)
-            written.append(
-                BatchFile(
-                    path=target,
-                    topic=self.spec.topic,
-                    partition=partition,
-                    first_offset=first_offset,
-                    last_offset=last_offset,
-                )
-            )
+            written.append(target)
         return written
 
     def batch_files(self, *, partition: int | None = None) -> Iterator[BatchFile]:
@@ -123,6 +177,12 @@ class OfflineDataset:
         if not self.root.is_dir():
             return
         for path in self.root.glob("date=*/*.parquet"):
+            if _BACKFILL_NAME.match(path.name):
+                if partition is None:
+                    yield BatchFile(
+                        path=path, topic=self.spec.topic, partition=BACKFILL, first_offset=-1, last_offset=-1
+                    )
+                continue
             match = _FILE_NAME.match(path.name)
             if match is None or match["topic"] != self.spec.topic:
                 continue

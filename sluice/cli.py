@@ -250,6 +250,48 @@ def rebuild(context: _Context, views: tuple[str, ...]) -> None:
     click.echo(report.describe())
 
 
+@cli.command("backfill")
+@click.option("--view", required=True, help="The feature view.")
+@click.option(
+    "--events",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Parquet file of raw events: the source's join keys, timestamp field and value columns.",
+)
+@click.option(
+    "--cutover",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d"]),
+    required=True,
+    help="UTC: the file's events before it are history, the topic's events from it are live.",
+)
+@click.pass_obj
+def backfill(context: _Context, view: str, events: Path, cutover: datetime) -> None:
+    """Load a view's history from a Parquet file of raw events, joined to its stream at a cutover;
+    stop the workers first. Sets the view's stream rows aside and rewinds the worker group."""
+    from offline_store.dataset import OfflineDataset
+    from online_store import OnlineStoreUnavailable, connect
+    from online_store.writer import OnlineWriter
+    from streams.backfill import BackfillError, plan_backfill
+    from streams.rebuild import RebuildError, rebuild
+
+    repo = _load_repo(context)
+    names = sorted(spec.name for spec in repo.specs)
+    if view not in names:
+        raise click.ClickException(f"no feature view named {view}; the views are {', '.join(names)}")
+    spec = repo.spec(view)
+    try:
+        plan = plan_backfill(spec, events, cutover=cutover.replace(tzinfo=UTC))
+        client = connect(repo.config.redis)
+        rebuilt = rebuild([spec], kafka=repo.config.kafka, group=f"sluice-{repo.config.project}")
+        online = plan.write(OfflineDataset(spec=spec))
+        written = OnlineWriter(client=client, spec=spec).write(online)
+    except (BackfillError, RebuildError, OnlineStoreUnavailable) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(plan.report.describe())
+    click.echo(f"  {written} online rows written")
+    click.echo(rebuilt.describe())
+
+
 @cli.command("materialize")
 @click.option("--start", type=click.DateTime(), help="Only rows with event time at or after this (UTC).")
 @click.option("--end", type=click.DateTime(), help="Only rows with event time before this (UTC).")

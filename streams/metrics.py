@@ -30,6 +30,12 @@ class WorkerMetrics:
             ["feature_view", "sink"],
             registry=self.registry,
         )
+        self.before_cutover = Counter(
+            "sluice_events_before_cutover_total",
+            "Source events before a backfill's cutover, skipped: the backfill holds that history.",
+            ["feature_view"],
+            registry=self.registry,
+        )
         self.overflows = Counter(
             "sluice_overflow_total",
             "Aggregated values that do not fit their integer feature type, stored as null.",

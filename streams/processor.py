@@ -28,6 +28,7 @@ from features.spec import FeatureViewSpec
 from offline_store.dataset import BatchFile, OfflineDataset
 from offline_store.materialize import feature_rows
 from online_store.writer import FeatureRows, OnlineWriter
+from streams.backfill import Seed
 from streams.dead_letters import DeadLetter, DeadLetterSink, KafkaRecord
 from streams.decoding import DecodedBatch, EventDecoder
 from streams.metrics import WorkerMetrics
@@ -100,6 +101,9 @@ class PartitionProcessor:
         self.delay_us = int(spec.watermark_delay.total_seconds() * 1_000_000)
         self.max_event_time = EMPTY_TIME
         self.state = WindowState(spec=spec) if spec.is_aggregated else None
+        self.seed = Seed.load(dataset)
+        """A backfill's cutover and its latest events, the history of the entities this partition sees."""
+        self.cutover_us = EMPTY_TIME if self.seed is None else self.seed.cutover_us
         columns = (
             tuple(dict.fromkeys(a.column for a in spec.aggregations))
             if spec.is_aggregated
@@ -182,22 +186,30 @@ class PartitionProcessor:
 
     def _accept(
         self, records: Sequence[KafkaRecord], *, emit: bool
-    ) -> tuple[DecodedBatch, NDArray[np.bool_], NDArray[np.int64], ChangeRows | None]:
+    ) -> tuple[DecodedBatch, NDArray[np.bool_], NDArray[np.bool_], NDArray[np.int64], ChangeRows | None]:
         """Decode, mark late events, and update window state. Returns the batch, the on-time mask,
-        the accepted offsets, and (aggregated views, with ``emit``) the change-point rows."""
+        the late mask, the accepted offsets, and (aggregated views, with ``emit``) the change-point
+        rows. Events before a backfill's cutover are neither: the backfill holds them."""
         decoded = self.decoder.decode([record.value for record in records])
         offsets = np.asarray([record.offset for record in records], dtype=np.int64)[decoded.accepted]
+        live = decoded.times >= self.cutover_us
+        if emit and not live.all():
+            self.metrics.before_cutover.labels(self.spec.name).inc(int((~live).sum()))
         # The watermark before each event: the newest event time seen before it, minus the delay.
-        newest_before = np.maximum.accumulate(np.concatenate([[self.max_event_time], decoded.times]))[:-1]
+        live_times = np.where(live, decoded.times, EMPTY_TIME)
+        newest_before = np.maximum.accumulate(np.concatenate([[self.max_event_time], live_times]))[:-1]
         watermark = newest_before.copy()
         seen = newest_before != EMPTY_TIME
         watermark[seen] -= self.delay_us
-        on_time = decoded.times >= watermark
+        on_time = live & (decoded.times >= watermark)
+        late = live & ~on_time
         if on_time.any():
             self.max_event_time = max(self.max_event_time, int(decoded.times[on_time].max()))
         changes = None
         if self.state is not None and on_time.any():
             keys = [decoded.keys[index] for index in np.flatnonzero(on_time)]
+            if self.seed is not None:
+                self._seed(keys)
             ids = self.state.ids_for(keys)
             values = {
                 column: self._numeric(column, decoded.columns[column][on_time])
@@ -208,11 +220,29 @@ class PartitionProcessor:
                 ids, decoded.times[on_time], offsets[on_time], values, integers=integers, emit=emit
             )
         self.applied_until = max(self.applied_until, records[-1].offset)
-        return decoded, on_time, offsets, changes
+        return decoded, on_time, late, offsets, changes
+
+    def _seed(self, keys: list[Any]) -> None:
+        """Load the backfill's history of the entities not seen before. Their rows from the cutover up
+        to their first event here are the backfill's own (their history alone gives those values)."""
+        assert self.state is not None and self.seed is not None
+        known, history = self.state.entity_ids, self.seed.events
+        fresh = [key for key in dict.fromkeys(keys) if key not in known and key in history]
+        if not fresh:
+            return
+        parts = [history[key] for key in fresh]
+        self.state.advance(
+            self.state.ids_for([key for key, part in zip(fresh, parts, strict=True) for _ in part[0]]),
+            np.concatenate([part[0] for part in parts]),
+            np.concatenate([part[1] for part in parts]),
+            {column: np.concatenate([part[2][column] for part in parts]) for column in self.decoder.columns},
+            integers={column: np.concatenate([part[3][column] for part in parts]) for column in parts[0][3]},
+            emit=False,
+        )
 
     def _compute(self, records: Sequence[KafkaRecord]) -> _ComputedBatch:
         """Apply the records to the window state and compute the batch's dead letters and rows."""
-        decoded, on_time, offsets, changes = self._accept(records, emit=True)
+        decoded, on_time, late, offsets, changes = self._accept(records, emit=True)
         letters = [
             DeadLetter(record=records[rejection.index], reason=rejection.reason, detail=rejection.detail)
             for rejection in decoded.rejections
@@ -223,7 +253,7 @@ class PartitionProcessor:
                 reason="late",
                 detail=f"event time is over {self.spec.watermark_delay} behind the partition's newest event",
             )
-            for index in np.flatnonzero(~on_time)
+            for index in np.flatnonzero(late)
         ]
         accepted = int(on_time.sum())
         if changes is not None:

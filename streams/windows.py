@@ -278,6 +278,26 @@ class WindowState:
             },
         )
 
+    def advance_to(self, until: int) -> ChangeRows:
+        """Move the stream time to ``until`` with no event (a backfill's end: its windows decay) and
+        return the rows of the change points passed."""
+        before = self.stream_time
+        if until <= before:
+            return self._rows(_NONE, _NONE, [Moments.empty((0, len(s.layout.columns))) for s in self.layouts])
+        point_ids, point_times = self._new_points(_NONE, _NONE, before, until)
+        windows = []
+        for state in self.layouts:
+            layout = state.layout
+            window = Moments.empty((len(point_ids), len(layout.columns)), exact=state.exact)
+            no_values = np.empty((0, len(layout.columns)))
+            _walk(
+                _NONE, _NONE, _NONE, no_values, no_values.astype(np.int64), point_ids, point_times,
+                layout.slide_us, layout.window_us, state.pane_start, arrays(state.moments), arrays(window),
+            )  # fmt: skip
+            windows.append(window)
+        self.stream_time = until
+        return self._rows(point_ids, point_times, windows)
+
     def _corrections(self, ids: NDArray[np.int64], times: NDArray[np.int64], before: int) -> ChangeRows:
         """The rows, again, of every change point of these entities from their earliest event here on."""
         entities, inverse = np.unique(ids, return_inverse=True)
