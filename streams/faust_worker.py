@@ -59,6 +59,9 @@ def new_app(group: str, kafka: KafkaConfig, *, datadir: Path, **options: Any) ->
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         topic_disable_leader=True,
+        # Shutting down, do not wait for the batch in flight: during an outage its write retries
+        # forever, and SIGTERM must stop the worker. It is not acked, so its records come again.
+        stream_wait_empty=False,
         **options,
     )
 

@@ -129,8 +129,9 @@ def test_two_workers_in_one_group_give_the_same_state_as_one(
         assert sluice(repo, "verify").returncode == 0
 
 
+@pytest.mark.parametrize("engine", ["kafka", "faust"])
 def test_sigterm_stops_a_worker_within_10_s_while_redis_is_away_and_the_restart_loses_nothing(
-    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis, engine: str
 ) -> None:
     import subprocess
     import sys
@@ -145,7 +146,18 @@ def test_sigterm_stops_a_worker_within_10_s_while_redis_is_away_and_the_restart_
         # Nothing listens on port 1: every Redis write fails, an outage the worker retries with backoff.
         with log.open("ab") as output:
             away = subprocess.Popen(
-                [sys.executable, "-m", "sluice", "--repo", str(repo), "worker", "--loglevel", "info"],
+                [
+                    sys.executable,
+                    "-m",
+                    "sluice",
+                    "--repo",
+                    str(repo),
+                    "worker",
+                    "--engine",
+                    engine,
+                    "--loglevel",
+                    "info",
+                ],
                 env={**os.environ, "SLUICE_REDIS_URL": "redis://127.0.0.1:1/0"},
                 stdout=output,
                 stderr=subprocess.STDOUT,
