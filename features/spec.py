@@ -71,3 +71,10 @@ class FeatureViewSpec:
     @property
     def is_aggregated(self) -> bool:
         return bool(self.aggregations)
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        """The source columns the view reads: its aggregations' inputs, or its features (a plain view)."""
+        if self.aggregations:
+            return tuple(dict.fromkeys(aggregation.column for aggregation in self.aggregations))
+        return tuple(self.features)

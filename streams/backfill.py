@@ -2,7 +2,7 @@
 
 The cutover C splits the timeline: the file's events before C are history, the topic's events from C
 are live (the topic's events before C are covered by the file, skipped and counted, never
-dead-lettered as late). ``backfill``
+dead-lettered as late). ``sluice backfill``
 
 1. decodes the file's events with the view's own decoder (the same types, ranges and reasons as the
    stream), keeps those before C, and runs them in event-time order through a window state;
@@ -13,10 +13,10 @@ dead-lettered as late). ``backfill``
    view's seed, and writes each entity's newest row at or before now to Redis;
 4. sets the view's earlier stream rows aside and rewinds the worker group (``streams.rebuild``).
 
-The next ``sluice worker`` replays the topic. A partition processor seeds an entity's window state from
-the seed the first time it sees the entity, and writes the entity's rows from C on again, so windows
-that straddle C hold history and live events together. An entity that never shows up live keeps the
-backfill's own rows, which are exact: it has no live events.
+The next ``sluice worker`` replays the topic. A partition processor loads an entity's seed events into
+its window state the first time it sees the entity, so windows that straddle C hold history and live
+events together. Until an entity's first live event its values come from its history alone: those
+rows are the backfill's. An entity that never shows up live keeps the backfill's rows, exact for it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ __all__ = [
     "Seed",
     "history_rows",
     "plan_backfill",
-    "value_columns",
 ]
 
 _CHUNK = 20_000
@@ -75,24 +74,6 @@ class BackfillReport:
             f"offline rows; {self.after_cutover} at or after the cutover left "
             f"to the stream; rejected: {rejected}; {self.seed_events} events kept to seed the workers"
         )
-
-
-def value_columns(spec: FeatureViewSpec) -> tuple[str, ...]:
-    """The source columns a view reads: its aggregations' inputs, or its features for a plain view."""
-    if spec.is_aggregated:
-        return tuple(dict.fromkeys(aggregation.column for aggregation in spec.aggregations))
-    return tuple(spec.features)
-
-
-def decoder_for(spec: FeatureViewSpec, *, max_message_bytes: int = 1 << 20) -> EventDecoder:
-    return EventDecoder(
-        join_keys=spec.join_keys,
-        timestamp_field=spec.timestamp_field,
-        schema=spec.message_schema,
-        columns=value_columns(spec),
-        raw_columns=not spec.is_aggregated,
-        max_message_bytes=max_message_bytes,
-    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +156,7 @@ def plan_backfill(spec: FeatureViewSpec, events_path: Path, *, cutover: datetime
             "does not support yet; backfill a view over numeric or BOOL columns, or replay the topic "
             "(`sluice rebuild`)"
         )
-    decoder = decoder_for(spec)
+    decoder = EventDecoder.for_view(spec)
     decoded, rejected = _decode_file(events_path, decoder, spec)
     before = decoded.times < cutover_us
     keep = np.flatnonzero(before)

@@ -26,11 +26,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from features.spec import FeatureViewSpec
 
 __all__ = ["REASONS", "DecodedBatch", "EventDecoder", "Rejection"]
 
@@ -109,6 +112,18 @@ class EventDecoder:
         self.raw_columns = raw_columns
         self.max_message_bytes = max_message_bytes
         self._required = (*self.join_keys, timestamp_field, *self.columns)
+
+    @classmethod
+    def for_view(cls, spec: FeatureViewSpec, *, max_message_bytes: int = 1 << 20) -> EventDecoder:
+        """The decoder of a feature view's source: its value columns as float64, or raw for a plain view."""
+        return cls(
+            join_keys=spec.join_keys,
+            timestamp_field=spec.timestamp_field,
+            schema=spec.message_schema,
+            columns=spec.value_columns,
+            raw_columns=not spec.is_aggregated,
+            max_message_bytes=max_message_bytes,
+        )
 
     def decode(self, values: Sequence[bytes | None]) -> DecodedBatch:
         """The batch's accepted events as columns, and its rejected messages with their reasons."""

@@ -104,21 +104,9 @@ class PartitionProcessor:
         self.seed = Seed.load(dataset)
         """A backfill's cutover and its latest events, the history of the entities this partition sees."""
         self.cutover_us = EMPTY_TIME if self.seed is None else self.seed.cutover_us
-        columns = (
-            tuple(dict.fromkeys(a.column for a in spec.aggregations))
-            if spec.is_aggregated
-            else tuple(spec.features)
-        )
-        self.decoder = EventDecoder(
-            join_keys=spec.join_keys,
-            timestamp_field=spec.timestamp_field,
-            schema=spec.message_schema,
-            columns=columns,
-            raw_columns=not spec.is_aggregated,
-            max_message_bytes=max_message_bytes,
-        )
+        self.decoder = EventDecoder.for_view(spec, max_message_bytes=max_message_bytes)
         self.vocabularies: dict[str, dict[str, int]] = {
-            column: {} for column in columns if spec.message_schema[column] == "STRING"
+            column: {} for column in self.decoder.columns if spec.message_schema[column] == "STRING"
         }
         self.replay_until = -1
         self.pending_files: list[BatchFile] = []

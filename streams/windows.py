@@ -154,7 +154,7 @@ class WindowState:
         self.capacity = capacity
         self.entity_ids: dict[Any, int] = {}
         self.entity_keys: list[Any] = []
-        self.columns = tuple(dict.fromkeys(aggregation.column for aggregation in spec.aggregations))
+        self.columns = spec.value_columns
         self.integer_columns = frozenset(
             column for column in self.columns if spec.message_schema.get(column) in ("INT32", "INT64")
         )

@@ -4,19 +4,31 @@ against a brute-force recomputation over the file's events before the cutover an
 from __future__ import annotations
 
 import random
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from features.config import SluiceConfig
 from features.registry import feature_store
 from features.repo import load_repo
 from offline_store import get_historical_features
+from offline_store.dataset import OfflineDataset
+from online_store.writer import OnlineWriter
+from streams import producer
+from streams.backfill import plan_backfill
+from streams.dead_letters import DeadLetterSink, SourceRecord
+from streams.metrics import WorkerMetrics
+from streams.processor import PartitionProcessor
 from tests.reference import value_at
 from tests.streaming import (
     dead_letters,
@@ -163,3 +175,98 @@ def test_a_file_without_the_columns_the_view_reads_is_refused_with_what_to_fix(
     assert "join keys, timestamp field and value columns" in refused.stderr
     # Nothing was set aside or written.
     assert not (repo / "offline").exists()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    cutover_s=st.integers(15, 100),
+    batch_size=st.integers(1, 200),
+)
+def test_backfill_rows_and_stream_rows_give_the_value_at_any_time_for_any_cutover_and_batching(
+    tmp_path: Path,
+    stack_config: SluiceConfig,
+    project: str,
+    topic: str,
+    redis_client: redis.Redis,
+    seed: int,
+    cutover_s: int,
+    batch_size: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as root:
+        spec = load_repo(make_repo(Path(root) / "repo", project=project, topic=topic)).spec("card_stats")
+        cutover_us = int(BASE.timestamp() + cutover_s) * SECOND
+        # 600 purchases of 4 cards over 2 minutes, arriving up to 3 s out of order, some ties.
+        ts = int(BASE.timestamp()) * SECOND + np.sort(rng.integers(0, 120, 600)) * SECOND
+        ts = ts + rng.choice([0, 250_000], 600)
+        arrival = np.argsort(ts + rng.integers(0, 3 * SECOND, 600), kind="stable")
+        frame = pd.DataFrame(
+            {
+                "card_id": rng.integers(0, 4, 600)[arrival],
+                "amount": np.where(rng.random(600) < 0.05, np.nan, np.round(rng.normal(40, 20, 600), 2)),
+                "ts_us": ts[arrival],
+            }
+        )
+        frame["order"] = np.arange(len(frame))
+        history_file = Path(root) / "history.parquet"
+        pq.write_table(
+            pa.table(
+                {
+                    "card_id": frame["card_id"].to_numpy(),
+                    "amount": pa.array(frame["amount"].to_numpy(), from_pandas=True),
+                    "ts": pa.array(frame["ts_us"].to_numpy(), type=pa.timestamp("us", tz="UTC")),
+                }
+            ),
+            history_file,
+        )
+        plan = plan_backfill(spec, history_file, cutover=datetime.fromtimestamp(cutover_us / SECOND, UTC))
+        plan.write(OfflineDataset(spec=spec))
+
+        # The topic holds everything from 10 s before the cutover; the processor skips what is before it.
+        live = frame[frame["ts_us"] >= cutover_us - 10 * SECOND].reset_index(drop=True)
+        records = [
+            SourceRecord(topic=topic, partition=0, offset=offset, key=None, value=orjson.dumps({
+                "card_id": int(row.card_id), "amount": None if np.isnan(row.amount) else row.amount,
+                "ts": datetime.fromtimestamp(row.ts_us / SECOND, UTC).isoformat(),
+            }))
+            for offset, row in enumerate(live.itertuples(index=False))
+        ]  # fmt: skip
+        processor = PartitionProcessor(
+            spec=spec,
+            partition=0,
+            dataset=OfflineDataset(spec=spec),
+            writer=OnlineWriter(client=redis_client, spec=spec),
+            dead_letters=DeadLetterSink(
+                producer=producer(stack_config.kafka), topic=spec.dlq_topic, feature_view=spec.name
+            ),
+            metrics=WorkerMetrics(),
+        )
+        processor.start(first_offset=0, history=[])
+        for start in range(0, len(records), batch_size):
+            outcome = processor.write(processor.prepare(records[start : start + batch_size]))
+            assert outcome.dead_letters == 0
+
+        rows = OfflineDataset(spec=spec).read().to_pandas()
+        rows["at"] = (rows["event_timestamp"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        rows = rows.sort_values(["at", "source_offset"], na_position="first", kind="stable")
+        truth = pd.concat([frame[frame["ts_us"] < cutover_us], live[live["ts_us"] >= cutover_us]])
+        truth["order"] = np.concatenate(
+            [frame["order"][frame["ts_us"] < cutover_us], 10**6 + np.flatnonzero(live["ts_us"] >= cutover_us)]
+        )
+        stream_time = int(live["ts_us"].max())
+        times = rng.integers(int(BASE.timestamp()) * SECOND, stream_time + 1, 150)
+        for at in np.concatenate([times, rows["at"].to_numpy()[rng.integers(0, len(rows), 50)]]).tolist():
+            for card in range(4):
+                mine = rows[(rows["card_id"] == card) & (rows["at"] <= at)]
+                expected = value_at(
+                    truth, spec, key="card_id", time="ts_us", order="order", entity=card, at=at
+                )
+                for feature in spec.features:
+                    got = np.nan if mine.empty else mine.iloc[-1][feature]
+                    if mine.empty and feature == "txn_count_10s":
+                        got = 0
+                    np.testing.assert_allclose(
+                        np.nan if got is None or pd.isna(got) else float(got), expected[feature],
+                        rtol=1e-9, atol=1e-6, err_msg=f"{feature} of card {card} at {at}",
+                    )  # fmt: skip

@@ -168,7 +168,10 @@ def test_sigterm_stops_a_worker_within_10_s_while_redis_is_away_and_the_restart_
             time.sleep(0.2)
         signalled = time.monotonic()
         away.send_signal(signal.SIGTERM)
-        away.wait(timeout=15)
+        try:
+            away.wait(timeout=15)
+        finally:
+            away.kill()  # no-op once it has exited; else it would outlive the test
         assert time.monotonic() - signalled < 10
         assert sum(committed(group, topic).values()) == 0  # nothing it could not write was committed
 
