@@ -255,9 +255,9 @@ def rebuild(context: _Context, views: tuple[str, ...]) -> None:
 @click.option(
     "--events",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
     help="Parquet file of raw events: the source's join keys, timestamp field and value columns.",
 )
+@click.option("--topic", help="Or a topic of raw events in the source's format (an archive), read whole.")
 @click.option(
     "--cutover",
     type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d"]),
@@ -265,13 +265,13 @@ def rebuild(context: _Context, views: tuple[str, ...]) -> None:
     help="UTC: the file's events before it are history, the topic's events from it are live.",
 )
 @click.pass_obj
-def backfill(context: _Context, view: str, events: Path, cutover: datetime) -> None:
-    """Load a view's history from a Parquet file of raw events, joined to its stream at a cutover;
-    stop the workers first. Sets the view's stream rows aside and rewinds the worker group."""
+def backfill(context: _Context, view: str, events: Path | None, topic: str | None, cutover: datetime) -> None:
+    """Load a view's history from raw events (a Parquet file or a topic), joined to its stream at a
+    cutover; stop the workers first. Sets the view's stream rows aside and rewinds the worker group."""
     from offline_store.dataset import OfflineDataset
     from online_store import OnlineStoreUnavailable, connect
     from online_store.writer import OnlineWriter
-    from streams.backfill import BackfillError, plan_backfill
+    from streams.backfill import BackfillError, file_messages, plan_backfill, topic_messages
     from streams.rebuild import RebuildError, rebuild
 
     repo = _load_repo(context)
@@ -279,8 +279,15 @@ def backfill(context: _Context, view: str, events: Path, cutover: datetime) -> N
     if view not in names:
         raise click.ClickException(f"no feature view named {view}; the views are {', '.join(names)}")
     spec = repo.spec(view)
+    if (events is None) == (topic is None):
+        raise click.ClickException("give the history as one of --events FILE.parquet or --topic TOPIC")
     try:
-        plan = plan_backfill(spec, events, cutover=cutover.replace(tzinfo=UTC))
+        messages = (
+            file_messages(events, spec)
+            if events is not None
+            else topic_messages(repo.config.kafka, str(topic))
+        )
+        plan = plan_backfill(spec, messages, cutover=cutover.replace(tzinfo=UTC))
         client = connect(repo.config.redis)
         rebuilt = rebuild([spec], kafka=repo.config.kafka, group=f"sluice-{repo.config.project}")
         online = plan.write(OfflineDataset(spec=spec))

@@ -1,4 +1,5 @@
-"""Backfill: a feature view's history from a Parquet file of raw events, joined to its live stream.
+"""Backfill: a feature view's history from raw events (a Parquet file or an archive topic), joined to
+its live stream.
 
 The cutover C splits the timeline: the file's events before C are history, the topic's events from C
 are live (the topic's events before C are covered by the file, skipped and counted, never
@@ -22,6 +23,7 @@ rows are the backfill's. An entity that never shows up live keeps the backfill's
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,10 +34,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.config import KafkaConfig
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
 from online_store.writer import FeatureRows
-from streams.decoding import DecodedBatch, EventDecoder
+from streams.decoding import EventDecoder
 from streams.windows import ChangeRows, WindowState
 
 __all__ = [
@@ -43,8 +46,10 @@ __all__ = [
     "BackfillPlan",
     "BackfillReport",
     "Seed",
+    "file_messages",
     "history_rows",
     "plan_backfill",
+    "topic_messages",
 ]
 
 _CHUNK = 20_000
@@ -142,8 +147,9 @@ class BackfillPlan:
         return _newest_until(rows, time.time_ns() // 1000 if now_us is None else now_us)
 
 
-def plan_backfill(spec: FeatureViewSpec, events_path: Path, *, cutover: datetime) -> BackfillPlan:
-    """Decode the file's events, keep those before the cutover and compute their rows and seed."""
+def plan_backfill(spec: FeatureViewSpec, messages: Sequence[bytes], *, cutover: datetime) -> BackfillPlan:
+    """Decode the history's events (JSON messages, as the stream carries them: ``file_messages`` or
+    ``topic_messages``), keep those before the cutover and compute their rows and seed."""
     cutover_us = _micros(cutover)
     strings = [
         aggregation.column
@@ -157,7 +163,10 @@ def plan_backfill(spec: FeatureViewSpec, events_path: Path, *, cutover: datetime
             "(`sluice rebuild`)"
         )
     decoder = EventDecoder.for_view(spec)
-    decoded, rejected = _decode_file(events_path, decoder, spec)
+    decoded = decoder.decode(messages)
+    rejected: dict[str, int] = {}
+    for rejection in decoded.rejections:
+        rejected[rejection.reason] = rejected.get(rejection.reason, 0) + 1
     before = decoded.times < cutover_us
     keep = np.flatnonzero(before)
     # Event-time order; the file's order breaks ties, as the log's offsets do in the stream.
@@ -269,15 +278,14 @@ def _newest_until(rows: FeatureRows, now_us: int) -> FeatureRows:
     return rows.take(np.sort(np.fromiter(newest.values(), dtype=np.int64, count=len(newest))))
 
 
-def _decode_file(
-    path: Path, decoder: EventDecoder, spec: FeatureViewSpec
-) -> tuple[DecodedBatch, dict[str, int]]:
-    """The file's events through the stream's decoder, as JSON: one set of types, ranges and reasons."""
+def file_messages(path: Path, spec: FeatureViewSpec) -> list[bytes]:
+    """A Parquet file's events as JSON messages, so that they take the stream's decoder: one set of
+    types, ranges and reasons."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as error:
         raise BackfillError(f"cannot read {path} as Parquet: {error}") from None
-    needed = [*spec.join_keys, spec.timestamp_field, *decoder.columns]
+    needed = [*spec.join_keys, spec.timestamp_field, *spec.value_columns]
     missing = [name for name in needed if name not in table.schema.names]
     if missing:
         raise BackfillError(
@@ -285,12 +293,34 @@ def _decode_file(
             f"{', '.join(needed)} (the source's join keys, timestamp field and value columns)"
         )
     rows = table.select(needed).to_pylist()
-    messages = [orjson.dumps(row, option=orjson.OPT_NAIVE_UTC, default=str) for row in rows]
-    decoded = decoder.decode(messages)
-    rejected: dict[str, int] = {}
-    for rejection in decoded.rejections:
-        rejected[rejection.reason] = rejected.get(rejection.reason, 0) + 1
-    return decoded, rejected
+    return [orjson.dumps(row, option=orjson.OPT_NAIVE_UTC, default=str) for row in rows]
+
+
+def topic_messages(kafka: KafkaConfig, topic: str) -> list[bytes]:
+    """Every message a topic retains now (an archive of the source's events, say), by partition and
+    offset; read without a consumer group."""
+    from kafka import TopicPartition
+
+    from streams.kafka_clients import consumer
+
+    reader = consumer(kafka, enable_auto_commit=False, group_id=None)
+    try:
+        known = reader.partitions_for_topic(topic)
+        if not known:
+            raise BackfillError(f"topic {topic!r} does not exist or has no partitions")
+        partitions = [TopicPartition(topic, partition) for partition in sorted(known)]
+        reader.assign(partitions)
+        reader.seek_to_beginning(*partitions)
+        ends = reader.end_offsets(partitions)
+        by_partition: dict[int, list[bytes]] = {partition.partition: [] for partition in partitions}
+        while any(reader.position(partition) < ends[partition] for partition in partitions):
+            for assigned, records in reader.poll(timeout_ms=1000, max_records=50_000).items():
+                by_partition[assigned.partition] += [
+                    record.value for record in records if record.offset < ends[assigned]
+                ]
+        return [message for partition in sorted(by_partition) for message in by_partition[partition]]
+    finally:
+        reader.close()
 
 
 def _seed_table(

@@ -214,3 +214,23 @@ def stream_times(topic: str, *, key: str = "card_id", time: str = "ts") -> dict[
     finally:
         consumer.close()
     return {entity: newest[partition] for entity, partition in partition_of.items()}
+
+
+def partition_processor(spec: Any, redis_client: Any, config: Any, metrics: Any) -> Any:
+    """Partition 0's processor of the view, with the real sinks (Redis, Parquet, the dead-letter topic)."""
+    from offline_store.dataset import OfflineDataset
+    from online_store.writer import OnlineWriter
+    from streams import producer
+    from streams.dead_letters import DeadLetterSink
+    from streams.processor import PartitionProcessor
+
+    return PartitionProcessor(
+        spec=spec,
+        partition=0,
+        dataset=OfflineDataset(spec=spec),
+        writer=OnlineWriter(client=redis_client, spec=spec),
+        dead_letters=DeadLetterSink(
+            producer=producer(config.kafka), topic=spec.dlq_topic, feature_view=spec.name
+        ),
+        metrics=metrics,
+    )

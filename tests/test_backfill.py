@@ -23,17 +23,15 @@ from features.registry import feature_store
 from features.repo import load_repo
 from offline_store import get_historical_features
 from offline_store.dataset import OfflineDataset
-from online_store.writer import OnlineWriter
-from streams import producer
-from streams.backfill import plan_backfill
-from streams.dead_letters import DeadLetterSink, SourceRecord
+from streams.backfill import file_messages, plan_backfill
+from streams.dead_letters import SourceRecord
 from streams.metrics import WorkerMetrics
-from streams.processor import PartitionProcessor
 from tests.reference import value_at
 from tests.streaming import (
     dead_letters,
     delete_topics,
     make_repo,
+    partition_processor,
     produce,
     sluice,
     start_worker,
@@ -58,8 +56,9 @@ def _events(rng: random.Random, cards: range, start_s: float, end_s: float, coun
     return events
 
 
+@pytest.mark.parametrize("source", ["file", "topic"])
 def test_a_backfill_joins_the_stream_at_the_cutover_in_both_stores(
-    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis, source: str
 ) -> None:
     repo = make_repo(tmp_path / "repo", project=project, topic=topic)
     assert sluice(repo, "apply").returncode == 0
@@ -77,10 +76,20 @@ def test_a_backfill_joins_the_stream_at_the_cutover_in_both_stores(
     worker = None
     try:
         produce(topic, [{**event, "ts": event["ts"].isoformat()} for event in live])
+        if source == "topic":  # an archive of the source's events, in its JSON format
+            produce(f"{topic}.archive", [{**event, "ts": event["ts"].isoformat()} for event in history])
+            where = ["--topic", f"{topic}.archive"]
+        else:
+            where = ["--events", str(events_file)]
         backfilled = sluice(
-            repo, "backfill", "--view", "card_stats", "--events", str(events_file),
-            "--cutover", CUTOVER.strftime("%Y-%m-%dT%H:%M:%S"),
-        )  # fmt: skip
+            repo,
+            "backfill",
+            "--view",
+            "card_stats",
+            *where,
+            "--cutover",
+            CUTOVER.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
         assert backfilled.returncode == 0, backfilled.stderr
         kept = sum(event["ts"] < CUTOVER for event in history)
         assert f"{kept} events before" in backfilled.stdout
@@ -93,7 +102,7 @@ def test_a_backfill_joins_the_stream_at_the_cutover_in_both_stores(
     finally:
         if worker is not None:
             stop(worker)
-        delete_topics(topic, f"{topic}.dlq")
+        delete_topics(topic, f"{topic}.dlq", f"{topic}.archive")
     # The topic's events before the cutover are the history's: skipped, not late.
     assert letters == []
 
@@ -173,6 +182,9 @@ def test_a_file_without_the_columns_the_view_reads_is_refused_with_what_to_fix(
     assert refused.returncode == 1
     assert "has no column amount" in refused.stderr
     assert "join keys, timestamp field and value columns" in refused.stderr
+    neither = sluice(repo, "backfill", "--view", "card_stats", "--cutover", "2026-01-02")
+    assert neither.returncode == 1
+    assert "give the history as one of --events FILE.parquet or --topic TOPIC" in neither.stderr
     # Nothing was set aside or written.
     assert not (repo / "offline").exists()
 
@@ -220,7 +232,8 @@ def test_backfill_rows_and_stream_rows_give_the_value_at_any_time_for_any_cutove
             ),
             history_file,
         )
-        plan = plan_backfill(spec, history_file, cutover=datetime.fromtimestamp(cutover_us / SECOND, UTC))
+        cutover = datetime.fromtimestamp(cutover_us / SECOND, UTC)
+        plan = plan_backfill(spec, file_messages(history_file, spec), cutover=cutover)
         plan.write(OfflineDataset(spec=spec))
 
         # The topic holds everything from 10 s before the cutover; the processor skips what is before it.
@@ -232,16 +245,7 @@ def test_backfill_rows_and_stream_rows_give_the_value_at_any_time_for_any_cutove
             }))
             for offset, row in enumerate(live.itertuples(index=False))
         ]  # fmt: skip
-        processor = PartitionProcessor(
-            spec=spec,
-            partition=0,
-            dataset=OfflineDataset(spec=spec),
-            writer=OnlineWriter(client=redis_client, spec=spec),
-            dead_letters=DeadLetterSink(
-                producer=producer(stack_config.kafka), topic=spec.dlq_topic, feature_view=spec.name
-            ),
-            metrics=WorkerMetrics(),
-        )
+        processor = partition_processor(spec, redis_client, stack_config, WorkerMetrics())
         processor.start(first_offset=0, history=[])
         for start in range(0, len(records), batch_size):
             outcome = processor.write(processor.prepare(records[start : start + batch_size]))

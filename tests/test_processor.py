@@ -14,32 +14,13 @@ from features.config import SluiceConfig
 from features.repo import load_repo
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
-from online_store.writer import OnlineWriter
-from streams import producer
-from streams.dead_letters import DeadLetterSink, SourceRecord
+from streams.dead_letters import SourceRecord
 from streams.metrics import WorkerMetrics
-from streams.processor import PartitionProcessor
 from tests.reference import change_points, expected_online
-from tests.streaming import make_repo
+from tests.streaming import make_repo, partition_processor
 from tests.test_stream_worker import assert_same, online_rows, transactions
 
 pytestmark = pytest.mark.stack
-
-
-def _processor(
-    spec: FeatureViewSpec, redis_client: redis.Redis, stack_config: SluiceConfig, metrics: WorkerMetrics
-) -> PartitionProcessor:
-    """Partition 0's processor of the view, with the real sinks."""
-    return PartitionProcessor(
-        spec=spec,
-        partition=0,
-        dataset=OfflineDataset(spec=spec),
-        writer=OnlineWriter(client=redis_client, spec=spec),
-        dead_letters=DeadLetterSink(
-            producer=producer(stack_config.kafka), topic=spec.dlq_topic, feature_view=spec.name
-        ),
-        metrics=metrics,
-    )
 
 
 def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
@@ -50,7 +31,7 @@ def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
     # The offline path is a file for now, so the Parquet write fails.
     Path(spec.offline_path).parent.mkdir(parents=True)
     Path(spec.offline_path).write_text("in the way")
-    processor = _processor(spec, redis_client, stack_config, WorkerMetrics())
+    processor = partition_processor(spec, redis_client, stack_config, WorkerMetrics())
     events = transactions(500, cards=20, seed=5)
     records = [
         SourceRecord(topic=topic, partition=0, offset=offset, key=None, value=orjson.dumps(event))
@@ -125,7 +106,7 @@ def test_a_sum_past_int64_is_stored_as_null_and_counted_and_the_batch_goes_on(
         offline_path=str(tmp_path / "offline"),
     )
     metrics = WorkerMetrics()
-    processor = _processor(spec, redis_client, stack_config, metrics)
+    processor = partition_processor(spec, redis_client, stack_config, metrics)
     # SKU 1: 2^62 twice is 2^63, one past INT64. SKU 2: 2^61 twice fits. SKU 3: 2^63 - 1 and -2,
     # exact although float64 rounds both sums and the last value (2^63 - 1 becomes 2^63).
     events = [(1, 2**62, 1), (2, 2**61, 2), (1, 2**62, 3), (2, 2**61, 4), (3, 2**63 - 1, 5), (3, -2, 6)]
@@ -165,7 +146,7 @@ def test_a_new_owner_removes_the_temporary_files_a_crash_left_in_its_partition(
     theirs = folder / f".{topic}-00001-{0:020d}-{99:020d}.parquet.4567ef01.tmp"
     mine.write_bytes(b"half a file")
     theirs.write_bytes(b"being written")
-    processor = _processor(spec, redis_client, stack_config, WorkerMetrics())
+    processor = partition_processor(spec, redis_client, stack_config, WorkerMetrics())
     processor.start(first_offset=0, history=[])
     assert not mine.exists()
     assert theirs.exists()
