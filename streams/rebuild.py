@@ -14,11 +14,13 @@ from the rebuilt dataset (they stay in the folder set aside).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from features.config import KafkaConfig
 from features.spec import FeatureViewSpec
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from kafka import KafkaAdminClient
 
 __all__ = ["RebuildError", "RebuildReport", "rebuild"]
+
+_T = TypeVar("_T")
 
 
 class RebuildError(RuntimeError):
@@ -81,7 +85,7 @@ def rebuild(
                 TopicPartition(topic, partition["partition_index"]): OffsetSpec.EARLIEST
                 for partition in partitions
             }
-            results = admin.reset_group_offsets(group, specs_by_partition)
+            results = _retrying(partial(admin.reset_group_offsets, group, specs_by_partition))
             rewound[topic] = {}
             for partition, result in results.items():
                 if result["error"] is not Errors.NoError:
@@ -98,8 +102,23 @@ def rebuild(
 
 def _members(admin: KafkaAdminClient, group: str) -> int:
     """The group's active members (an unknown group has none)."""
-    described = admin.describe_groups([group]).get(group) or {}
+    described = _retrying(lambda: admin.describe_groups([group])).get(group) or {}
     return len(described.get("members") or [])
+
+
+def _retrying(call: Callable[[], _T], *, timeout_s: float = 30.0) -> _T:
+    """``call()``, again while the broker answers with a retriable error: a fresh broker creates its
+    group coordinator (``__consumer_offsets``) on the first group request."""
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaError as error:
+            if not getattr(error, "retriable", False) or time.monotonic() > deadline:
+                raise RebuildError(f"the broker refused a group request: {error}") from None
+        time.sleep(0.5)
 
 
 def _set_aside(spec: FeatureViewSpec, stamp: str) -> list[tuple[Path, Path]]:
