@@ -10,7 +10,17 @@ from urllib.parse import urlsplit
 from features.config import RedisConfig, SluiceConfig
 from features.repo import FeatureRepo
 
-__all__ = ["Change", "apply_changes", "feast_repo_config", "feature_store", "plan_changes"]
+__all__ = [
+    "FEAST_CONFIG_FILE",
+    "Change",
+    "apply_changes",
+    "feast_repo_config",
+    "feature_store",
+    "plan_changes",
+    "write_feast_config",
+]
+
+FEAST_CONFIG_FILE = "feature_store.yaml"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +65,87 @@ def feast_repo_config(config: SluiceConfig, repo_path: Path) -> Any:
     )
 
 
+def write_feast_config(repo: FeatureRepo) -> Path | None:
+    """Write the ``feature_store.yaml`` Feast's SDK needs (``FeatureStore(repo_path=...)``), from the repo's
+    config, when the repo has none; a user's file is never touched. Returns the path written, or None.
+
+    No secret is written: a password is a ``${VAR}`` reference, Feast expands it from the environment,
+    the one ``sluice.yaml`` names or ``SLUICE_REDIS_PASSWORD`` / ``SLUICE_REGISTRY_PASSWORD`` otherwise.
+    """
+    import yaml
+
+    path = repo.path / FEAST_CONFIG_FILE
+    if path.exists():
+        return None
+    config = repo.config
+    raw = _raw_config(repo.path)
+    has_password = bool(config.redis.password or urlsplit(config.redis.url).password)
+    reference = _reference(raw, ("redis", "password"), "SLUICE_REDIS_PASSWORD") if has_password else None
+    redis = config.redis.model_copy(
+        update={"url": _without_password(config.redis.url), "password": reference}
+    )
+    connection = redis_connection_string(redis)
+    registry_path = config.registry.path
+    if config.registry.is_sql and urlsplit(registry_path).password:
+        reference = _reference(raw, ("registry", "password"), "SLUICE_REGISTRY_PASSWORD")
+        registry_path = _without_password(registry_path, replacement=reference)
+    document = {
+        "project": config.project,
+        "provider": "local",
+        "registry": {
+            "registry_type": "sql" if config.registry.is_sql else "file",
+            "path": registry_path,
+            "cache_ttl_seconds": config.registry.cache_ttl_seconds,
+        },
+        "online_store": {"type": "redis", "connection_string": connection},
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+    header = (
+        "# Written by `sluice apply` from sluice.yaml, so that Feast's SDK works on this repo\n"
+        "# (feast.FeatureStore(repo_path=...)). sluice never changes this file: edit it, or delete it\n"
+        "# to have it written again. Secrets are ${VAR} references, read from the environment.\n"
+    )
+    path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _raw_config(repo_path: Path) -> dict[str, Any]:
+    import yaml
+
+    from features.config import CONFIG_FILE
+
+    file = repo_path / CONFIG_FILE
+    loaded = yaml.safe_load(file.read_text(encoding="utf-8")) if file.is_file() else None
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _reference(raw: dict[str, Any], keys: tuple[str, str], default: str) -> str:
+    """``${VAR}`` as ``sluice.yaml`` spells the value, when it is a reference; else ``${default}``."""
+    section = raw.get(keys[0])
+    value = section.get(keys[1]) if isinstance(section, dict) else None
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        return value
+    return "${" + default + "}"
+
+
+def _without_password(url: str, *, replacement: str = "") -> str:
+    """``url`` with its password replaced (by nothing: then without the colon).
+
+    >>> _without_password("postgresql://sluice:pw@db:5432/feast", replacement="${PW}")
+    'postgresql://sluice:${PW}@db:5432/feast'
+    >>> _without_password("redis://:pw@cache:6379/0")
+    'redis://cache:6379/0'
+    """
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    credentials = f"{user}:{replacement}@" if replacement else (f"{user}@" if user else "")
+    return parts._replace(netloc=credentials + host).geturl()
+
+
 def redis_connection_string(redis: RedisConfig) -> str:
     """Feast's ``host:port,db=N,password=...,ssl=true`` form of a redis-py URL.
 
@@ -83,6 +174,7 @@ def feature_store(repo: FeatureRepo) -> Any:
 def plan_changes(repo: FeatureRepo, store: Any) -> list[Change]:
     """What ``apply`` would change in the registry: compares each object's proto, ignoring metadata."""
     registered = _registered(store)
+    _infer(store, repo.objects)
     desired = {(_kind(item), item.name): item for item in _with_nested_sources(repo.objects)}
     changes = []
     for (kind, name), item in desired.items():
@@ -104,6 +196,28 @@ def apply_changes(repo: FeatureRepo, store: Any, changes: list[Change]) -> None:
     registered = _registered(store)
     to_delete = [registered[(change.kind, change.name)] for change in changes if change.action == "delete"]
     store.apply(list(repo.objects), objects_to_delete=to_delete, partial=False)
+
+
+def _infer(store: Any, objects: tuple[Any, ...]) -> None:
+    """Fill in what Feast's ``apply`` infers (a decorated view's entity columns, an on-demand view's
+    features), so that a plan compares what ``apply`` would register, not what the file spells out."""
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView, StreamFeatureView
+    from feast.data_source import DataSource
+
+    def of(kind: type, exclude: type | None = None) -> list[Any]:
+        return [
+            item for item in objects if isinstance(item, kind) and not (exclude and isinstance(item, exclude))
+        ]
+
+    # Feast's own step of apply; it has no public name.
+    store._make_inferences(
+        of(DataSource),
+        of(Entity),
+        of(FeatureView, StreamFeatureView),
+        of(OnDemandFeatureView),
+        of(StreamFeatureView),
+        of(FeatureService),
+    )
 
 
 def _with_nested_sources(objects: tuple[Any, ...]) -> list[Any]:
@@ -130,6 +244,7 @@ def _registered(store: Any) -> dict[tuple[str, str], Any]:
         registry.list_data_sources,
         registry.list_feature_views,
         registry.list_stream_feature_views,
+        registry.list_on_demand_feature_views,
         registry.list_feature_services,
     ):
         found += listing(project, allow_cache=False)
@@ -156,7 +271,9 @@ def _comparable(item: Any) -> Any:
 
 def _normalized(value: Any) -> Any:
     if isinstance(value, dict):
-        return {key: _normalized(item) for key, item in value.items() if key != "meta"}
+        # A function's dill bytes differ between processes; its source is its identity (as in Feast).
+        dropped = {"meta", "body"} if "bodyText" in value else {"meta"}
+        return {key: _normalized(item) for key, item in value.items() if key not in dropped}
     if isinstance(value, list):
         items = [_normalized(item) for item in value]
         if all(isinstance(item, dict) and "name" in item for item in items):

@@ -93,10 +93,10 @@ def definition_files(path: Path) -> list[Path]:
 
 
 def _collect_objects(path: Path) -> list[Any]:
-    from feast import Entity, FeatureService, FeatureView
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
     from feast.data_source import DataSource
 
-    kinds = (Entity, DataSource, FeatureView, FeatureService)
+    kinds = (Entity, DataSource, FeatureView, OnDemandFeatureView, FeatureService)
     if str(path) not in sys.path:
         sys.path.append(str(path))
     seen: set[int] = set()
@@ -112,13 +112,20 @@ def _collect_objects(path: Path) -> list[Any]:
 
 def _import_file(file: Path, root: Path) -> Any:
     relative = file.relative_to(root).with_suffix("")
-    name = "sluice_repo." + ".".join(relative.parts)
+    plain = ".".join(relative.parts)
+    imported = sys.modules.get(plain)
+    if imported is not None and getattr(imported, "__file__", None) == str(file):
+        return imported  # a definition file imported it by its own name: the same objects, not copies
+    name = "sluice_repo." + plain
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
         raise RepoLoadError(f"{file}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     # Registered before it runs, as Python's own imports do: dataclasses and pickling look it up there.
     sys.modules[name] = module
+    if _resolves_to(plain, file):
+        # A file that imports this one by name gets this module, not a second copy of its objects.
+        sys.modules.setdefault(plain, module)
     try:
         with warnings.catch_warnings():
             # Feast marks every StreamFeatureView as alpha; sluice is what runs them, so say nothing.
@@ -138,6 +145,15 @@ def _import_file(file: Path, root: Path) -> Any:
         where = f"{file}:{line}" if line else str(file)
         raise RepoLoadError(f"{where}: {type(error).__name__}: {error}") from None
     return module
+
+
+def _resolves_to(name: str, file: Path) -> bool:
+    """Whether ``import name`` would import ``file`` (and not an installed module of that name)."""
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return found is not None and found.origin == str(file)
 
 
 def _resolve_paths(spec: FeatureViewSpec, root: Path) -> FeatureViewSpec:

@@ -17,7 +17,7 @@ from features.aggregations import UnknownAggregation, get_aggregation
 from features.schema import SchemaError, parse_schema
 from features.spec import AggregationSpec, FeatureViewSpec, window_label
 
-__all__ = ["DefinitionError", "InvalidDefinitions", "validate"]
+__all__ = ["DefinitionError", "InvalidDefinitions", "type_name", "validate"]
 
 # Feast's Redis key encoding supports these entity key types (key_encoding_utils).
 _JOIN_KEY_DTYPES = frozenset({"INT64", "INT32", "STRING"})
@@ -46,18 +46,21 @@ class InvalidDefinitions(ValueError):
 
 def validate(objects: Iterable[Any], *, project: str) -> list[FeatureViewSpec]:
     """Specs for every feature view fed by a Kafka source; raises InvalidDefinitions listing all problems."""
-    from feast import Entity, FeatureService, FeatureView, KafkaSource, StreamFeatureView
+    from feast import Entity, FeatureService, FeatureView, KafkaSource, OnDemandFeatureView, StreamFeatureView
     from feast.data_source import DataSource
+
+    from features.on_demand import check_on_demand_views
 
     objects = list(objects)
     errors: list[DefinitionError] = []
     entities = [item for item in objects if isinstance(item, Entity)]
     sources = [item for item in objects if isinstance(item, DataSource)]
     views = [item for item in objects if isinstance(item, FeatureView)]
+    on_demand = [item for item in objects if isinstance(item, OnDemandFeatureView)]
     services = [item for item in objects if isinstance(item, FeatureService)]
     errors += _duplicates("Entity", entities)
     errors += _duplicates("DataSource", sources)
-    errors += _duplicates("FeatureView", views, kinds=True)
+    errors += _duplicates("FeatureView", [*views, *on_demand], kinds=True)
     errors += _duplicates("FeatureService", services)
 
     specs = []
@@ -71,6 +74,7 @@ def validate(objects: Iterable[Any], *, project: str) -> list[FeatureViewSpec]:
         errors += checker.errors
         if spec is not None:
             specs.append(spec)
+    errors += check_on_demand_views(on_demand, specs=specs, all_views=views)
     if errors:
         raise InvalidDefinitions(errors)
     return specs
@@ -120,7 +124,7 @@ class _ViewChecker:
             if name in self.entities_by_name
         }
         declared = {
-            field.name: field.dtype.name
+            field.name: type_name(field.dtype)
             for field in [*self.view.entity_columns, *self.view.features]
             if field.name not in entity_columns
         }
@@ -233,7 +237,7 @@ class _ViewChecker:
         join_keys: dict[str, str] = {}
         if not self.view.entities:
             self.fail("entities", "is empty; a streamed feature view needs at least one entity")
-        declared_types = {field.name: field.dtype.name for field in self.view.entity_columns}
+        declared_types = {field.name: type_name(field.dtype) for field in self.view.entity_columns}
         for entity_name in self.view.entities:
             entity = self.entities_by_name.get(entity_name)
             if entity is None:
@@ -373,6 +377,12 @@ class _ViewChecker:
             return ""
         # Each view owns a folder under the batch source: any number of views may read one source.
         return f"{str(batch.path).rstrip('/')}/{self.view.name}"
+
+
+def type_name(dtype: Any) -> str:
+    """sluice's name for a Feast type: a primitive's (``FLOAT64``), a list's ValueType (``DOUBLE_LIST``)."""
+    name = getattr(dtype, "name", None)
+    return str(name) if name else str(dtype.to_value_type().name)
 
 
 def _feast_type_name(dtype: str) -> str:

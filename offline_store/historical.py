@@ -80,11 +80,47 @@ def get_historical_features(
 
     ``entity_df`` has the views' join keys and a timestamp column (naive times are UTC);
     ``features`` are ``"feature_view:feature"`` references; ``repo`` is a loaded repo, its path,
-    or the feature view specs themselves.
+    or the feature view specs themselves. On-demand views (of a repo) are computed from their
+    sources as of each row, their request data taken from entity_df's columns.
     """
+    if isinstance(repo, (str, Path)):
+        from features.repo import load_repo
+
+        repo = load_repo(Path(repo))
+    if isinstance(repo, FeatureRepo) and not isinstance(features, str):
+        from offline_store.on_demand import on_demand_views, with_on_demand
+
+        views = on_demand_views(repo.objects)
+        if any(reference.partition(":")[0] in views for reference in features):
+            specs = list(repo.specs)
+            table = with_on_demand(
+                features=features,
+                views=views,
+                full_feature_names=full_feature_names,
+                retrieve=lambda plain: (
+                    get_historical_features(
+                        entity_df=entity_df,
+                        features=plain,
+                        repo=specs,
+                        full_feature_names=True,
+                        timestamp_column=timestamp_column,
+                    ).table
+                ),
+                error=RetrievalError,
+            )
+            return TrainingSet(table)
+    return _retrieve(entity_df, features, _specs(repo), full_feature_names, timestamp_column)
+
+
+def _retrieve(
+    entity_df: pd.DataFrame | pa.Table,
+    features: Sequence[str],
+    specs: list[FeatureViewSpec],
+    full_feature_names: bool,
+    timestamp_column: str,
+) -> TrainingSet:
     import duckdb
 
-    specs = _specs(repo)
     requested = _resolve(features, specs)
     entities = _entity_table(entity_df, timestamp_column)
     outputs = _output_names(requested, full_feature_names, entities.column_names)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from online_store.layout import read_varint
 
-__all__ = ["Catalog", "CatalogError", "ServedView", "load_catalog", "parse_registry"]
+__all__ = ["Catalog", "CatalogError", "OnDemandView", "ServedView", "load_catalog", "parse_registry"]
 
 # feast.types.ValueType numbers to the Feast type names sluice uses everywhere else.
 _VALUE_TYPES = {
@@ -29,9 +29,17 @@ _VALUE_TYPES = {
     6: "FLOAT32",
     7: "BOOL",
     8: "UNIX_TIMESTAMP",
+    11: "BYTES_LIST",
+    12: "STRING_LIST",
+    13: "INT32_LIST",
+    14: "INT64_LIST",
+    15: "DOUBLE_LIST",
+    16: "FLOAT_LIST",
+    17: "BOOL_LIST",
+    18: "UNIX_TIMESTAMP_LIST",
 }
 # feast.core.Registry fields that hold objects, and the field numbers inside each object's spec.
-_REGISTRY_FEATURE_VIEWS, _REGISTRY_STREAM_VIEWS, _REGISTRY_SERVICES = 6, 14, 7
+_REGISTRY_FEATURE_VIEWS, _REGISTRY_STREAM_VIEWS, _REGISTRY_SERVICES, _REGISTRY_ON_DEMAND = 6, 14, 7, 8
 _VIEW_FIELDS = {"name": 1, "project": 2, "features": 4, "ttl": 6, "entity_columns": 12}
 _STREAM_VIEW_FIELDS = {"name": 1, "project": 2, "features": 4, "ttl": 9, "entity_columns": 5}
 
@@ -54,11 +62,32 @@ class ServedView:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OnDemandView:
+    """An on-demand feature view: a function of other views' features and request data, run at read time."""
+
+    name: str
+    mode: str
+    """``python`` or ``pandas``."""
+    singleton: bool
+    """A python-mode function called once per row, with one value per input."""
+    features: dict[str, str]
+    """Output feature name to its Feast type name."""
+    sources: tuple[tuple[str, tuple[str, ...]], ...]
+    """(feature view, features) of each input projection."""
+    request_fields: dict[str, str]
+    """Request data the function takes, passed with the entity rows, to its Feast type name."""
+    udf_name: str
+    udf_source: str
+    """The function's source, as Feast's registry keeps it."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Catalog:
     """The project's feature views and feature services."""
 
     project: str
     views: dict[str, ServedView] = field(default_factory=dict)
+    on_demand: dict[str, OnDemandView] = field(default_factory=dict)
     services: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(default_factory=dict)
     """Feature service name to its (feature view, features) projections."""
 
@@ -94,7 +123,12 @@ def parse_registry(data: bytes, *, project: str) -> Catalog:
         for raw in registry.get(_REGISTRY_SERVICES, [])
         if (service := _service(_spec(_as_bytes(raw)), project))
     )
-    return Catalog(project=project, views=views, services=services)
+    on_demand = {
+        odfv.name: odfv
+        for raw in registry.get(_REGISTRY_ON_DEMAND, [])
+        if (odfv := _on_demand(_spec(_as_bytes(raw)), project))
+    }
+    return Catalog(project=project, views=views, services=services, on_demand=on_demand)
 
 
 def _from_sql(url: str, *, project: str) -> Catalog:
@@ -103,6 +137,7 @@ def _from_sql(url: str, *, project: str) -> Catalog:
     engine = sqlalchemy.create_engine(url)
     views: dict[str, ServedView] = {}
     services: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {}
+    on_demand: dict[str, OnDemandView] = {}
     try:
         with engine.connect() as connection:
             for table, numbers in (
@@ -121,11 +156,18 @@ def _from_sql(url: str, *, project: str) -> Catalog:
                 service = _service(_spec(bytes(raw)), project)
                 if service is not None:
                     services[service[0]] = service[1]
+            query = sqlalchemy.text(
+                "SELECT feature_view_proto FROM on_demand_feature_views WHERE project_id = :project"
+            )
+            for (raw,) in connection.execute(query, {"project": project}):
+                odfv = _on_demand(_spec(bytes(raw)), project)
+                if odfv is not None:
+                    on_demand[odfv.name] = odfv
     except sqlalchemy.exc.SQLAlchemyError as error:
         raise CatalogError(f"cannot read Feast's SQL registry: {error}") from None
     finally:
         engine.dispose()
-    return Catalog(project=project, views=views, services=services)
+    return Catalog(project=project, views=views, services=services, on_demand=on_demand)
 
 
 def _spec(raw: bytes) -> dict[int, list[bytes | int]]:
@@ -162,6 +204,35 @@ def _service(
         projection = _message(_as_bytes(raw))
         projections.append((_string(projection, 1), tuple(name for name, _ in _columns(projection, 2))))
     return _string(spec, 1), tuple(projections)
+
+
+def _on_demand(spec: dict[int, list[bytes | int]], project: str) -> OnDemandView | None:
+    """An ``OnDemandFeatureViewSpec``: its sources map (field 4) holds projections and request sources."""
+    if _string(spec, 2) != project:
+        return None
+    sources: list[tuple[str, tuple[str, ...]]] = []
+    request_fields: dict[str, str] = {}
+    for raw in spec.get(4, []):
+        entry = _message(_as_bytes(raw))
+        source = _message(_as_bytes(entry[2][0])) if entry.get(2) else {}
+        if source.get(3):  # FeatureViewProjection: the view's name, then its features
+            projection = _message(_as_bytes(source[3][0]))
+            sources.append((_string(projection, 1), tuple(name for name, _ in _columns(projection, 2))))
+        elif source.get(2):  # a RequestSource: DataSource.request_data_options.schema
+            options = _message(_as_bytes(_message(_as_bytes(source[2][0])).get(18, [b""])[0]))
+            request_fields.update(_columns(options, 3))
+    transformation = _message(_as_bytes(spec[10][0])) if spec.get(10) else {}
+    udf = _message(_as_bytes(transformation[1][0])) if transformation.get(1) else {}
+    return OnDemandView(
+        name=_string(spec, 1),
+        mode=_string(spec, 11) or "pandas",
+        singleton=bool(_int(spec, 15)),
+        features=dict(_columns(spec, 3)),
+        sources=tuple(sources),
+        request_fields=request_fields,
+        udf_name=_string(udf, 1),
+        udf_source=_string(udf, 3),
+    )
 
 
 def _columns(message: dict[int, list[bytes | int]], number: int) -> Iterator[tuple[str, str]]:

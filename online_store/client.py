@@ -26,6 +26,7 @@ import redis.asyncio
 from features.config import SluiceConfig, load_config
 from online_store.catalog import Catalog, load_catalog
 from online_store.connection import OnlineStoreUnavailable, connect, describe
+from online_store.on_demand import OnDemandPlan
 from online_store.reads import FeatureVectors, PlanCache, ReadPlan, entity_columns
 from online_store.registry_cache import CatalogCache
 from online_store.wire import fetch, fetch_async
@@ -62,6 +63,7 @@ class _Setup:
         features: Sequence[str] | None,
         feature_service: str | None,
         full_feature_names: bool,
+        request_data: Mapping[str, Sequence[Any]] | None = None,
     ) -> _Read:
         """Everything a read needs before its round trip: the plan, the key columns, the packed commands."""
         plan = self.plans.plan(
@@ -70,7 +72,12 @@ class _Setup:
             feature_service=feature_service,
             full_feature_names=full_feature_names,
         )
-        columns = entity_columns(entity_rows, plan.join_keys)
+        if request_data:
+            columns = entity_columns(entity_rows, plan.join_keys)
+            columns.update({name: list(values) for name, values in request_data.items()})
+            columns = entity_columns(columns, plan.join_keys, plan.request_fields)
+        else:
+            columns = entity_columns(entity_rows, plan.join_keys, plan.request_fields)
         payload, count = plan.request(columns)
         return _Read(plan=plan, columns=columns, payload=payload, count=count)
 
@@ -80,7 +87,7 @@ class _Setup:
 
 @dataclass(frozen=True, kw_only=True)
 class _Read:
-    plan: ReadPlan
+    plan: ReadPlan | OnDemandPlan
     columns: dict[str, list[Any]]
     payload: bytes
     count: int
@@ -122,18 +129,22 @@ class OnlineClient:
         full_feature_names: bool = False,
         include_event_timestamps: bool = False,
         include_status: bool = False,
+        request_data: Mapping[str, Sequence[Any]] | None = None,
     ) -> dict[str, list[Any]]:
         """Feature values per entity row, shaped like Feast's ``OnlineResponse.to_dict()``.
 
         ``include_event_timestamps`` adds ``<feature>__ts`` columns (seconds), and ``include_status``
         adds ``<feature>__status`` columns: PRESENT, NULL_VALUE, NOT_FOUND or OUTSIDE_MAX_AGE. Values
-        older than their view's ttl come back as None.
+        older than their view's ttl come back as None. On-demand views are computed from their
+        sources; their request data comes in the entity rows (as in Feast) or in ``request_data``,
+        a dict of columns.
         """
         vectors = self.read(
             entity_rows=entity_rows,
             features=features,
             feature_service=feature_service,
             full_feature_names=full_feature_names,
+            request_data=request_data,
         )
         return vectors.to_dict(
             include_event_timestamps=include_event_timestamps, include_status=include_status
@@ -146,9 +157,10 @@ class OnlineClient:
         features: Sequence[str] | None = None,
         feature_service: str | None = None,
         full_feature_names: bool = False,
+        request_data: Mapping[str, Sequence[Any]] | None = None,
     ) -> FeatureVectors:
         """The same read, as columns of values, statuses and event times."""
-        read = self._setup.prepare(entity_rows, features, feature_service, full_feature_names)
+        read = self._setup.prepare(entity_rows, features, feature_service, full_feature_names, request_data)
         try:
             replies = fetch(self._redis, read.payload, read.count)
         except (redis.ConnectionError, redis.TimeoutError) as error:
@@ -202,6 +214,7 @@ class AsyncOnlineClient:
         full_feature_names: bool = False,
         include_event_timestamps: bool = False,
         include_status: bool = False,
+        request_data: Mapping[str, Sequence[Any]] | None = None,
     ) -> dict[str, list[Any]]:
         """See ``OnlineClient.get_online_features``."""
         vectors = await self.read(
@@ -209,6 +222,7 @@ class AsyncOnlineClient:
             features=features,
             feature_service=feature_service,
             full_feature_names=full_feature_names,
+            request_data=request_data,
         )
         return vectors.to_dict(
             include_event_timestamps=include_event_timestamps, include_status=include_status
@@ -221,8 +235,9 @@ class AsyncOnlineClient:
         features: Sequence[str] | None = None,
         feature_service: str | None = None,
         full_feature_names: bool = False,
+        request_data: Mapping[str, Sequence[Any]] | None = None,
     ) -> FeatureVectors:
-        read = self._setup.prepare(entity_rows, features, feature_service, full_feature_names)
+        read = self._setup.prepare(entity_rows, features, feature_service, full_feature_names, request_data)
         try:
             replies = await fetch_async(self._redis, read.payload, read.count)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as error:

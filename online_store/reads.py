@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,13 +26,18 @@ from online_store.layout import (
 )
 from online_store.wire import hmget_parts, pack_hmgets
 
+if TYPE_CHECKING:
+    from online_store.on_demand import OnDemandPlan
+
 __all__ = [
     "EntityRowError",
     "FeatureVectors",
     "PlanCache",
     "ReadPlan",
     "UnknownFeatureError",
+    "close_matches",
     "entity_columns",
+    "feature_references",
 ]
 
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
@@ -159,6 +164,8 @@ class ReadPlan:
             name: position for position, name in enumerate(_request_order(requested, full_feature_names))
         }
         self.join_keys = tuple(dict.fromkeys(key for group in groups for key in group.join_keys))
+        self.request_fields: tuple[str, ...] = ()
+        """Request data the read takes with its entity rows (only on-demand views take any)."""
         self.feature_names = tuple(sorted(output_names, key=self._order.__getitem__))
 
     def commands(self, columns: Mapping[str, Sequence[Any]]) -> list[tuple[bytes, tuple[bytes, ...]]]:
@@ -212,9 +219,14 @@ class ReadPlan:
 
 
 def entity_columns(
-    entity_rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], join_keys: Sequence[str]
+    entity_rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+    join_keys: Sequence[str],
+    request_fields: Sequence[str] = (),
 ) -> dict[str, list[Any]]:
-    """The join key columns of a read, from a list of rows or a dict of columns (both are Feast's forms)."""
+    """The join key columns of a read, then its request data, from a list of rows or a dict of columns
+    (both are Feast's forms)."""
+    if request_fields:
+        return _with_request_data(entity_rows, join_keys, request_fields)
     if isinstance(entity_rows, Mapping):
         columns = {}
         for name in join_keys:
@@ -239,6 +251,23 @@ def entity_columns(
             except TypeError:
                 raise EntityRowError(f"entity row {position} is not a mapping of join key to value") from None
     return columns
+
+
+def _with_request_data(
+    entity_rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+    join_keys: Sequence[str],
+    request_fields: Sequence[str],
+) -> dict[str, list[Any]]:
+    try:
+        return entity_columns(entity_rows, [*join_keys, *request_fields])
+    except EntityRowError as error:
+        for name in request_fields:
+            if repr(name) in str(error):
+                raise EntityRowError(
+                    str(error).replace("join key", "request data field", 1)
+                    + "; an on-demand view takes it with the entity rows"
+                ) from None
+        raise
 
 
 def _decode_view(
@@ -295,38 +324,49 @@ def _decode_column(raw: list[bytes | None]) -> list[Any]:
     return [decode_value(value) for value in raw]
 
 
-def _requested(
+def feature_references(
     catalog: Catalog, features: Sequence[str] | None, feature_service: str | None
-) -> list[tuple[ServedView, list[str]]]:
-    """(view, feature names) per requested view, in the order the views are first named."""
+) -> list[str]:
+    """The ``view:feature`` references of a read, a feature service's expanded."""
     if (features is None) == (feature_service is None):
         raise UnknownFeatureError('give either features=["view:feature", ...] or feature_service="name"')
     if feature_service is not None:
         projections = catalog.services.get(feature_service)
         if projections is None:
             raise UnknownFeatureError(
-                f"no feature service named {feature_service!r}{_close(feature_service, catalog.services)}"
+                f"no feature service named {feature_service!r}"
+                f"{close_matches(feature_service, catalog.services)}"
             )
-        features = [f"{view}:{name}" for view, names in projections for name in names]
+        return [f"{view}:{name}" for view, names in projections for name in names]
     assert features is not None
     if isinstance(features, str):
         raise UnknownFeatureError('features must be a list of "view:feature" strings, not one string')
-    requested: dict[str, list[str]] = {}
     for reference in features:
-        view_name, separator, feature = reference.partition(":")
+        _, separator, feature = reference.partition(":")
         if not separator or not feature:
             raise UnknownFeatureError(
                 f'feature reference {reference!r} is not of the form "feature_view:feature"'
             )
+    return list(features)
+
+
+def _requested(
+    catalog: Catalog, features: Sequence[str] | None, feature_service: str | None
+) -> list[tuple[ServedView, list[str]]]:
+    """(view, feature names) per requested view, in the order the views are first named."""
+    requested: dict[str, list[str]] = {}
+    for reference in feature_references(catalog, features, feature_service):
+        view_name, _, feature = reference.partition(":")
         view = catalog.views.get(view_name)
         if view is None:
             raise UnknownFeatureError(
                 f"no feature view named {view_name!r} in project {catalog.project!r}"
-                f"{_close(view_name, catalog.views)}"
+                f"{close_matches(view_name, {**catalog.views, **catalog.on_demand})}"
             )
         if feature not in view.features:
             raise UnknownFeatureError(
-                f"feature view {view_name!r} has no feature {feature!r}{_close(feature, view.features)}"
+                f"feature view {view_name!r} has no feature {feature!r}"
+                f"{close_matches(feature, view.features)}"
             )
         names = requested.setdefault(view_name, [])
         if feature not in names:
@@ -340,7 +380,8 @@ def _request_order(requested: list[tuple[ServedView, list[str]]], full_feature_n
     ]
 
 
-def _close(name: str, known: Mapping[str, Any]) -> str:
+def close_matches(name: str, known: Mapping[str, Any]) -> str:
+    """A hint naming the known names close to ``name``, or listing them."""
     if not known:
         return " (there are none; run `sluice apply`)"
     close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.5)
@@ -388,7 +429,7 @@ class PlanCache:
 
     def __init__(self) -> None:
         self._catalog: Catalog | None = None
-        self._plans: dict[tuple[Any, ...], ReadPlan] = {}
+        self._plans: dict[tuple[Any, ...], ReadPlan | OnDemandPlan] = {}
 
     def plan(
         self,
@@ -397,13 +438,18 @@ class PlanCache:
         features: Sequence[str] | None,
         feature_service: str | None,
         full_feature_names: bool,
-    ) -> ReadPlan:
+    ) -> ReadPlan | OnDemandPlan:
         if catalog is not self._catalog:
             self._catalog, self._plans = catalog, {}
         shape = (tuple(features) if features is not None else None, feature_service, full_feature_names)
         plan = self._plans.get(shape)
         if plan is None:
-            plan = ReadPlan(
+            from online_store.on_demand import OnDemandPlan, names_on_demand
+
+            kind: type[ReadPlan | OnDemandPlan] = (
+                OnDemandPlan if names_on_demand(catalog, features, feature_service) else ReadPlan
+            )
+            plan = kind(
                 catalog=catalog,
                 features=features,
                 feature_service=feature_service,

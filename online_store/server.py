@@ -5,7 +5,9 @@ Request, as Feast's feature server takes it::
     {"features": ["card_transaction_stats:txn_count_1h"], "entities": {"card_id": [1, 2]},
      "full_feature_names": false}
 
-(``"feature_service": "fraud_model_v1"`` may replace ``features``). The response is Feast's:
+(``"feature_service": "fraud_model_v1"`` may replace ``features``). An on-demand view's request data
+goes in ``entities`` beside the join keys, as with Feast, or in ``"request_data": {"field": [...]}``.
+The response is Feast's:
 ``metadata.feature_names`` and one ``results`` entry per column with values, statuses and event
 timestamps. ``/health`` answers 200 when Redis and the registry do, and ``/metrics`` serves
 Prometheus metrics. An optional bearer token guards every route but ``/health``; bodies and rows
@@ -30,6 +32,7 @@ from starlette.routing import Route
 
 from online_store.client import AsyncOnlineClient
 from online_store.connection import OnlineStoreUnavailable
+from online_store.on_demand import OnDemandError
 from online_store.reads import EntityRowError, UnknownFeatureError
 
 __all__ = ["ServerSettings", "create_app"]
@@ -101,7 +104,7 @@ def create_app(client: AsyncOnlineClient, settings: ServerSettings | None = None
     async def get_online_features(request: Request) -> Response:
         started = time.perf_counter()
         body = _json_body(await _read_body(request, settings.max_body_bytes))
-        features, feature_service, entities, full_names = _parse(body)
+        features, feature_service, entities, full_names, request_data = _parse(body)
         rows = len(next(iter(entities.values()), []))
         if rows > settings.max_rows:
             raise _BadRequest(
@@ -113,9 +116,12 @@ def create_app(client: AsyncOnlineClient, settings: ServerSettings | None = None
                 features=features,
                 feature_service=feature_service,
                 full_feature_names=full_names,
+                request_data=request_data,
             )
         except (UnknownFeatureError, EntityRowError) as error:
             raise _BadRequest(400, str(error)) from None
+        except OnDemandError as error:
+            raise _BadRequest(422, str(error)) from None
         response = Response(orjson.dumps(vectors.to_feast_json()), media_type="application/json")
         metrics.rows.inc(rows)
         metrics.latency.observe(time.perf_counter() - started)
@@ -166,8 +172,11 @@ def _json_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _parse(body: dict[str, Any]) -> tuple[list[str] | None, str | None, dict[str, list[Any]], bool]:
-    unknown = sorted(set(body) - {"features", "feature_service", "entities", "full_feature_names"})
+def _parse(
+    body: dict[str, Any],
+) -> tuple[list[str] | None, str | None, dict[str, list[Any]], bool, dict[str, list[Any]] | None]:
+    fields = {"features", "feature_service", "entities", "full_feature_names", "request_data"}
+    unknown = sorted(set(body) - fields)
     if unknown:
         raise _BadRequest(
             400, f"unknown field {unknown[0]!r}; expected features or feature_service, entities"
@@ -195,7 +204,13 @@ def _parse(body: dict[str, Any]) -> tuple[list[str] | None, str | None, dict[str
     full_names = body.get("full_feature_names", False)
     if not isinstance(full_names, bool):
         raise _BadRequest(400, "full_feature_names must be true or false")
-    return features, feature_service, entities, full_names
+    request_data = body.get("request_data")
+    if request_data is not None and (
+        not isinstance(request_data, dict)
+        or not all(isinstance(values, list) for values in request_data.values())
+    ):
+        raise _BadRequest(400, 'request_data must be an object of field to list of values, e.g. {"x": [1]}')
+    return features, feature_service, entities, full_names, request_data
 
 
 def _json(content: dict[str, Any], *, status: int = 200) -> Response:

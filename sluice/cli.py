@@ -97,21 +97,23 @@ def stack_status(context: _Context) -> None:
 @click.pass_obj
 def plan(context: _Context) -> None:
     """Show what 'sluice apply' would change, without changing it."""
-    from features.registry import feature_store, plan_changes
+    from features.registry import FEAST_CONFIG_FILE, feature_store, plan_changes
 
     repo = _load_repo(context)
     changes = plan_changes(repo, feature_store(repo))
-    _print_plan(changes, _missing_topics(repo), repo.config)
+    feast_config = not (repo.path / FEAST_CONFIG_FILE).exists()
+    _print_plan(changes, _missing_topics(repo), repo.config, feast_config=feast_config)
 
 
 @cli.command("apply")
 @click.pass_obj
 def apply(context: _Context) -> None:
     """Validate the repo, write Feast's registry, and create the source and dead-letter topics."""
-    from features.registry import apply_changes, feature_store, plan_changes
+    from features.registry import apply_changes, feature_store, plan_changes, write_feast_config
     from streams import ensure_topics
 
     repo = _load_repo(context)
+    written = write_feast_config(repo)
     store = feature_store(repo)
     changes = plan_changes(repo, store)
     missing = _missing_topics(repo)
@@ -123,7 +125,7 @@ def apply(context: _Context) -> None:
         partitions=repo.config.topics.partitions,
         replication_factor=repo.config.topics.replication_factor,
     )
-    _print_plan(changes, missing, repo.config)
+    _print_plan(changes, missing, repo.config, feast_config=written is not None)
 
 
 # --- streaming ------------------------------------------------------------------------------------
@@ -580,13 +582,17 @@ def _missing_topics(repo: Any) -> list[str]:
     return [name for name in needed if name not in existing]
 
 
-def _print_plan(changes: list[Any], missing_topics: list[str], config: SluiceConfig) -> None:
+def _print_plan(
+    changes: list[Any], missing_topics: list[str], config: SluiceConfig, *, feast_config: bool
+) -> None:
     for change in changes:
         click.echo(str(change))
     partitions = config.topics.partitions
     for topic in missing_topics:
         click.echo(f"+ Topic {topic} ({partitions} partition{'s' * (partitions > 1)})")
-    if not changes and not missing_topics:
+    if feast_config:
+        click.echo("+ File feature_store.yaml (for Feast's SDK: FeatureStore(repo_path=...))")
+    if not changes and not missing_topics and not feast_config:
         click.echo("no changes: the registry and the topics match the repo")
 
 
@@ -599,11 +605,12 @@ def _log_at(loglevel: str) -> None:
 
 
 def _quiet_third_party_warnings() -> None:
-    """Feast flags stream feature views as alpha, and kafka-python calls a deprecated importlib API:
-    neither is actionable for a sluice user."""
+    """Feast flags stream and on-demand feature views as alpha, and kafka-python calls a deprecated
+    importlib API: none of it is actionable for a sluice user."""
     import warnings
 
     warnings.filterwarnings("ignore", message="Stream feature views are experimental")
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 

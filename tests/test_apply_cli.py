@@ -112,7 +112,9 @@ def kafka_admin(stack_config: SluiceConfig, topic: str) -> Iterator[KafkaAdminCl
 def fraud_repo(tmp_path: Path, project: str, topic: str, kafka_admin: KafkaAdminClient) -> FraudRepo:
     path = tmp_path / "fraud"
     # Only what the repo defines: not a registry or Parquet data left by someone's earlier runs.
-    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".sluice", "data", "__pycache__"))
+    shutil.copytree(
+        EXAMPLE, path, ignore=shutil.ignore_patterns(".sluice", "data", "__pycache__", "feature_store.yaml")
+    )
     config = yaml.safe_load((path / "sluice.yaml").read_text(encoding="utf-8"))
     (path / "sluice.yaml").write_text(yaml.safe_dump({**config, "project": project}), encoding="utf-8")
     repo = FraudRepo(
@@ -137,6 +139,7 @@ def everything_new(repo: FraudRepo) -> list[str]:
         "+ DataSource card_transaction_stats__offline",
         f"+ Topic {repo.topic} (4 partitions)",
         f"+ Topic {repo.dlq_topic} (4 partitions)",
+        "+ File feature_store.yaml (for Feast's SDK: FeatureStore(repo_path=...))",
     ]
 
 
