@@ -6,7 +6,12 @@ then read the same Redis data in one process, interleaved call by call:
 
 - ``single``: 1 entity x 10 features (one view);
 - ``batch100``: 100 entities x 10 features (one view);
-- ``batch100_3fv``: 100 entities x 3 views x 10 features.
+- ``batch100_3fv``: 100 entities x 3 views x 10 features;
+- ``odfv_python_single`` / ``odfv_pandas_single`` (issue: at most 0.1 ms / 1 ms added p50): 1 entity, an
+  on-demand view over ``view0`` adding 3 of its features and the request field ``val_to_add``, in
+  python and pandas mode. Each is timed in one loop with the plain read of its source features (all
+  10 of ``view0``), for sluice and Feast, and its added cost is the difference of the two p50s; the
+  function's own time on one read's input is reported beside it (no reader can save that part).
 
 The raw reader sends the same HMGET commands as sluice in one redis-py pipeline (a plain HMGET for
 one entity) and does not decode the replies: it is the floor for a Python client. Feast and sluice
@@ -42,6 +47,40 @@ from online_store import AsyncOnlineClient, OnlineClient  # noqa: E402
 from online_store.reads import ReadPlan  # noqa: E402
 
 VIEWS, FEATURES, ENTITIES = 3, 10, 1000
+ON_DEMAND_CASES = {"odfv_python_single": "total_python", "odfv_pandas_single": "total_pandas"}
+"""Case name to its on-demand view, both computing ``total``."""
+
+
+def total_python(inputs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "total": [
+            a + b + c + add
+            for a, b, c, add in zip(
+                inputs["f0_0"], inputs["f0_1"], inputs["f0_2"], inputs["val_to_add"], strict=True
+            )
+        ]
+    }
+
+
+def total_pandas(inputs: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame()
+    out["total"] = inputs["f0_0"] + inputs["f0_1"] + inputs["f0_2"] + inputs["val_to_add"]
+    return out
+
+
+def on_demand_views(source: Any) -> list[Any]:
+    """The request source and both on-demand views; call once a process (dill reads a source once)."""
+    from feast import Field, RequestSource
+    from feast.on_demand_feature_view import on_demand_feature_view
+    from feast.types import Float64, Int64
+
+    request = RequestSource(name="bench_request", schema=[Field(name="val_to_add", dtype=Int64)])
+    schema = [Field(name="total", dtype=Float64)]
+    return [
+        request,
+        on_demand_feature_view(sources=[source, request], schema=schema, mode="python")(total_python),
+        on_demand_feature_view(sources=[source, request], schema=schema, mode="pandas")(total_pandas),
+    ]
 
 
 def build(root: Path, project: str) -> Any:
@@ -73,7 +112,7 @@ def build(root: Path, project: str) -> Any:
             )
         )
         frames.append(frame)
-    store.apply([driver, *views])
+    store.apply([driver, *views, *on_demand_views(views[0])])
     for view, frame in zip(views, frames, strict=True):
         store.write_to_online_store(view.name, frame)
     return store
@@ -152,6 +191,15 @@ def main() -> None:
                 file=sys.stderr,
             )
         results.update(async_case(root, rng, args.iterations // 5))
+        for case, view in ON_DEMAND_CASES.items():
+            results[case] = on_demand_case(store, ours, view, rng, args.iterations)
+            figures = results[case]
+            print(
+                f"{case}: sluice p50 {figures['sluice_p50_ms']} ms "
+                f"(+{figures['sluice_added_p50_ms']} over plain), feast p50 {figures['feast_p50_ms']} ms "
+                f"(+{figures['feast_added_p50_ms']} over plain)",
+                file=sys.stderr,
+            )
         for case in cases:
             results[f"speedup_vs_feast_{case}"] = round(
                 results[f"feast_{case}_p50_ms"] / results[f"{case}_p50_ms"], 2
@@ -165,6 +213,68 @@ def main() -> None:
         for key in client_redis.scan_iter(match=f"*{project}".encode(), count=1000):
             client_redis.delete(key)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def on_demand_case(
+    store: Any, ours: OnlineClient, view: str, rng: np.random.Generator, iterations: int
+) -> dict[str, float]:
+    """One entity through an on-demand view and, in the same loop, the plain read of its sources."""
+    plain = [f"view0:f0_{feature}" for feature in range(FEATURES)]
+    readers: dict[str, Callable[[list[dict[str, int]]], Any]] = {
+        "feast": lambda rows: store.get_online_features(
+            features=[f"{view}:total"], entity_rows=rows
+        ).to_dict(),
+        "sluice": lambda rows: ours.get_online_features(features=[f"{view}:total"], entity_rows=rows),
+        "feast_plain": lambda rows: store.get_online_features(features=plain, entity_rows=rows).to_dict(),
+        "sluice_plain": lambda rows: ours.get_online_features(features=plain, entity_rows=rows),
+    }
+
+    def entity_rows() -> list[dict[str, int]]:
+        return [{"driver_id": int(rng.integers(ENTITIES)), "val_to_add": int(rng.integers(-1000, 1000))}]
+
+    for _ in range(5):
+        probe = entity_rows()
+        expected, got = readers["feast"](probe)["total"], readers["sluice"](probe)["total"]
+        assert np.allclose(np.asarray(got, dtype=float), np.asarray(expected, dtype=float)), view
+    samples: dict[str, list[float]] = {name: [] for name in readers}
+    for _ in range(iterations):
+        rows = entity_rows()
+        # The plain reads get the join key alone, so neither reader sees request data it does not use.
+        keys = [{"driver_id": row["driver_id"]} for row in rows]
+        for name, reader in readers.items():
+            arguments = keys if name.endswith("_plain") else rows
+            started = time.perf_counter()
+            reader(arguments)
+            samples[name].append(time.perf_counter() - started)
+    figures: dict[str, float] = {}
+    for name, timings in samples.items():
+        p50, p99 = percentiles(timings)
+        figures[f"{name}_p50_ms"] = round(p50, 4)
+        figures[f"{name}_p99_ms"] = round(p99, 4)
+    for reader in ("sluice", "feast"):
+        figures[f"{reader}_added_p50_ms"] = round(
+            figures[f"{reader}_p50_ms"] - figures[f"{reader}_plain_p50_ms"], 4
+        )
+    figures["speedup_vs_feast"] = round(figures["feast_p50_ms"] / figures["sluice_p50_ms"], 2)
+    figures["function_alone_p50_ms"] = round(function_alone(ours, view, iterations), 4)
+    return figures
+
+
+def function_alone(ours: OnlineClient, view: str, iterations: int) -> float:
+    """The p50 of the view's own function on one read's input (what no reader can save), in ms."""
+    from online_store.on_demand import Transform, frame_like_arrow
+
+    transform = Transform(view=ours.catalog.on_demand[view])
+    inputs: dict[str, list[Any]] = {"driver_id": [1], "val_to_add": [3]}
+    for feature in range(FEATURES):
+        inputs[f"f0_{feature}"] = inputs[f"view0__f0_{feature}"] = [0.5]
+    argument = frame_like_arrow(inputs) if transform.view.mode == "pandas" else inputs
+    timings = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        transform.function(argument)
+        timings.append(time.perf_counter() - started)
+    return percentiles(timings)[0]
 
 
 def async_case(root: Path, rng: np.random.Generator, iterations: int) -> dict[str, float]:
