@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         ValueType,
     )
     from feast.data_format import JsonFormat
-    from feast.types import Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp
+    from feast.types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
 _FEAST_NAMES = {
     "Aggregation": "feast",
@@ -38,6 +38,7 @@ _FEAST_NAMES = {
     "StreamFeatureView": "feast",
     "ValueType": "feast",
     "JsonFormat": "feast.data_format",
+    "Array": "feast.types",
     "Bool": "feast.types",
     "Bytes": "feast.types",
     "Float32": "feast.types",
@@ -50,6 +51,7 @@ _FEAST_NAMES = {
 
 __all__ = [
     "Aggregation",
+    "Array",
     "Bool",
     "Bytes",
     "ConfigError",

@@ -12,8 +12,14 @@ rewrites the same file instead of adding a duplicate, and readers never see half
 and DuckDB skip names that start with a dot).
 
 Rows are (join keys, event_timestamp, created_timestamp, source_offset, features), with the feature
-values exactly as they were written online. ``source_offset`` is the row's version in its partition's
-log: at one event time, the row with the higher offset is the later one (a correction).
+values exactly as they were written online (timestamps to the microsecond, where Redis keeps seconds).
+``source_offset`` is the row's version in its partition's log: at one event time, the row with the
+higher offset is the later one (a correction).
+
+A list feature is an Arrow list of its element's type (``FLOAT_LIST`` is ``list<float>``,
+``UNIX_TIMESTAMP_LIST`` is ``list<timestamp[us, UTC]>``), and ``BYTES`` is ``binary``: the types
+Feast's file source reads back as those Feast types, so ``get_historical_features`` and ``feast
+materialize`` read the same values from it.
 """
 
 from __future__ import annotations
@@ -44,6 +50,21 @@ _ARROW_TYPES = {
     "BOOL": pa.bool_(),
     "UNIX_TIMESTAMP": pa.timestamp("us", tz="UTC"),
     "BYTES": pa.binary(),
+}
+# A list type is an Arrow list of its element's type: what Feast's file source reads back as that list
+# type. Timestamps stay timestamps (not epoch seconds), so Feast reads UNIX_TIMESTAMP_LIST, as it does.
+_ARROW_TYPES |= {
+    list_type: pa.list_(_ARROW_TYPES[element])
+    for list_type, element in {
+        "INT64_LIST": "INT64",
+        "INT32_LIST": "INT32",
+        "DOUBLE_LIST": "FLOAT64",
+        "FLOAT_LIST": "FLOAT32",
+        "STRING_LIST": "STRING",
+        "BOOL_LIST": "BOOL",
+        "BYTES_LIST": "BYTES",
+        "UNIX_TIMESTAMP_LIST": "UNIX_TIMESTAMP",
+    }.items()
 }
 _FILE_NAME = re.compile(r"^(?P<topic>.+)-(?P<partition>\d{5})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$")
 _BACKFILL_NAME = re.compile(r"^backfill-\d{20}\.parquet$")
@@ -247,8 +268,13 @@ class OfflineDataset:
         arrays = []
         for field in self.schema:
             values = columns[field.name]
-            if pa.types.is_timestamp(field.type):
-                arrays.append(pa.array(np.asarray(values, dtype=np.int64), type=pa.int64()).cast(field.type))
+            if (
+                pa.types.is_timestamp(field.type)
+                and isinstance(values, np.ndarray)
+                and values.dtype.kind == "i"
+            ):
+                # Event and created times, in microseconds; a timestamp feature holds datetimes.
+                arrays.append(pa.array(values, type=pa.int64()).cast(field.type))
             elif isinstance(values, np.ndarray) and values.dtype.kind == "f":
                 arrays.append(pa.array(values, type=pa.float64(), from_pandas=True).cast(field.type))
             else:

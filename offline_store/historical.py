@@ -280,6 +280,19 @@ _DUCK_TYPES = {
     "UNIX_TIMESTAMP": "TIMESTAMPTZ",
     "BYTES": "BLOB",
 }
+_DUCK_TYPES |= {
+    list_type: f"{_DUCK_TYPES[element]}[]"
+    for list_type, element in {
+        "INT64_LIST": "INT64",
+        "INT32_LIST": "INT32",
+        "DOUBLE_LIST": "FLOAT64",
+        "FLOAT_LIST": "FLOAT32",
+        "STRING_LIST": "STRING",
+        "BOOL_LIST": "BOOL",
+        "BYTES_LIST": "BYTES",
+        "UNIX_TIMESTAMP_LIST": "UNIX_TIMESTAMP",
+    }.items()
+}
 
 
 def _duck_type(spec: FeatureViewSpec, column: str) -> str:

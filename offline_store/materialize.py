@@ -24,6 +24,7 @@ from online_store.writer import FeatureRows, OnlineWriter
 __all__ = ["MaterializeReport", "feature_rows", "materialize"]
 
 _ROWS_PER_WRITE = 20_000
+_NUMERIC_LISTS = frozenset({"INT64_LIST", "INT32_LIST", "DOUBLE_LIST", "FLOAT_LIST", "BOOL_LIST"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,4 +116,8 @@ def _values(column: pa.Array, dtype: str) -> Sequence[Any]:
     if dtype == "FLOAT64":
         # The writer packs a float column straight from the array (nulls come back as NaN).
         return cast("Sequence[Any]", np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64))
+    if dtype in _NUMERIC_LISTS:
+        # Each row's numbers as one array (None for a null list), which the writer packs in one go.
+        return list(column.to_numpy(zero_copy_only=False))
+    # Timestamps (in lists too) as datetimes, as the stream worker writes them.
     return list(column.to_pylist())

@@ -1,4 +1,8 @@
-"""``sluice verify``: prove that Redis holds exactly the latest Parquet row of every entity."""
+"""``sluice verify``: prove that Redis holds exactly the latest Parquet row of every entity.
+
+Values are compared as Redis holds them: a FLOAT32 (in a list too) in float32, a timestamp in whole
+seconds, lists element by element (NaN equal to NaN).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,39 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import redis
 
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
-from online_store.layout import decode_timestamp, decode_value, entity_keys, feature_field, timestamp_field
+from online_store.layout import (
+    decode_timestamp,
+    decode_value,
+    encode_value,
+    entity_keys,
+    feature_field,
+    timestamp_field,
+)
 
 __all__ = ["VerifyReport", "latest_rows", "verify"]
 
 _CHUNK = 2000
+# Types whose offline value is not the one Redis holds: each is compared through the online encoding.
+_ENCODED = frozenset(
+    {
+        "UNIX_TIMESTAMP",
+        "BYTES",
+        "BYTES_LIST",
+        "STRING_LIST",
+        "INT32_LIST",
+        "INT64_LIST",
+        "DOUBLE_LIST",
+        "FLOAT_LIST",
+        "BOOL_LIST",
+        "UNIX_TIMESTAMP_LIST",
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,7 +101,7 @@ def verify(spec: FeatureViewSpec, client: redis.Redis) -> VerifyReport:
     mismatched: list[tuple[Any, str]] = []
     matching = 0
     expected_times = latest["event_timestamp"].tolist()
-    expected = {name: latest[name].tolist() for name in features}
+    expected = {name: _online(latest[name].tolist(), dtype) for name, dtype in spec.features.items()}
     for start in range(0, len(keys), _CHUNK):
         pipeline = client.pipeline(transaction=False)
         for redis_key in redis_keys[start : start + _CHUNK]:
@@ -108,10 +136,31 @@ def verify(spec: FeatureViewSpec, client: redis.Redis) -> VerifyReport:
     )
 
 
+def _online(values: list[Any], dtype: str) -> list[Any]:
+    """Offline values as Redis should hold them, decoded. pandas gives a list as a numpy array and a
+    timestamp as a pandas Timestamp; the writer takes datetimes, so timestamps are turned back into
+    datetimes first, and rounded to seconds as the writer rounds them."""
+    if dtype not in _ENCODED:
+        return values
+    result: list[Any] = []
+    for value in values:
+        if value is None or (not isinstance(value, np.ndarray) and pd.isna(value)):
+            result.append(None)
+            continue
+        if dtype == "UNIX_TIMESTAMP":
+            value = value.to_pydatetime()
+        elif dtype == "UNIX_TIMESTAMP_LIST":
+            value = value.astype("datetime64[us]").tolist()
+        result.append(decode_value(encode_value(value, dtype)))
+    return result
+
+
 def _same(online: Any, offline: Any) -> bool:
     offline_missing = offline is None or (isinstance(offline, float) and math.isnan(offline))
     if online is None or offline_missing:
         return online is None and offline_missing
+    if isinstance(online, list) and isinstance(offline, list):
+        return len(online) == len(offline) and all(map(_same, online, offline))
     if isinstance(online, float) or isinstance(offline, float):
-        return float(online) == float(offline)
+        return float(online) == float(offline) or (online != online and offline != offline)
     return bool(online == offline)

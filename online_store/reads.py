@@ -312,16 +312,34 @@ def _decode_view(
 
 
 _DOUBLE_TAG = 0x29
+_TIMESTAMP_TAG = 0x40  # Value field 8 (unix_timestamp_val), a varint
+_TIMESTAMP_LIST_TAG = b"\x92\x01"  # Value field 18 (unix_timestamp_list_val), length-delimited
+_NULL_TIMESTAMP = -(1 << 63)  # Feast's NULL_TIMESTAMP_INT_VALUE
 _DOUBLES = np.dtype([("tag", "u1"), ("value", "<f8")])
 
 
 def _decode_column(raw: list[bytes | None]) -> list[Any]:
-    """Decode one feature's values; a column of doubles, the common case, is decoded in one go."""
+    """Decode one feature's values; a column of doubles, the common case, is decoded in one go.
+
+    Feast's null time (what its SDK writes for a missing timestamp) is None, and a timestamp list's
+    seconds become UTC datetimes, as Feast's SDK reads them; a scalar timestamp's seconds are
+    converted by the caller, which knows the view's type."""
     if len(raw) >= 16 and None not in raw:  # below that, numpy's call overhead costs more than it saves
         joined = b"".join(raw)  # type: ignore[arg-type]
         if len(joined) == 9 * len(raw) and joined[::9] == bytes([_DOUBLE_TAG]) * len(raw):
             return list(np.frombuffer(joined, dtype=_DOUBLES)["value"].tolist())
-    return [decode_value(value) for value in raw]
+    values: list[Any] = [decode_value(value) for value in raw]
+    for row, data in enumerate(raw):
+        if not data:
+            continue
+        if data.startswith(_TIMESTAMP_LIST_TAG):
+            values[row] = [
+                None if seconds == _NULL_TIMESTAMP else datetime.fromtimestamp(seconds, UTC)
+                for seconds in values[row]
+            ]
+        elif data[0] == _TIMESTAMP_TAG and values[row] == _NULL_TIMESTAMP:
+            values[row] = None
+    return values
 
 
 def feature_references(
@@ -402,7 +420,14 @@ def _bad_key_message(columns: Mapping[str, Sequence[Any]], join_keys: Mapping[st
     return f"entity keys {', '.join(join_keys)} could not be encoded as {', '.join(join_keys.values())}"
 
 
+_PLAIN_JSON = frozenset({int, str, bool})
+_NUMBERS = frozenset({int, float})
+
+
 def _json_value(value: Any) -> Any:
+    """A value as Feast's feature server prints it: a list as a JSON array of its elements printed
+    so, bytes in base64, a timestamp as epoch seconds (Feast's null time in a list as its raw
+    value, which is the only None a list read from Redis holds)."""
     if isinstance(value, float) and not math.isfinite(value):
         # Not JSON numbers: spelled the way protobuf's JSON mapping (and Feast's server) spells them.
         return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
@@ -412,6 +437,11 @@ def _json_value(value: Any) -> Any:
         return base64.b64encode(value).decode()
     if isinstance(value, datetime):
         return int(value.timestamp())
+    if isinstance(value, list):
+        types = set(map(type, value))
+        if types <= _PLAIN_JSON or (types <= _NUMBERS and all(map(math.isfinite, value))):
+            return value  # an embedding, say: nothing to spell out
+        return [_NULL_TIMESTAMP if item is None else _json_value(item) for item in value]
     return value
 
 

@@ -96,7 +96,8 @@ class FeatureRows:
     event_times_us: Sequence[int] | NDArray[np.int64]
     created_times_us: Sequence[int] | NDArray[np.int64]
     features: dict[str, Sequence[Any]]
-    """Feature name to values (None or NaN for null)."""
+    """Feature name to values (None or NaN for null); a list type's value is a list or a 1-d array, a
+    timestamp's a datetime (in a list too) or whole epoch seconds, bytes are bytes."""
     offsets: Sequence[int] | NDArray[np.int64] | None = None
     """The row's place in its source's log (a Kafka offset): at one event time the higher one wins.
     None where rows have no place in a log; then the created time decides."""

@@ -10,6 +10,16 @@ a wrong type or a repeated field, and a missing or null field is checked after);
 the same as message by message. Otherwise, and for plain views' raw columns, every message is parsed
 on its own with orjson, which finds each rejected message and its reason.
 
+A list field (``FLOAT_LIST``, ...) is a JSON array of its element type, checked element by element as
+a scalar field is (a wrong type is ``type``, a value its type cannot hold ``out_of_range``). A null
+element is refused with ``type``: Feast would store a default in its place (0, "", false or its null
+time), which is not what was sent. A null list is a null value, and ``[]`` an empty list; the numbers
+of a ``DOUBLE_LIST`` or ``FLOAT_LIST`` come out as floats. ``BYTES`` and ``BYTES_LIST``
+values are standard base64 strings (RFC 4648, as Feast's feature server prints bytes) and decode to
+bytes; ``UNIX_TIMESTAMP`` values other than the event time, and ``UNIX_TIMESTAMP_LIST`` elements, are
+ISO-8601 strings or epoch seconds and decode to UTC datetimes, kept to the microsecond offline; Feast's
+online layout keeps whole seconds.
+
 >>> from datetime import timedelta
 >>> decoder = EventDecoder(
 ...     join_keys={"card_id": "INT64"}, timestamp_field="ts",
@@ -23,6 +33,8 @@ on its own with orjson, which finds each rejected message and its reason.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["REASONS", "DecodedBatch", "EventDecoder", "Rejection"]
 
-REASONS = ("oversized", "malformed_json", "schema", "type", "out_of_range", "late")
+REASONS = ("oversized", "malformed_json", "schema", "type", "out_of_range", "transform", "late")
 """Every reason a message can be sent to the dead-letter topic."""
 
 # Below this many messages, one pyarrow read costs more than parsing them one by one.
@@ -55,7 +67,43 @@ _JSON_TYPE = {
     "STRING": "a string",
     "BOOL": "true or false",
     "UNIX_TIMESTAMP": "an ISO-8601 string or epoch seconds",
+    "BYTES": "a base64 string",
 }
+_JSON_ELEMENTS = {
+    "INT64": "integers",
+    "INT32": "32-bit integers",
+    "FLOAT64": "numbers",
+    "FLOAT32": "numbers",
+    "STRING": "strings",
+    "BOOL": "booleans",
+    "BYTES": "base64 strings",
+    "UNIX_TIMESTAMP": "ISO-8601 strings or epoch seconds",
+}
+_LIST_ELEMENTS = {
+    "INT64_LIST": "INT64",
+    "INT32_LIST": "INT32",
+    "DOUBLE_LIST": "FLOAT64",
+    "FLOAT_LIST": "FLOAT32",
+    "STRING_LIST": "STRING",
+    "BOOL_LIST": "BOOL",
+    "BYTES_LIST": "BYTES",
+    "UNIX_TIMESTAMP_LIST": "UNIX_TIMESTAMP",
+}
+# The Python types (from orjson) of elements that are valid as they are; bool is not an int here.
+_ELEMENT_TYPES: dict[str, frozenset[type]] = {
+    "INT64": frozenset({int}),
+    "INT32": frozenset({int}),
+    "FLOAT64": frozenset({int, float}),
+    "FLOAT32": frozenset({int, float}),
+    "STRING": frozenset({str}),
+    "BOOL": frozenset({bool}),
+    "BYTES": frozenset(),
+    "UNIX_TIMESTAMP": frozenset(),
+}
+# Types whose JSON form is not the value the stores take: each value is decoded on its own.
+_CONVERTED = frozenset({"BYTES", "UNIX_TIMESTAMP", "BYTES_LIST", "UNIX_TIMESTAMP_LIST"})
+# Columns decoded to float64 (NaN for null) when not raw; the others stay Python objects.
+_NUMERIC = frozenset({"INT64", "INT32", "FLOAT64", "FLOAT32", "BOOL"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +127,8 @@ class DecodedBatch:
     """Event time in microseconds since the epoch (UTC)."""
     columns: dict[str, NDArray[Any]]
     """Requested columns: float64 (NaN for null) for numbers and booleans, object otherwise;
-    object (the JSON values, None for null) for all columns with ``raw_columns``."""
+    object (the JSON values, None for null) for all columns with ``raw_columns``. Either way a list
+    is a Python list, bytes are bytes and a timestamp other than the event time a UTC datetime."""
     rejections: list[Rejection] = field(default_factory=list)
     integers: dict[str, NDArray[np.int64]] = field(default_factory=dict)
     """The exact values of requested INT32 and INT64 columns (0 for null), which float64 rounds
@@ -115,13 +164,19 @@ class EventDecoder:
 
     @classmethod
     def for_view(cls, spec: FeatureViewSpec, *, max_message_bytes: int = 1 << 20) -> EventDecoder:
-        """The decoder of a feature view's source: its value columns as float64, or raw for a plain view."""
+        """The decoder of a feature view's source: its value columns as float64, or raw for a plain view;
+        every message field, typed, for a view with a udf (the udf makes the view's columns)."""
+        if spec.transform is not None:
+            keys = {*spec.join_keys, spec.timestamp_field}
+            columns: tuple[str, ...] = tuple(name for name in spec.message_schema if name not in keys)
+        else:
+            columns = spec.value_columns
         return cls(
             join_keys=spec.join_keys,
             timestamp_field=spec.timestamp_field,
             schema=spec.message_schema,
-            columns=spec.value_columns,
-            raw_columns=not spec.is_aggregated,
+            columns=columns,
+            raw_columns=not spec.is_aggregated and spec.transform is None,
             max_message_bytes=max_message_bytes,
         )
 
@@ -133,6 +188,7 @@ class EventDecoder:
     def _decode_bulk(self, values: Sequence[bytes | None]) -> DecodedBatch | None:
         """The whole batch in one pyarrow read, or None when any message needs the per-message path."""
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.json as pa_json
 
         limit = self.max_message_bytes
@@ -160,12 +216,24 @@ class EventDecoder:
         # A message holding two objects, or none, shows up as a different number of rows.
         if table.num_rows != len(values) or any(table.column(name).null_count for name in self._required):
             return None
+        converted: dict[str, list[Any]] = {}
         for name, dtype in self.schema.items():
-            if dtype == "FLOAT32" and len(values):
-                magnitude = np.abs(
-                    np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
-                )
+            column = table.column(name)
+            if dtype in _LIST_ELEMENTS:
+                column = pc.list_flatten(column)
+                if column.null_count:
+                    return None  # a null element, which the message's own decoding names
+            if dtype in ("FLOAT32", "FLOAT_LIST") and len(column):
+                magnitude = np.abs(np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64))
                 if np.nanmax(magnitude, initial=0.0) > _FLOAT32_MAX:
+                    return None
+            if dtype in _CONVERTED and name != self.timestamp_field:
+                try:
+                    converted[name] = [
+                        None if value is None else _checked(name, value, dtype)
+                        for value in table.column(name).to_pylist()
+                    ]
+                except _Rejected:
                     return None
         if numeric_time:
             seconds = np.asarray(table.column(self.timestamp_field).to_numpy(), dtype=np.float64)
@@ -188,8 +256,10 @@ class EventDecoder:
         columns = {}
         integers = {}
         for name in self.columns:
-            if self.schema[name] in ("STRING", "UNIX_TIMESTAMP"):
-                columns[name] = np.asarray(table.column(name).to_pylist(), dtype=object)
+            if name in converted:
+                columns[name] = _objects(converted[name])
+            elif self.schema[name] not in _NUMERIC:
+                columns[name] = _objects(table.column(name).to_pylist())
             else:
                 columns[name] = np.asarray(
                     table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64
@@ -213,15 +283,18 @@ class EventDecoder:
             "FLOAT32": pa.float64(),
             "STRING": pa.string(),
             "BOOL": pa.bool_(),
+            # Read as their JSON strings and decoded value by value; an epoch number fails the read.
+            "UNIX_TIMESTAMP": pa.string(),
+            "BYTES": pa.string(),
         }
         fields = []
         for name, dtype in self.schema.items():
             if name == self.timestamp_field and dtype == "UNIX_TIMESTAMP":
                 fields.append(pa.field(name, pa.float64() if numeric_time else pa.string()))
-            elif dtype in types:
-                fields.append(pa.field(name, types[dtype]))
+            elif dtype in _LIST_ELEMENTS:
+                fields.append(pa.field(name, pa.list_(types[_LIST_ELEMENTS[dtype]])))
             else:
-                fields.append(pa.field(name, pa.string() if dtype == "UNIX_TIMESTAMP" else pa.null()))
+                fields.append(pa.field(name, types.get(dtype, pa.null())))
         return pa.schema(fields)
 
     def _decode_each(self, values: Sequence[bytes | None]) -> DecodedBatch:
@@ -281,35 +354,111 @@ class EventDecoder:
                         "schema", f"field {name!r} is null; join keys and the event time are required"
                     )
                 continue
-            if not _has_type(value, dtype):
-                raise _Rejected(
-                    "type", f"field {name!r} should be {_JSON_TYPE[dtype]} ({dtype}), got {_describe(value)}"
-                )
-            if not _in_range(value, dtype):
+            if name == self.timestamp_field and dtype == "UNIX_TIMESTAMP":
+                if not _has_type(value, dtype):
+                    raise _wrong_type(f"field {name!r}", value, dtype)
+                continue  # parsed by _event_time
+            if dtype in _CONVERTED or dtype in _LIST_ELEMENTS:
+                event[name] = _checked(name, value, dtype)
+            elif not _has_type(value, dtype):
+                raise _wrong_type(f"field {name!r}", value, dtype)
+            elif not _in_range(value, dtype):
                 raise _Rejected(
                     "out_of_range", f"field {name!r} is {_describe(value)}, outside the range of {dtype}"
                 )
         return event
 
     def _event_time(self, value: Any) -> int:
-        if isinstance(value, str):
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                raise _Rejected("type", f"event time {value!r} is not an ISO-8601 timestamp") from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            micros = (moment - _EPOCH) // _MICROSECOND
-        else:
-            micros = round(float(value) * 1_000_000)
-        if not _EARLIEST_US <= micros <= _LATEST_US:
-            raise _Rejected("out_of_range", f"event time {value!r} is outside the years 1 to 9999")
-        return micros
+        return _micros(value, "event time")
 
     def _column(self, name: str, values: list[Any]) -> NDArray[Any]:
-        if self.raw_columns or self.schema[name] in ("STRING", "UNIX_TIMESTAMP"):
-            return np.asarray(values, dtype=object)
+        if self.raw_columns or self.schema[name] not in _NUMERIC:
+            return _objects(values)
         return np.asarray([np.nan if value is None else float(value) for value in values], dtype=np.float64)
+
+
+def _objects(values: list[Any]) -> NDArray[Any]:
+    """A 1-d object array of the values; ``np.asarray`` would make lists of one length a 2-d array."""
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _micros(value: Any, what: str) -> int:
+    """Microseconds since the epoch of an ISO-8601 string (naive is UTC) or of epoch seconds."""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Rejected("type", f"{what} {value!r} is not an ISO-8601 timestamp") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        micros = (moment - _EPOCH) // _MICROSECOND
+    else:
+        micros = round(float(value) * 1_000_000)
+    if not _EARLIEST_US <= micros <= _LATEST_US:
+        raise _Rejected("out_of_range", f"{what} {value!r} is outside the years 1 to 9999")
+    return micros
+
+
+def _checked(name: str, value: Any, dtype: str) -> Any:
+    """A declared field's non-null JSON value as the stores take it, or ``_Rejected`` saying why not."""
+    element = _LIST_ELEMENTS.get(dtype)
+    if element is None:
+        return _scalar(value, dtype, f"field {name!r}")
+    if not isinstance(value, list):
+        raise _Rejected(
+            "type",
+            f"field {name!r} should be a JSON array of {_JSON_ELEMENTS[element]} ({dtype}), "
+            f"got {_describe(value)}",
+        )
+    types = set(map(type, value))
+    if _plain_elements(value, types, element):
+        if int in types and element in ("FLOAT64", "FLOAT32"):
+            return [float(item) for item in value]  # as the bulk read, and Feast's SDK, give them
+        return value
+    items = []
+    for index, item in enumerate(value):
+        what = f"field {name!r} element {index}"
+        if item is None:
+            raise _Rejected(
+                "type",
+                f"{what} is null; {dtype} elements cannot be null (Feast would store a default in its place)",
+            )
+        items.append(_scalar(item, element, what))
+    return items
+
+
+def _plain_elements(values: list[Any], types: set[type], element: str) -> bool:
+    """Whether a list's elements, of these ``types``, are valid values of ``element`` as they are: the
+    common case, checked in C (``set(map(type, ...))``, ``min``, ``max``) rather than element by element."""
+    if not values or not types <= _ELEMENT_TYPES[element]:
+        return not values
+    if element in _INT_RANGE:
+        low, high = _INT_RANGE[element]
+        return bool(low <= min(values) and max(values) <= high)
+    if element == "FLOAT32":
+        return bool(min(values) >= -_FLOAT32_MAX and max(values) <= _FLOAT32_MAX)
+    return True
+
+
+def _scalar(value: Any, dtype: str, what: str) -> Any:
+    if not _has_type(value, dtype):
+        raise _wrong_type(what, value, dtype)
+    if not _in_range(value, dtype):
+        raise _Rejected("out_of_range", f"{what} is {_describe(value)}, outside the range of {dtype}")
+    if dtype == "BYTES":
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise _Rejected(
+                "type", f"{what} is {_describe(value)}, not base64 (RFC 4648, padded) for {dtype}"
+            ) from None
+    if dtype == "UNIX_TIMESTAMP":
+        return _EPOCH + _micros(value, what) * _MICROSECOND
+    return value
+
+
+def _wrong_type(what: str, value: Any, dtype: str) -> _Rejected:
+    return _Rejected("type", f"{what} should be {_JSON_TYPE[dtype]} ({dtype}), got {_describe(value)}")
 
 
 def _has_type(value: Any, dtype: str) -> bool:
@@ -323,6 +472,8 @@ def _has_type(value: Any, dtype: str) -> bool:
         return isinstance(value, bool)
     if dtype == "UNIX_TIMESTAMP":
         return isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool))
+    if dtype == "BYTES":
+        return isinstance(value, str)
     return True
 
 
