@@ -143,7 +143,10 @@ def _import_file(file: Path, root: Path) -> Any:
             None,
         )
         where = f"{file}:{line}" if line else str(file)
-        raise RepoLoadError(f"{where}: {type(error).__name__}: {error}") from None
+        hint = ""
+        if type(error).__name__ == "FeastModuleImportError" and "transformation" in str(error):
+            hint = "; sluice runs python and pandas transformations: use mode='python' or mode='pandas'"
+        raise RepoLoadError(f"{where}: {type(error).__name__}: {error}{hint}") from None
     return module
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-__all__ = ["AggregationSpec", "FeatureViewSpec", "window_label"]
+__all__ = ["AggregationSpec", "FeatureViewSpec", "OnDemandSpec", "TransformSpec", "window_label"]
 
 
 def window_label(window: timedelta) -> str:
@@ -42,6 +42,41 @@ class AggregationSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TransformSpec:
+    """A stream feature view's ``udf``: it maps each batch of decoded events to the view's inputs."""
+
+    mode: str
+    """``python`` (a dict of lists in and out) or ``pandas`` (a DataFrame in and out)."""
+    name: str
+    source: str
+    """The function's source, as Feast's registry keeps it; the worker runs this text."""
+    output_types: dict[str, str]
+    """The Feast type of each column the view reads from the function's output."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnDemandSpec:
+    """An on-demand feature view: a function of other views' features and request data."""
+
+    name: str
+    mode: str
+    """``python`` or ``pandas``."""
+    singleton: bool
+    """A python-mode function called once per row, with one value per input."""
+    features: dict[str, str]
+    """Output feature name to its Feast type name."""
+    sources: tuple[tuple[str, tuple[str, ...]], ...]
+    """(feature view, features) of each input projection."""
+    request_fields: dict[str, str]
+    """Request data the function takes, passed with the entity rows, to its Feast type name."""
+    udf_name: str
+    udf_source: str
+    """The function's source, as Feast's registry keeps it."""
+    write_to_online_store: bool = False
+    """Computed by the stream worker from its one source view's rows and stored in Redis."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class FeatureViewSpec:
     """A feature view that sluice computes from a Kafka topic and writes to both stores."""
 
@@ -63,6 +98,10 @@ class FeatureViewSpec:
     offline_path: str = ""
     """Root of the Parquet dataset (the source's batch source path)."""
     tags: dict[str, str] = field(default_factory=dict)
+    transform: TransformSpec | None = None
+    """The view's udf, run on decoded events before aggregation; None for none."""
+    stored_on_demand: tuple[OnDemandSpec, ...] = ()
+    """The on-demand views computed from this view's rows as they are written, and stored beside them."""
 
     @property
     def dlq_topic(self) -> str:
@@ -71,6 +110,13 @@ class FeatureViewSpec:
     @property
     def is_aggregated(self) -> bool:
         return bool(self.aggregations)
+
+    @property
+    def input_types(self) -> dict[str, str]:
+        """The Feast type of each column the view reads: the message's, or its udf's output."""
+        if self.transform is None:
+            return self.message_schema
+        return {**self.message_schema, **self.transform.output_types}
 
     @property
     def value_columns(self) -> tuple[str, ...]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from features.aggregations import UnknownAggregation, get_aggregation
 from features.schema import SchemaError, parse_schema
-from features.spec import AggregationSpec, FeatureViewSpec, window_label
+from features.spec import AggregationSpec, FeatureViewSpec, TransformSpec, window_label
 
 __all__ = ["DefinitionError", "InvalidDefinitions", "type_name", "validate"]
 
@@ -45,11 +45,21 @@ class InvalidDefinitions(ValueError):
 
 
 def validate(objects: Iterable[Any], *, project: str) -> list[FeatureViewSpec]:
-    """Specs for every feature view fed by a Kafka source; raises InvalidDefinitions listing all problems."""
-    from feast import Entity, FeatureService, FeatureView, KafkaSource, OnDemandFeatureView, StreamFeatureView
+    """Specs for every feature view fed by a Kafka or push source; raises InvalidDefinitions listing all
+    problems."""
+    from feast import (
+        Entity,
+        FeatureService,
+        FeatureView,
+        KafkaSource,
+        OnDemandFeatureView,
+        PushSource,
+        StreamFeatureView,
+    )
     from feast.data_source import DataSource
 
     from features.on_demand import check_on_demand_views
+    from features.push_sources import PushAsKafka
 
     objects = list(objects)
     errors: list[DefinitionError] = []
@@ -66,18 +76,43 @@ def validate(objects: Iterable[Any], *, project: str) -> list[FeatureViewSpec]:
     specs = []
     for view in views:
         kind = "StreamFeatureView" if isinstance(view, StreamFeatureView) else "FeatureView"
-        source = view.stream_source if view.stream_source is not None else view.batch_source
-        if not isinstance(source, KafkaSource):
+        source: Any = view.stream_source if view.stream_source is not None else view.batch_source
+        if isinstance(source, PushSource):
+            if getattr(view, "aggregations", None):
+                errors.append(
+                    DefinitionError(
+                        kind=kind,
+                        name=view.name,
+                        field="aggregations",
+                        message="a PushSource carries feature values, not events to aggregate; "
+                        "remove the aggregations, or aggregate in a view over a KafkaSource",
+                    )
+                )
+                continue
+            source = PushAsKafka(source=source, view=view, project=project)
+        elif view.stream_source is not None and not isinstance(source, KafkaSource):
+            errors.append(
+                DefinitionError(
+                    kind=kind,
+                    name=view.name,
+                    field="source",
+                    message=f"sluice streams from a KafkaSource or a PushSource, not a "
+                    f"{type(source).__name__}; use one of those",
+                )
+            )
             continue
+        elif not isinstance(source, KafkaSource):
+            continue  # a batch view: Feast's materialize writes it, sluice serves it
         checker = _ViewChecker(kind=kind, view=view, source=source, entities=entities)
         spec = checker.spec(project=project)
         errors += checker.errors
         if spec is not None:
             specs.append(spec)
-    errors += check_on_demand_views(on_demand, specs=specs, all_views=views)
+    on_demand_errors, stored = check_on_demand_views(on_demand, specs=specs, all_views=views)
+    errors += on_demand_errors
     if errors:
         raise InvalidDefinitions(errors)
-    return specs
+    return [replace(spec, stored_on_demand=tuple(stored.get(spec.name, ()))) for spec in specs]
 
 
 def _duplicates(kind: str, items: Sequence[Any], *, kinds: bool = False) -> list[DefinitionError]:
@@ -103,6 +138,7 @@ class _ViewChecker:
         self.kind = kind
         self.view = view
         self.source = source
+        self.source_kind = getattr(source, "kind", "KafkaSource")
         self.entities_by_name = {entity.name: entity for entity in entities}
         self.errors: list[DefinitionError] = []
 
@@ -129,7 +165,13 @@ class _ViewChecker:
             if field.name not in entity_columns
         }
         declared_aggregations = list(getattr(self.view, "aggregations", None) or [])
-        aggregations = tuple(self._aggregations(message_schema, declared))
+        transform = None
+        if getattr(self.view, "udf", None) is not None:
+            transform = self._transform(message_schema, declared, declared_aggregations)
+            if transform is None:
+                return None
+        inputs = message_schema if transform is None else {**message_schema, **transform.output_types}
+        aggregations = tuple(self._aggregations(inputs, declared))
         if declared_aggregations:
             # Outputs of rejected aggregations already have their error; do not report them again.
             named = {aggregation.name for aggregation in declared_aggregations if aggregation.name}
@@ -142,14 +184,14 @@ class _ViewChecker:
                         f"with name={name!r}",
                     )
         else:
-            self._plain_features(message_schema, declared)
+            self._plain_features(inputs, declared)
         offline_path = self._offline_path()
         delay = self.source.kafka_options.watermark_delay_threshold or timedelta(0)
         if delay < timedelta(0):
             self.fail(
                 "watermark_delay_threshold",
                 "must not be negative",
-                kind="KafkaSource",
+                kind=self.source_kind,
                 name=self.source.name,
             )
         if self.errors or timestamp_field is None:
@@ -167,7 +209,28 @@ class _ViewChecker:
             ttl=self.view.ttl or timedelta(0),
             offline_path=offline_path,
             tags=dict(self.view.tags),
+            transform=transform,
         )
+
+    def _transform(
+        self, message_schema: dict[str, str], declared: dict[str, str], aggregations: list[Any]
+    ) -> TransformSpec | None:
+        """The view's udf, checked on sample events; the columns it must return are the aggregations'
+        inputs (their types as the message declares them, or as the function returns them), or a plain
+        view's features (as declared)."""
+        from features.stream_udf import check_stream_udf
+
+        if aggregations:
+            needed = {
+                aggregation.column: message_schema.get(aggregation.column) for aggregation in aggregations
+            }
+        else:
+            needed = dict(declared)
+        transform, problems = check_stream_udf(self.view, message_schema=message_schema, needed=needed)
+        for problem in problems:
+            field, _, message = problem.partition(": ")
+            self.fail(field, message)
+        return transform
 
     def _default_names(self) -> set[str]:
         """The default output name of every declared aggregation that has a window, valid or not."""
@@ -188,14 +251,14 @@ class _ViewChecker:
                 "message_format",
                 f"sluice reads JSON messages; use message_format=JsonFormat(schema_json=...), "
                 f"not {type(message_format).__name__}",
-                kind="KafkaSource",
+                kind=self.source_kind,
                 name=self.source.name,
             )
             return None
         try:
             return parse_schema(message_format.schema_json)
         except SchemaError as error:
-            self.fail("message_format.schema_json", str(error), kind="KafkaSource", name=self.source.name)
+            self.fail("message_format.schema_json", str(error), kind=self.source_kind, name=self.source.name)
             return None
 
     def _timestamp_field(self, message_schema: dict[str, str]) -> str | None:
@@ -204,7 +267,7 @@ class _ViewChecker:
             self.fail(
                 "timestamp_field",
                 "is empty; name the message field that holds the event time",
-                kind="KafkaSource",
+                kind=self.source_kind,
                 name=self.source.name,
             )
             return None
@@ -213,7 +276,7 @@ class _ViewChecker:
                 "timestamp_field",
                 f"{field!r} is not in the message schema ({', '.join(message_schema)}); "
                 "add it to schema_json or name an existing field",
-                kind="KafkaSource",
+                kind=self.source_kind,
                 name=self.source.name,
             )
             return None
@@ -221,7 +284,7 @@ class _ViewChecker:
             self.fail(
                 "timestamp_field",
                 f"{field!r} is declared {message_schema[field]}; declare it TIMESTAMP in schema_json",
-                kind="KafkaSource",
+                kind=self.source_kind,
                 name=self.source.name,
             )
         view_field = getattr(self.view, "timestamp_field", "")
@@ -371,7 +434,7 @@ class _ViewChecker:
                 "batch_source",
                 "sluice writes the offline store where the batch source points; "
                 "set batch_source=FileSource(path=..., timestamp_field=...)",
-                kind="KafkaSource",
+                kind=self.source_kind,
                 name=self.source.name,
             )
             return ""
@@ -385,6 +448,16 @@ def type_name(dtype: Any) -> str:
     return str(name) if name else str(dtype.to_value_type().name)
 
 
+_LIST_ELEMENTS = {"DOUBLE": "FLOAT64", "FLOAT": "FLOAT32"}
+
+
 def _feast_type_name(dtype: str) -> str:
-    """``FLOAT64`` -> ``Float64``: the name a user writes in a Field."""
+    """``FLOAT64`` -> ``Float64``, ``FLOAT_LIST`` -> ``Array(Float32)``: the name a user writes in a Field.
+
+    >>> _feast_type_name("UNIX_TIMESTAMP"), _feast_type_name("INT32"), _feast_type_name("FLOAT_LIST")
+    ('UnixTimestamp', 'Int32', 'Array(Float32)')
+    """
+    if dtype.endswith("_LIST"):
+        element = dtype.removesuffix("_LIST")
+        return f"Array({_feast_type_name(_LIST_ELEMENTS.get(element, element))})"
     return {"UNIX_TIMESTAMP": "UnixTimestamp"}.get(dtype, dtype.capitalize().replace("int", "Int"))

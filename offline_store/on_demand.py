@@ -33,35 +33,9 @@ def on_demand_views(objects: Sequence[Any]) -> dict[str, OnDemandView]:
     """The repo's on-demand views as the read path sees them, from Feast's objects."""
     from feast import OnDemandFeatureView
 
-    from features.validation import type_name
+    from features.on_demand import on_demand_spec
 
-    def sluice_type(dtype: Any) -> str:
-        name = type_name(dtype)
-        return {"DOUBLE": "FLOAT64", "FLOAT": "FLOAT32"}.get(name, name)
-
-    views = {}
-    for view in objects:
-        if not isinstance(view, OnDemandFeatureView):
-            continue
-        transformation: Any = view.feature_transformation  # python or pandas: validation refused the rest
-        views[view.name] = OnDemandView(
-            name=view.name,
-            mode=str(view.mode),
-            singleton=bool(view.singleton),
-            features={field.name: sluice_type(field.dtype) for field in view.features},
-            sources=tuple(
-                (projection.name, tuple(feature.name for feature in projection.features))
-                for projection in view.source_feature_view_projections.values()
-            ),
-            request_fields={
-                field.name: sluice_type(field.dtype)
-                for source in view.source_request_sources.values()
-                for field in source.schema
-            },
-            udf_name=transformation.udf.__name__,
-            udf_source=transformation.udf_string or "",
-        )
-    return views
+    return {view.name: on_demand_spec(view) for view in objects if isinstance(view, OnDemandFeatureView)}
 
 
 def with_on_demand(

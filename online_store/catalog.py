@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from features.spec import OnDemandSpec
 from online_store.layout import read_varint
 
 __all__ = ["Catalog", "CatalogError", "OnDemandView", "ServedView", "load_catalog", "parse_registry"]
@@ -61,24 +62,8 @@ class ServedView:
     """Values older than this are not served; zero means they never expire."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class OnDemandView:
-    """An on-demand feature view: a function of other views' features and request data, run at read time."""
-
-    name: str
-    mode: str
-    """``python`` or ``pandas``."""
-    singleton: bool
-    """A python-mode function called once per row, with one value per input."""
-    features: dict[str, str]
-    """Output feature name to its Feast type name."""
-    sources: tuple[tuple[str, tuple[str, ...]], ...]
-    """(feature view, features) of each input projection."""
-    request_fields: dict[str, str]
-    """Request data the function takes, passed with the entity rows, to its Feast type name."""
-    udf_name: str
-    udf_source: str
-    """The function's source, as Feast's registry keeps it."""
+OnDemandView = OnDemandSpec
+"""An on-demand feature view, as the read path sees it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,11 +108,9 @@ def parse_registry(data: bytes, *, project: str) -> Catalog:
         for raw in registry.get(_REGISTRY_SERVICES, [])
         if (service := _service(_spec(_as_bytes(raw)), project))
     )
-    on_demand = {
-        odfv.name: odfv
-        for raw in registry.get(_REGISTRY_ON_DEMAND, [])
-        if (odfv := _on_demand(_spec(_as_bytes(raw)), project))
-    }
+    on_demand: dict[str, OnDemandView] = {}
+    for raw in registry.get(_REGISTRY_ON_DEMAND, []):
+        _add_on_demand(_spec(_as_bytes(raw)), project, views, on_demand)
     return Catalog(project=project, views=views, services=services, on_demand=on_demand)
 
 
@@ -160,9 +143,7 @@ def _from_sql(url: str, *, project: str) -> Catalog:
                 "SELECT feature_view_proto FROM on_demand_feature_views WHERE project_id = :project"
             )
             for (raw,) in connection.execute(query, {"project": project}):
-                odfv = _on_demand(_spec(bytes(raw)), project)
-                if odfv is not None:
-                    on_demand[odfv.name] = odfv
+                _add_on_demand(_spec(bytes(raw)), project, views, on_demand)
     except sqlalchemy.exc.SQLAlchemyError as error:
         raise CatalogError(f"cannot read Feast's SQL registry: {error}") from None
     finally:
@@ -206,6 +187,24 @@ def _service(
     return _string(spec, 1), tuple(projections)
 
 
+def _add_on_demand(
+    spec: dict[int, list[bytes | int]],
+    project: str,
+    views: dict[str, ServedView],
+    on_demand: dict[str, OnDemandView],
+) -> None:
+    """An on-demand view the worker stores is read from Redis like any view; the others are computed."""
+    view = _on_demand(spec, project)
+    if view is None:
+        return
+    if view.write_to_online_store:
+        views[view.name] = ServedView(
+            name=view.name, join_keys=dict(_columns(spec, 14)), features=view.features
+        )
+    else:
+        on_demand[view.name] = view
+
+
 def _on_demand(spec: dict[int, list[bytes | int]], project: str) -> OnDemandView | None:
     """An ``OnDemandFeatureViewSpec``: its sources map (field 4) holds projections and request sources."""
     if _string(spec, 2) != project:
@@ -232,6 +231,7 @@ def _on_demand(spec: dict[int, list[bytes | int]], project: str) -> OnDemandView
         request_fields=request_fields,
         udf_name=_string(udf, 1),
         udf_source=_string(udf, 3),
+        write_to_online_store=bool(_int(spec, 12)),
     )
 
 

@@ -29,7 +29,7 @@ from online_store.reads import (
     feature_references,
 )
 
-__all__ = ["OnDemandError", "OnDemandPlan", "Transform", "names_on_demand"]
+__all__ = ["OnDemandError", "OnDemandPlan", "StoredOnDemand", "Transform", "names_on_demand"]
 
 
 def names_on_demand(catalog: Catalog, features: Sequence[str] | None, feature_service: str | None) -> bool:
@@ -245,6 +245,74 @@ def frame_like_arrow(inputs: dict[str, list[Any]]) -> Any:
     index = pd.RangeIndex(len(arrays[0]) if arrays else 0)
     # pandas' own constructor from column arrays, which skips consolidating them into blocks.
     return pd.DataFrame._from_arrays(arrays, columns=list(inputs), index=index, verify_integrity=False)
+
+
+class StoredOnDemand:
+    """The on-demand views a stream view stores (``write_to_online_store=True``): each is computed from
+    the view's rows as they are written to Redis, and written beside them with the same event time and
+    version, so Redis holds the function of the view's newest row, and a replay rewrites the same."""
+
+    def __init__(self, *, client: Any, spec: Any) -> None:
+        from features.spec import FeatureViewSpec
+        from online_store.writer import OnlineWriter
+
+        self.spec = spec
+        self.parts = []
+        for view in spec.stored_on_demand:
+            stored = FeatureViewSpec(
+                name=view.name,
+                project=spec.project,
+                topic=spec.topic,
+                join_keys=spec.join_keys,
+                timestamp_field=spec.timestamp_field,
+                message_schema={},
+                features=view.features,
+            )
+            self.parts.append((Transform(view=view), OnlineWriter(client=client, spec=stored)))
+
+    def write(self, rows: Any) -> int:
+        """Compute and write the stored views of these rows of the view; returns the rows applied."""
+        if not self.parts or not len(rows):
+            return 0
+        import numpy as np
+
+        from online_store.writer import FeatureRows
+
+        names = list(self.spec.join_keys)
+        keys = list(rows.keys)
+        columns: dict[str, list[Any]] = (
+            {names[0]: keys}
+            if len(names) == 1
+            else {name: [key[i] for key in keys] for i, name in enumerate(names)}
+        )
+        fetched = {
+            f"{self.spec.name}__{name}": _python_column(values) for name, values in rows.features.items()
+        }
+        applied = 0
+        for transform, writer in self.parts:
+            inputs = transform.inputs(columns, fetched)
+            outputs: dict[str, Sequence[Any]] = dict(
+                transform.run(inputs, len(keys), list(transform.view.features))
+            )
+            applied += writer.write(
+                FeatureRows(
+                    keys=keys,
+                    event_times_us=np.asarray(rows.event_times_us, dtype=np.int64),
+                    created_times_us=np.asarray(rows.created_times_us, dtype=np.int64),
+                    offsets=np.asarray(rows.offsets, dtype=np.int64),
+                    features=dict(outputs.items()),
+                )
+            )
+        return applied
+
+
+def _python_column(values: Any) -> list[Any]:
+    """A stored column as a read returns it: Python values, None for a null (a NaN, a masked value)."""
+    listed = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        for value in listed
+    ]
 
 
 def _cast(dtype: str) -> Callable[[Any], Any]:

@@ -7,15 +7,18 @@ Request, as Feast's feature server takes it::
 
 (``"feature_service": "fraud_model_v1"`` may replace ``features``). An on-demand view's request data
 goes in ``entities`` beside the join keys, as with Feast, or in ``"request_data": {"field": [...]}``.
-The response is Feast's:
-``metadata.feature_names`` and one ``results`` entry per column with values, statuses and event
-timestamps. ``/health`` answers 200 when Redis and the registry do, and ``/metrics`` serves
-Prometheus metrics. An optional bearer token guards every route but ``/health``; bodies and rows
-per request are capped. Any bad request gets a 4xx whose JSON body says what is wrong.
+The response is Feast's: ``metadata.feature_names`` and one ``results`` entry per column with
+values, statuses and event timestamps. ``POST /push`` takes Feast's push request
+(``{"push_source_name": ..., "df": {column: [values]}, "to": ...}``) and hands the rows to the
+stream worker (``streams.push``). ``/health`` answers 200 when Redis and the registry do, and
+``/metrics`` serves Prometheus metrics. An optional bearer token guards every route but
+``/health``; bodies and rows per request are capped. Any bad request gets a 4xx whose JSON body
+says what is wrong.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import time
@@ -74,9 +77,17 @@ class _Metrics:
         self.rows = Counter("sluice_http_entity_rows", "Entity rows read.", registry=self.registry)
 
 
-def create_app(client: AsyncOnlineClient, settings: ServerSettings | None = None) -> Starlette:
-    """The ASGI app; run it with ``uvicorn`` (``sluice serve`` does)."""
+def create_app(
+    client: AsyncOnlineClient,
+    settings: ServerSettings | None = None,
+    *,
+    pusher: Callable[[], Any] | None = None,
+) -> Starlette:
+    """The ASGI app; run it with ``uvicorn`` (``sluice serve`` does). ``pusher`` makes the
+    ``streams.push.Pusher`` behind ``POST /push``, on the first push (it loads the repo, with Feast)."""
     settings = settings or ServerSettings()
+    pushing: dict[str, Any] = {}
+    push_lock = asyncio.Lock()
     metrics = _Metrics()
     expected = f"Bearer {settings.token}".encode() if settings.token else None
 
@@ -127,6 +138,41 @@ def create_app(client: AsyncOnlineClient, settings: ServerSettings | None = None
         metrics.latency.observe(time.perf_counter() - started)
         return response
 
+    async def push(request: Request) -> Response:
+        from streams.push import PushError
+
+        body = _json_body(await _read_body(request, settings.max_body_bytes))
+        name, columns, to = _parse_push(body)
+        rows = len(next(iter(columns.values()), []))
+        if rows > settings.max_rows:
+            raise _BadRequest(413, f"{rows} rows; this server takes at most {settings.max_rows} per push")
+        if pusher is None:
+            raise _BadRequest(404, "this server takes no pushes; `sluice serve` in a feature repo does")
+        async with push_lock:
+            if "pusher" not in pushing:
+                try:
+                    pushing["pusher"] = await asyncio.to_thread(pusher)
+                except ValueError as error:  # the repo's definitions or config
+                    raise OnlineStoreUnavailable(
+                        f"cannot load the feature repo for pushes: {error}"
+                    ) from None
+        try:
+            receipt = await asyncio.to_thread(pushing["pusher"].push, name, columns, to=to)
+        except PushError as error:
+            raise _BadRequest(400, str(error)) from None
+        except Exception as error:  # Kafka: the rows were not acknowledged
+            raise OnlineStoreUnavailable(f"the push was not written to Kafka: {error}") from None
+        return _json(
+            {
+                "push_source_name": name,
+                "rows": receipt.rows,
+                "topic": receipt.topic,
+                "last_offsets": {
+                    str(partition): offset for partition, offset in receipt.last_offsets.items()
+                },
+            }
+        )
+
     async def health(_: Request) -> Response:
         await client.ping()
         return _json({"status": "ok", "feature_views": len(client.catalog.views)})
@@ -138,9 +184,12 @@ def create_app(client: AsyncOnlineClient, settings: ServerSettings | None = None
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         await client.close()
+        if "pusher" in pushing:
+            pushing["pusher"].close()
 
     routes = [
         Route("/get-online-features", guarded("/get-online-features", get_online_features), methods=["POST"]),
+        Route("/push", guarded("/push", push), methods=["POST"]),
         Route("/health", guarded("/health", health), methods=["GET"]),
         Route("/metrics", guarded("/metrics", prometheus), methods=["GET"]),
     ]
@@ -215,3 +264,24 @@ def _parse(
 
 def _json(content: dict[str, Any], *, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def _parse_push(body: dict[str, Any]) -> tuple[str, dict[str, list[Any]], str]:
+    """Feast's ``PushFeaturesRequest``: the source, the rows as a dict of columns, and ``to``."""
+    unknown = sorted(
+        set(body) - {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
+    )
+    if unknown:
+        raise _BadRequest(400, f"unknown field {unknown[0]!r}; expected push_source_name, df and to")
+    name = body.get("push_source_name")
+    if not isinstance(name, str) or not name:
+        raise _BadRequest(400, "push_source_name must be the name of a PushSource")
+    columns = body.get("df")
+    if not isinstance(columns, dict) or not columns or not all(isinstance(v, list) for v in columns.values()):
+        raise _BadRequest(400, 'df must be an object of column to list of values, e.g. {"card_id": [1]}')
+    if len({len(values) for values in columns.values()}) > 1:
+        raise _BadRequest(400, "the columns of df differ in length")
+    to = body.get("to", "online")
+    if not isinstance(to, str):
+        raise _BadRequest(400, "to must be online, offline or online_and_offline")
+    return name, columns, to

@@ -180,6 +180,7 @@ def worker(
     from prometheus_client import start_http_server
 
     from streams.metrics import WorkerMetrics
+    from streams.transform import TransformBroken
     from streams.worker import WorkerSettings
 
     repo = _load_repo(context)
@@ -207,7 +208,7 @@ def worker(
 
             _log_at(loglevel)
             asyncio.run(kafka_worker.run(repo, settings, metrics))
-    except ValueError as error:
+    except (ValueError, TransformBroken) as error:
         raise click.ClickException(str(error)) from None
 
 
@@ -336,7 +337,7 @@ def materialize(
 def serve(
     context: _Context, host: str, port: int, token: str | None, max_body_bytes: int, max_rows: int
 ) -> None:
-    """Serve POST /get-online-features (Feast's JSON), GET /health and GET /metrics."""
+    """Serve POST /get-online-features and POST /push (Feast's JSON), GET /health and GET /metrics."""
     import uvicorn
 
     from online_store import AsyncOnlineClient
@@ -348,8 +349,16 @@ def serve(
     except CatalogError as error:
         raise click.ClickException(str(error)) from None
     settings = ServerSettings(token=token, max_body_bytes=max_body_bytes, max_rows=max_rows)
+
+    def pusher() -> Any:
+        from features.repo import load_repo
+        from streams.push import Pusher
+
+        return Pusher(repo=load_repo(context.repo_path, config=context.config))
+
+    app = create_app(client, settings, pusher=pusher)
     click.echo(f"serving {len(client.catalog.views)} feature views on http://{host}:{port}")
-    uvicorn.run(create_app(client, settings), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 @cli.command("profile")

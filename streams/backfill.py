@@ -39,6 +39,7 @@ from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
 from online_store.writer import FeatureRows
 from streams.decoding import EventDecoder
+from streams.transform import EventTransform
 from streams.windows import ChangeRows, WindowState
 
 __all__ = [
@@ -154,7 +155,7 @@ def plan_backfill(spec: FeatureViewSpec, messages: Sequence[bytes], *, cutover: 
     strings = [
         aggregation.column
         for aggregation in spec.aggregations
-        if spec.message_schema.get(aggregation.column) == "STRING"
+        if spec.input_types.get(aggregation.column) == "STRING"
     ]
     if strings:
         raise BackfillError(
@@ -164,6 +165,9 @@ def plan_backfill(spec: FeatureViewSpec, messages: Sequence[bytes], *, cutover: 
         )
     decoder = EventDecoder.for_view(spec)
     decoded = decoder.decode(messages)
+    transform = EventTransform.for_view(spec)
+    if transform is not None:
+        decoded = transform.apply(decoded, live=False)  # the history's failures are counted, not fatal
     rejected: dict[str, int] = {}
     for rejection in decoded.rejections:
         rejected[rejection.reason] = rejected.get(rejection.reason, 0) + 1
@@ -174,7 +178,7 @@ def plan_backfill(spec: FeatureViewSpec, messages: Sequence[bytes], *, cutover: 
     keys = [decoded.keys[index] for index in keep.tolist()]
     times = decoded.times[keep]
     order = keep.astype(np.int64)
-    floats = {name: np.asarray(decoded.columns[name])[keep] for name in decoder.columns}
+    floats = {name: np.asarray(decoded.columns[name])[keep] for name in spec.value_columns}
     integers = {name: values[keep] for name, values in decoded.integers.items()}
     rows = history_rows(spec, keys, times, order, floats, integers)
     # A plain view keeps no events in its seed, only the cutover: its stream skips what came before.

@@ -20,6 +20,7 @@ from features.config import KafkaConfig
 from features.repo import FeatureRepo
 from streams.dead_letters import KafkaRecord
 from streams.metrics import WorkerMetrics
+from streams.transform import TransformBroken
 from streams.worker import ViewRuntime, WorkerSettings, view_runtimes, write_until_done
 
 __all__ = ["add_agents", "build_app", "new_app"]
@@ -86,7 +87,11 @@ def _add_agent(app: faust.App, runtime: ViewRuntime, settings: WorkerSettings) -
             for partition, records in by_partition.items():
                 records.sort(key=lambda record: record.offset)
                 processor = await runtime.processor_async(partition, records[0].offset)
-                batch = await asyncio.to_thread(processor.prepare, records)
+                try:
+                    batch = await asyncio.to_thread(processor.prepare, records)
+                except TransformBroken as error:
+                    await app.crash(error)  # the worker stops and `sluice worker` says why
+                    return
                 await write_until_done(processor, batch, runtime.metrics)
             for event in events:
                 await stream.ack(event)

@@ -27,12 +27,14 @@ from numpy.typing import NDArray
 from features.spec import FeatureViewSpec
 from offline_store.dataset import BatchFile, OfflineDataset
 from offline_store.materialize import feature_rows
+from online_store.on_demand import StoredOnDemand
 from online_store.writer import FeatureRows, OnlineWriter
 from streams.backfill import Seed
 from streams.dead_letters import DeadLetter, DeadLetterSink, KafkaRecord
 from streams.decoding import DecodedBatch, EventDecoder
 from streams.metrics import WorkerMetrics
 from streams.moments import EMPTY_TIME
+from streams.transform import EventTransform
 from streams.windows import ChangeRows, WindowState
 
 __all__ = ["BatchOutcome", "PartitionProcessor", "PreparedBatch"]
@@ -105,8 +107,12 @@ class PartitionProcessor:
         """A backfill's cutover and its latest events, the history of the entities this partition sees."""
         self.cutover_us = EMPTY_TIME if self.seed is None else self.seed.cutover_us
         self.decoder = EventDecoder.for_view(spec, max_message_bytes=max_message_bytes)
+        self.transform = EventTransform.for_view(spec)
+        self.stored_on_demand = (
+            StoredOnDemand(client=writer.client, spec=spec) if spec.stored_on_demand else None
+        )
         self.vocabularies: dict[str, dict[str, int]] = {
-            column: {} for column in self.decoder.columns if spec.message_schema[column] == "STRING"
+            column: {} for column in spec.value_columns if spec.input_types[column] == "STRING"
         }
         self.replay_until = -1
         self.pending_files: list[BatchFile] = []
@@ -179,6 +185,8 @@ class PartitionProcessor:
         the late mask, the accepted offsets, and (aggregated views, with ``emit``) the change-point
         rows. Events before a backfill's cutover are neither: the backfill holds them."""
         decoded = self.decoder.decode([record.value for record in records])
+        if self.transform is not None:
+            decoded = self.transform.apply(decoded, live=emit)
         offsets = np.asarray([record.offset for record in records], dtype=np.int64)[decoded.accepted]
         live = decoded.times >= self.cutover_us
         if emit and not live.all():
@@ -201,7 +209,7 @@ class PartitionProcessor:
             ids = self.state.ids_for(keys)
             values = {
                 column: self._numeric(column, decoded.columns[column][on_time])
-                for column in self.decoder.columns
+                for column in self.spec.value_columns
             }
             integers = {column: exact[on_time] for column, exact in decoded.integers.items()}
             changes = self.state.advance(
@@ -223,7 +231,10 @@ class PartitionProcessor:
             self.state.ids_for([key for key, part in zip(fresh, parts, strict=True) for _ in part[0]]),
             np.concatenate([part[0] for part in parts]),
             np.concatenate([part[1] for part in parts]),
-            {column: np.concatenate([part[2][column] for part in parts]) for column in self.decoder.columns},
+            {
+                column: np.concatenate([part[2][column] for part in parts])
+                for column in self.spec.value_columns
+            },
             integers={column: np.concatenate([part[3][column] for part in parts]) for column in parts[0][3]},
             emit=False,
         )
@@ -268,7 +279,7 @@ class PartitionProcessor:
         rows = batch.rows
         if len(rows):
             # Both sinks release the GIL while they wait on I/O, so they run side by side.
-            online_write = _SINKS.submit(self.writer.write, batch.online)
+            online_write = _SINKS.submit(self._write_online, batch.online)
             try:
                 self.dataset.write_batch(
                     partition=self.partition,
@@ -371,4 +382,11 @@ class PartitionProcessor:
 
     def _rewrite_online(self, files: Sequence[BatchFile]) -> int:
         """Write the rows of batches that reached Parquet but were never committed to Redis again."""
-        return self.writer.write(feature_rows(self.spec, self.dataset.read(files)))
+        return self._write_online(feature_rows(self.spec, self.dataset.read(files)))
+
+    def _write_online(self, rows: FeatureRows) -> int:
+        """The view's rows to Redis, then the on-demand views it stores, computed from them."""
+        applied = self.writer.write(rows)
+        if self.stored_on_demand is not None:
+            self.stored_on_demand.write(rows)
+        return applied

@@ -156,7 +156,7 @@ class WindowState:
         self.entity_keys: list[Any] = []
         self.columns = spec.value_columns
         self.integer_columns = frozenset(
-            column for column in self.columns if spec.message_schema.get(column) in ("INT32", "INT64")
+            column for column in self.columns if spec.input_types.get(column) in ("INT32", "INT64")
         )
         self.delay_us = _micros(spec.watermark_delay.total_seconds())
         self.max_time = np.full(capacity, EMPTY_TIME, dtype=np.int64)
