@@ -12,6 +12,11 @@ Workload (issue #3): one StreamFeatureView with 3 aggregations (count, sum, mean
    for the latest row per entity, and Feast's ``FeatureStore.write_to_online_store`` (online only,
    no windows, no offline write), timed over the same backlog.
 
+``--udf python|pandas`` defines the same view with a udf in that mode (the amount in cents, as the
+column the aggregations read), and ``--compare-udfs`` runs only the throughput part for no udf, then
+each mode, on the same backlog, for the overhead of a udf side by side. After each throughput run,
+one entity's offline row is checked against its windows recomputed from the backlog.
+
 Prints one JSON object on its last line.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -28,7 +34,8 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +47,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features.repo import load_repo  # noqa: E402
+from offline_store.dataset import OfflineDataset  # noqa: E402
 from online_store.layout import decode_timestamp, entity_key, timestamp_field  # noqa: E402
 
 BOOTSTRAP = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("SLUICE_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-DEFINITIONS = """
+SOURCE = """
 from datetime import timedelta
 from features import (
     Aggregation, Entity, Field, FileSource, Float64, Int64, JsonFormat, KafkaSource, StreamFeatureView,
@@ -59,16 +67,53 @@ transactions = KafkaSource(
     batch_source=FileSource(name="history", path="offline", timestamp_field="event_timestamp"),
 )
 TEN, HOUR = timedelta(minutes=10), timedelta(hours=1)
-card_stats = StreamFeatureView(
-    name="card_stats", source=transactions, entities=[card], ttl=timedelta(days=1), timestamp_field="ts",
-    schema=[Field(name="card_id", dtype=Int64)]
-    + [Field(name=f"amount_{{f}}_{{w}}", dtype=Int64 if f == "count" else Float64)
-       for f in ("count", "sum", "mean") for w in ("10m", "1h")],
-    aggregations=[Aggregation(column="amount", function=f, time_window=TEN) for f in ("count", "sum", "mean")]
-    + [Aggregation(column="amount", function=f, time_window=HOUR, slide_interval=TEN)
-       for f in ("count", "sum", "mean")],
-)
 """
+
+# The view's arguments, over the column its aggregations read: ``amount`` from the message, or
+# ``amount_cents`` from the udf.
+VIEW_ARGUMENTS = """
+    entities=[card], ttl=timedelta(days=1), source=transactions, timestamp_field="ts",
+    schema=[Field(name="card_id", dtype=Int64)]
+    + [Field(name=f"{column}_{{f}}_{{w}}", dtype=Int64 if f == "count" else Float64)
+       for f in ("count", "sum", "mean") for w in ("10m", "1h")],
+    aggregations=[Aggregation(column="{column}", function=f, time_window=TEN)
+                  for f in ("count", "sum", "mean")]
+    + [Aggregation(column="{column}", function=f, time_window=HOUR, slide_interval=TEN)
+       for f in ("count", "sum", "mean")],
+"""
+
+PLAIN_VIEW = 'card_stats = StreamFeatureView(name="card_stats",{arguments})\n'
+
+# The worker runs the body from its source alone, with ``pd`` and ``np`` at hand.
+UDF_VIEW = """
+from feast.stream_feature_view import stream_feature_view
+@stream_feature_view(mode="{mode}",{arguments})
+def card_stats(events):
+{body}
+"""
+
+# The same transformation in both modes: the amount in cents, as a new column the aggregations read.
+UDF_BODIES = {
+    "python": '    return {"amount_cents": [None if a is None else a * 100 for a in events["amount"]]}',
+    "pandas": '    return pd.DataFrame({"amount_cents": events["amount"] * 100})',
+}
+UDF_MODES = ("none", *UDF_BODIES)
+UDF_SCALE = 100.0
+"""The udf's column over the message's amount."""
+
+
+def aggregated_column(udf: str) -> str:
+    return "amount" if udf == "none" else "amount_cents"
+
+
+def definitions(topic: str, udf: str) -> str:
+    arguments = VIEW_ARGUMENTS.format(column=aggregated_column(udf))
+    view = (
+        PLAIN_VIEW.format(arguments=arguments)
+        if udf == "none"
+        else UDF_VIEW.format(mode=udf, arguments=arguments, body=UDF_BODIES[udf])
+    )
+    return SOURCE.format(topic=topic) + view
 
 
 def events(count: int, *, entities: int, start_us: int, step_us: int, seed: int) -> list[dict[str, object]]:
@@ -222,14 +267,16 @@ def measure_freshness(
     return latencies
 
 
-def feast_push_baseline(repo: Path, topic: str, total: int) -> float:
-    """kafka-python + pandas + Feast's write_to_online_store, over the same backlog (online only)."""
+def feast_push_baseline(repo: Path, topic: str, total: int, *, udf: str) -> float:
+    """kafka-python + pandas + Feast's write_to_online_store, over the same backlog (online only); with a
+    udf, the glue computes its column in pandas."""
     import pandas as pd
     from kafka import TopicPartition
 
     from features.registry import feature_store
 
     store = feature_store(load_repo(repo))
+    column = aggregated_column(udf)
     consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_poll_records=5000)
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
     consumer.assign(partitions)
@@ -243,20 +290,66 @@ def feast_push_baseline(repo: Path, topic: str, total: int) -> float:
         seen += len(batch)
         frame = pd.DataFrame([json.loads(value) for value in batch])
         frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
-        grouped = frame.groupby("card_id")["amount"]
+        if udf != "none":
+            frame[column] = frame["amount"] * UDF_SCALE
+        grouped = frame.groupby("card_id")[column]
         latest = pd.DataFrame(
             {
                 "card_id": grouped.size().index,
                 "event_timestamp": frame.groupby("card_id")["ts"].max().to_numpy(),
-                **{f"amount_count_{window}": grouped.size().to_numpy() for window in ("10m", "1h")},
-                **{f"amount_sum_{window}": grouped.sum().to_numpy() for window in ("10m", "1h")},
-                **{f"amount_mean_{window}": grouped.mean().to_numpy() for window in ("10m", "1h")},
+                **{f"{column}_count_{window}": grouped.size().to_numpy() for window in ("10m", "1h")},
+                **{f"{column}_sum_{window}": grouped.sum().to_numpy() for window in ("10m", "1h")},
+                **{f"{column}_mean_{window}": grouped.mean().to_numpy() for window in ("10m", "1h")},
             }
         )
         store.write_to_online_store("card_stats", latest)
     elapsed = time.perf_counter() - started
     consumer.close()
     return total / elapsed
+
+
+def check_aggregates(repo: Path, backlog: list[dict[str, object]], udf: str) -> int:
+    """Fail unless the busiest entity's offline row as of its last event holds its windows recomputed
+    here from the raw events (with a udf: sums and means of 100x the amounts). Returns the entity."""
+    spec = load_repo(repo).spec("card_stats")
+    scale = 1.0 if udf == "none" else UDF_SCALE
+    card = Counter(event["card_id"] for event in backlog).most_common(1)[0][0]
+    raw = [
+        (round(float(event["ts"]) * 1e6), float(event["amount"]))
+        for event in backlog
+        if event["card_id"] == card
+    ]
+    at = max(moment for moment, _ in raw)
+    epoch, micro = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
+    rows = sorted(
+        (
+            row
+            for row in OfflineDataset(spec=spec).read().to_pylist()
+            if row["card_id"] == card and (row["event_timestamp"] - epoch) // micro <= at
+        ),
+        key=lambda row: (row["event_timestamp"], row["source_offset"]),
+    )
+    if not rows:
+        raise RuntimeError(f"udf {udf}: the offline store has no row of card {card}")
+    for aggregation in spec.aggregations:
+        end = (at // (aggregation.slide // micro) + 1) * (aggregation.slide // micro)
+        values = [amount * scale for moment, amount in raw if end - aggregation.window // micro <= moment]
+        expected = {"count": len(values), "sum": sum(values), "mean": sum(values) / len(values)}
+        got = rows[-1][aggregation.feature]
+        if got is None or not math.isclose(got, expected[aggregation.function], rel_tol=1e-9):
+            raise RuntimeError(
+                f"udf {udf}: card {card}'s {aggregation.feature} is {got}, but its events make it "
+                f"{expected[aggregation.function]}: the worker did not aggregate what the udf returns"
+            )
+    return card
+
+
+def prepare_repo(root: Path, *, topic: str, project: str, partitions: int, udf: str) -> Path:
+    root.mkdir()
+    (root / "sluice.yaml").write_text(f"project: {project}\ntopics:\n  partitions: {partitions}\n")
+    (root / "definitions.py").write_text(definitions(topic, udf))
+    sluice(root, "apply")
+    return root
 
 
 def main() -> None:
@@ -267,61 +360,88 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--feast-events", type=int, default=50_000)
+    parser.add_argument("--udf", choices=UDF_MODES, default="none", help="the view's udf mode")
+    parser.add_argument(
+        "--compare-udfs",
+        action="store_true",
+        help="throughput only, for each udf mode in turn on the same backlog (ignores --udf)",
+    )
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix="sluice-ingest-"))
-    topic, project = f"bench.ingest.{run}", f"bench_ingest_{run}"
-    repo = workdir / "repo"
-    repo.mkdir()
-    (repo / "sluice.yaml").write_text(f"project: {project}\ntopics:\n  partitions: {args.partitions}\n")
-    (repo / "definitions.py").write_text(DEFINITIONS.format(topic=topic))
+    topic = f"bench.ingest.{run}"
+    # One project (consumer group, Redis rows, Parquet) per udf mode, all over the same topic.
+    projects = {udf: f"bench_ingest_{run}_{udf}" for udf in (UDF_MODES if args.compare_udfs else (args.udf,))}
     try:
-        sluice(repo, "apply")
+        repos = {
+            udf: prepare_repo(
+                workdir / f"repo-{udf}", topic=topic, project=project, partitions=args.partitions, udf=udf
+            )
+            for udf, project in projects.items()
+        }
         start_us = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6)
         backlog = events(args.events, entities=args.entities, start_us=start_us, step_us=2_000, seed=1)
         produce(topic, backlog)
-        events_per_s = measure_throughput(
-            repo, topic, f"sluice-{project}", args.events, workdir / "worker.log"
-        )
-        print(f"sluice worker: {events_per_s:,.0f} events/s over {args.events:,} events", file=sys.stderr)
+        rates: dict[str, float] = {}
+        for udf, project in projects.items():
+            rates[udf] = measure_throughput(
+                repos[udf], topic, f"sluice-{project}", args.events, workdir / f"worker-{udf}.log"
+            )
+            card = check_aggregates(repos[udf], backlog, udf)
+            print(
+                f"sluice worker, udf {udf}: {rates[udf]:,.0f} events/s over {args.events:,} events "
+                f"(card {card}'s windows checked)",
+                file=sys.stderr,
+            )
+        if args.compare_udfs:
+            result: dict[str, object] = {
+                "udf_events_per_s": {udf: round(rate) for udf, rate in rates.items()},
+                "udf_ratio_to_none": {udf: round(rate / rates["none"], 3) for udf, rate in rates.items()},
+            }
+        else:
+            repo = repos[args.udf]
+            feast_events_per_s = feast_push_baseline(repo, topic, args.feast_events, udf=args.udf)
+            print(f"kafka-python + pandas + Feast push: {feast_events_per_s:,.0f} events/s", file=sys.stderr)
 
-        feast_events_per_s = feast_push_baseline(repo, topic, args.feast_events)
-        print(f"kafka-python + pandas + Feast push: {feast_events_per_s:,.0f} events/s", file=sys.stderr)
-
-        latencies = measure_freshness(
-            repo,
-            topic,
-            rate=args.rate,
-            seconds=args.seconds,
-            entities=args.entities,
-            log=workdir / "fresh.log",
-        )
-        p50, p99 = (
-            (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (float("nan"),) * 2
-        )
-        print(
-            f"freshness at {args.rate}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(latencies)} samples)",
-            file=sys.stderr,
-        )
-        sluice(repo, "verify")
-    finally:
-        admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-        admin.delete_topics([topic, f"{topic}.dlq"])
-        admin.close()
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(match=f"*{project}", count=10_000):
-            client.delete(key)
-        shutil.rmtree(workdir, ignore_errors=True)
-    print(
-        json.dumps(
-            {
-                "events_per_s": round(events_per_s),
+            latencies = measure_freshness(
+                repo,
+                topic,
+                rate=args.rate,
+                seconds=args.seconds,
+                entities=args.entities,
+                log=workdir / "fresh.log",
+            )
+            p50, p99 = (
+                (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (float("nan"),) * 2
+            )
+            print(
+                f"freshness at {args.rate}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(latencies)} samples)",
+                file=sys.stderr,
+            )
+            sluice(repo, "verify")
+            result = {
+                "events_per_s": round(rates[args.udf]),
                 "freshness_p50_ms": round(p50, 1),
                 "freshness_p99_ms": round(p99, 1),
                 "freshness_samples": len(latencies),
                 "freshness_rate_per_s": args.rate,
                 "feast_push_events_per_s": round(feast_events_per_s),
+            }
+    finally:
+        admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        admin.delete_topics([topic, f"{topic}.dlq"])
+        admin.close()
+        client = redis.Redis.from_url(REDIS_URL)
+        for project in projects.values():
+            for key in client.scan_iter(match=f"*{project}", count=10_000):
+                client.delete(key)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                **result,
+                **({"udfs": list(projects)} if args.compare_udfs else {"udf": args.udf}),
                 "events": args.events,
                 "entities": args.entities,
                 "partitions": args.partitions,
