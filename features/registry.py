@@ -221,15 +221,15 @@ def _infer(store: Any, objects: tuple[Any, ...]) -> None:
 
 
 def _with_nested_sources(objects: tuple[Any, ...]) -> list[Any]:
-    """The objects plus the batch sources nested in stream sources and views (each streamed view's own),
-    which Feast registers on their own."""
-    from feast import FeatureView
+    """The objects plus the batch sources nested in stream and push sources and in views (each streamed
+    view's own), which Feast registers on their own."""
+    from feast import FeatureView, PushSource
 
     result = list(objects)
     for item in objects:
         batch = getattr(item, "batch_source", None)
         if batch is not None and (
-            getattr(item, "kafka_options", None) is not None or isinstance(item, FeatureView)
+            getattr(item, "kafka_options", None) is not None or isinstance(item, FeatureView | PushSource)
         ):
             result.append(batch)
     return result
