@@ -19,6 +19,7 @@ import redis
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
 from offline_store.duck import parquet_scan, quote
+from online_store.on_demand import StoredOnDemand
 from online_store.writer import FeatureRows, OnlineWriter
 
 __all__ = ["MaterializeReport", "feature_rows", "materialize"]
@@ -83,7 +84,13 @@ def materialize(
     finally:
         connection.close()
     writer = OnlineWriter(client=client, spec=spec)
-    written = sum(writer.write(feature_rows(spec, batch)) for batch in latest.to_batches(_ROWS_PER_WRITE))
+    stored = StoredOnDemand(client=client, spec=spec) if spec.stored_on_demand else None
+    written = 0
+    for batch in latest.to_batches(_ROWS_PER_WRITE):
+        rows = feature_rows(spec, batch)
+        written += writer.write(rows)
+        if stored is not None:  # the on-demand views the worker stores, from the same rows
+            stored.write(rows)
     return MaterializeReport(
         feature_view=spec.name, offline_rows=offline_rows, entities=latest.num_rows, written=written
     )

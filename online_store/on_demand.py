@@ -14,6 +14,7 @@ Reads that name no on-demand view never come here.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -291,9 +292,7 @@ class StoredOnDemand:
         applied = 0
         for transform, writer in self.parts:
             inputs = transform.inputs(columns, fetched)
-            outputs: dict[str, Sequence[Any]] = dict(
-                transform.run(inputs, len(keys), list(transform.view.features))
-            )
+            outputs: dict[str, Sequence[Any]] = dict(_outputs_or_nulls(transform, inputs, len(keys)))
             applied += writer.write(
                 FeatureRows(
                     keys=keys,
@@ -304,6 +303,34 @@ class StoredOnDemand:
                 )
             )
         return applied
+
+
+def _outputs_or_nulls(transform: Transform, inputs: dict[str, list[Any]], rows: int) -> dict[str, list[Any]]:
+    """The function's outputs for every row; a row it fails on gets nulls, and is logged. A function that
+    fails on a row is a fact about that row, not an outage: the write goes on, and is not retried."""
+    wanted = list(transform.view.features)
+    try:
+        return transform.run(inputs, rows, wanted)
+    except OnDemandError:
+        pass
+    columns: dict[str, list[Any]] = {name: [] for name in wanted}
+    failed, last = 0, None
+    for row in range(rows):
+        single = {name: values[row : row + 1] for name, values in inputs.items()}
+        try:
+            result = transform.run(single, 1, wanted)
+        except OnDemandError as error:
+            failed += 1
+            last = error
+            result = {name: [None] for name in wanted}
+        for name in wanted:
+            columns[name] += result[name]
+    if failed:
+        logging.getLogger(__name__).warning(
+            "stored on-demand view %r failed on %d of %d rows, stored as nulls; last: %s",
+            transform.view.name, failed, rows, last,
+        )  # fmt: skip
+    return columns
 
 
 def _python_column(values: Any) -> list[Any]:

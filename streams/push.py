@@ -1,8 +1,7 @@
-"""Push rows to a ``PushSource``, as Feast's ``FeatureStore.push`` does, through the stream worker.
+"""Push rows to a ``PushSource``, as Feast's ``FeatureStore.push`` does, through the stream worker::
 
->>> pusher = Pusher(repo=load_repo(Path("examples/fraud")))           # doctest: +SKIP
->>> pusher.push("card_updates", frame)                                 # doctest: +SKIP
-PushReceipt(source='card_updates', topic='fraud.push.card_updates', rows=2, ...)
+    pusher = Pusher(repo=load_repo(Path("my_repo")))
+    pusher.push("card_updates", frame)  # a PushReceipt: the topic, the rows, their last offsets
 
 The rows are checked against every view the source feeds (join keys, the event time, each feature's
 type) before anything is sent, so a bad row is refused with its reason and nothing of the push is

@@ -126,7 +126,53 @@ def test_the_worker_stores_the_view_and_feast_reads_what_sluice_reads(
         stored += got is not None
     assert stored >= 20
     assert sluice(repo, "verify").returncode == 0
+
+    # Redis lost: materialize rebuilds the view and the on-demand view it stores, from the same rows.
+    for key in redis_client.scan_iter(match=f"*{project}".encode(), count=1000):
+        redis_client.delete(key)
+    assert sluice(repo, "materialize").returncode == 0
+    with OnlineClient(repo_path=repo) as client:
+        rebuilt = client.get_online_features(features=features, entity_rows=cards)
+    assert rebuilt["amount_per_txn"] == ours["amount_per_txn"]
     delete_topics(topic, f"{topic}.dlq")
+
+
+def test_a_row_the_stored_function_fails_on_is_stored_as_nulls_not_retried(
+    tmp_path: Path, project: str, redis_client: redis.Redis
+) -> None:
+    import numpy as np
+
+    from online_store.on_demand import StoredOnDemand
+    from online_store.writer import FeatureRows
+
+    failing = DEFINITIONS.replace(
+        "None if total is None or not count else total / count",
+        "1 / (count - 3) if count != 3 else {}[count]",  # a KeyError for a count of 3
+    )
+    (tmp_path / "sluice.yaml").write_text(f"project: {project}\n")
+    (tmp_path / "definitions.py").write_text(failing.replace("{topic}", "unused"))
+    spec = load_repo(tmp_path).spec("card_stats")
+    now_us = 1_800_000_000_000_000
+    rows = FeatureRows(
+        keys=[1, 2, 3],
+        event_times_us=np.full(3, now_us, dtype=np.int64),
+        created_times_us=np.full(3, now_us, dtype=np.int64),
+        offsets=np.arange(3, dtype=np.int64),
+        features={"txn_count_1m": [2, 3, 5], "amount_sum_1m": [1.0, 2.0, 3.0]},
+    )
+    assert StoredOnDemand(client=redis_client, spec=spec).write(rows) == 3
+    from online_store.layout import decode_value, entity_key, feature_field
+
+    values = [
+        decode_value(
+            redis_client.hget(
+                entity_key({"card_id": card}, {"card_id": "INT64"}, project),
+                feature_field("per_txn", "amount_per_txn"),
+            )
+        )
+        for card in (1, 2, 3)
+    ]
+    assert values == [-1.0, None, 0.5]
 
 
 def test_a_stored_view_that_needs_request_data_or_two_sources_is_refused(tmp_path: Path) -> None:
