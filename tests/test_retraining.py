@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -169,3 +170,25 @@ def test_sluice_jobs_cancel_stops_a_job_that_waits_for_a_slot(tmp_path: Path) ->
     assert not (state / "jobs" / waiting.job_id).exists()
     again = sluice(tmp_path, "jobs", "cancel", waiting.job_id, env={"SLUICE_STATE_DIR": str(state)})
     assert again.returncode == 1 and "is cancelled: there is nothing to cancel" in again.stderr
+
+
+def test_a_job_whose_entrypoint_ended_is_running_until_its_runner_records_the_exit_code(
+    tmp_path: Path,
+) -> None:
+    """The race CI once lost: the entrypoint reaped, its exit code not yet written. Not a failure."""
+    import subprocess
+
+    backend = LocalBackend(root=tmp_path)
+    folder = tmp_path / "job-1"
+    folder.mkdir()
+    (folder / "spec.json").write_text("{}")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    (folder / "pid").write_text(str(ended.pid))
+    (folder / "runner_pid").write_text(str(os.getpid()))  # a live runner, about to write the exit code
+    assert backend.status("job-1") == "running"
+    (folder / "exit_code").write_text("0")
+    assert backend.status("job-1") == "succeeded"
+    (folder / "exit_code").unlink()
+    (folder / "runner_pid").write_text(str(ended.pid))  # the runner died without writing it
+    assert backend.status("job-1") == "failed"

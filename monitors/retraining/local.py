@@ -1,11 +1,12 @@
 """The embedded job backend: each job is a subprocess on this machine, in ``<root>/<job id>/``.
 
-The folder is the job: ``spec.json`` (what was asked), ``output.log`` (stdout and stderr), ``pid`` while
-it runs, and ``exit_code`` when it ends. Creating the folder is the submission, so a second submit of
-the same id finds it and is "already submitted". A small runner process (``python -m
-monitors.retraining.local <folder>``) starts the entrypoint and writes its exit code, so the outcome is
-recorded even when the process that submitted it has gone. The job runs with this Python's folder first
-on ``PATH``, so an entrypoint ``python train.py`` gets the interpreter (and virtualenv) sluice runs in.
+The folder is the job: ``spec.json`` (what was asked), ``output.log`` (stdout and stderr), ``pid`` (the
+entrypoint's) and ``runner_pid`` while it runs, and ``exit_code`` when it ends. Creating the folder is
+the submission, so a second submit of the same id finds it and is "already submitted". A small runner
+process (``python -m monitors.retraining.local <folder>``) starts the entrypoint and writes its exit
+code, so the outcome is recorded even when the process that submitted it has gone. The job runs with
+this Python's folder first on ``PATH``, so an entrypoint ``python train.py`` gets the interpreter (and
+virtualenv) sluice runs in.
 The training code decides itself whether to use the GPU; nothing here hides CUDA devices from it.
 """
 
@@ -76,7 +77,10 @@ class LocalBackend:
             return "queued" if time.time() - started < _START_GRACE_S else "failed"
         if _alive(pid):
             return "running"
-        return _finished(folder) or "failed"  # it may have ended since we looked
+        finished = _finished(folder)  # it may have ended since we looked
+        if finished is None and _alive(_read_pid(folder, "runner_pid")):
+            return "running"  # the entrypoint has exited and its runner is recording the exit code
+        return finished or _finished(folder) or "failed"
 
     def logs(self, job_id: str) -> str:
         log = self._folder(job_id) / "output.log"
@@ -112,26 +116,34 @@ def _finished(folder: Path) -> JobState | None:
     return "succeeded" if exit_code.read_text().strip() == "0" else "failed"
 
 
-def _read_pid(folder: Path) -> int | None:
+def _read_pid(folder: Path, name: str = "pid") -> int | None:
     try:
-        return int((folder / "pid").read_text())
+        return int((folder / name).read_text())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int | None) -> bool:
+    """Whether the process runs; an exited one not yet reaped (a zombie) does not."""
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: take the signal's word
+    return state != "Z"
 
 
 def _run(folder: Path) -> int:
     """The runner: start the entrypoint in its own process group, wait, record the exit code."""
     spec = json.loads((folder / "spec.json").read_text())
+    _atomic_write(folder / "runner_pid", str(os.getpid()))
     if (folder / "cancelled").exists():  # cancelled before it started
         _atomic_write(folder / "exit_code", "-15")
         return -15
