@@ -22,22 +22,18 @@ def on_demand_spec(view: Any) -> OnDemandSpec:
     """An on-demand view as the rest of sluice sees it, from Feast's object."""
     from features.validation import type_name
 
-    def sluice_type(dtype: Any) -> str:
-        name = type_name(dtype)
-        return {"DOUBLE": "FLOAT64", "FLOAT": "FLOAT32"}.get(name, name)
-
     transformation: Any = view.feature_transformation  # python or pandas: checked below
     return OnDemandSpec(
         name=view.name,
         mode=str(view.mode),
         singleton=bool(view.singleton),
-        features={field.name: sluice_type(field.dtype) for field in view.features},
+        features={field.name: type_name(field.dtype) for field in view.features},
         sources=tuple(
             (projection.name, tuple(feature.name for feature in projection.features))
             for projection in view.source_feature_view_projections.values()
         ),
         request_fields={
-            field.name: sluice_type(field.dtype)
+            field.name: type_name(field.dtype)
             for source in view.source_request_sources.values()
             for field in source.schema
         },

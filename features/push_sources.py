@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from features.schema import LIST_ELEMENTS
+
 __all__ = ["PushAsKafka", "push_topic"]
 
 _DDL = {
@@ -30,16 +32,6 @@ _DDL = {
     "BOOL": "BOOLEAN",
     "UNIX_TIMESTAMP": "TIMESTAMP",
     "BYTES": "BINARY",
-}
-_LISTS = {
-    "INT64_LIST": "BIGINT",
-    "INT32_LIST": "INT",
-    "DOUBLE_LIST": "DOUBLE",
-    "FLOAT_LIST": "FLOAT",
-    "STRING_LIST": "STRING",
-    "BOOL_LIST": "BOOLEAN",
-    "UNIX_TIMESTAMP_LIST": "TIMESTAMP",
-    "BYTES_LIST": "BINARY",
 }
 
 
@@ -79,6 +71,6 @@ class PushAsKafka:
 
 
 def _ddl(dtype: str) -> str:
-    if dtype in _LISTS:
-        return f"ARRAY<{_LISTS[dtype]}>"
+    if dtype in LIST_ELEMENTS:
+        return f"ARRAY<{_DDL[LIST_ELEMENTS[dtype]]}>"
     return _DDL.get(dtype, dtype)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SchemaError", "parse_schema"]
+__all__ = ["LIST_ELEMENTS", "SchemaError", "parse_schema"]
 
 _DDL_TYPES = {
     "bigint": "INT64",
@@ -51,6 +51,8 @@ _LIST_TYPES = {
     "UNIX_TIMESTAMP": "UNIX_TIMESTAMP_LIST",
     "BYTES": "BYTES_LIST",
 }
+LIST_ELEMENTS = {list_type: element for element, list_type in _LIST_TYPES.items()}
+"""Each list type's element type: ``LIST_ELEMENTS["DOUBLE_LIST"] == "FLOAT64"``."""
 _ARRAY = re.compile(r"array(?:<(\w+)>|\((\w+)\))", re.IGNORECASE)
 
 

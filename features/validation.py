@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from features.aggregations import UnknownAggregation, get_aggregation
-from features.schema import SchemaError, parse_schema
+from features.schema import LIST_ELEMENTS, SchemaError, parse_schema
 from features.spec import AggregationSpec, FeatureViewSpec, TransformSpec, window_label
 
 __all__ = ["DefinitionError", "InvalidDefinitions", "type_name", "validate"]
@@ -448,16 +448,12 @@ def type_name(dtype: Any) -> str:
     return str(name) if name else str(dtype.to_value_type().name)
 
 
-_LIST_ELEMENTS = {"DOUBLE": "FLOAT64", "FLOAT": "FLOAT32"}
-
-
 def _feast_type_name(dtype: str) -> str:
     """``FLOAT64`` -> ``Float64``, ``FLOAT_LIST`` -> ``Array(Float32)``: the name a user writes in a Field.
 
     >>> _feast_type_name("UNIX_TIMESTAMP"), _feast_type_name("INT32"), _feast_type_name("FLOAT_LIST")
     ('UnixTimestamp', 'Int32', 'Array(Float32)')
     """
-    if dtype.endswith("_LIST"):
-        element = dtype.removesuffix("_LIST")
-        return f"Array({_feast_type_name(_LIST_ELEMENTS.get(element, element))})"
+    if dtype in LIST_ELEMENTS:
+        return f"Array({_feast_type_name(LIST_ELEMENTS[dtype])})"
     return {"UNIX_TIMESTAMP": "UnixTimestamp"}.get(dtype, dtype.capitalize().replace("int", "Int"))

@@ -37,11 +37,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from features.schema import LIST_ELEMENTS
 from features.spec import FeatureViewSpec
 
-__all__ = ["BACKFILL", "BatchFile", "OfflineDataset", "arrow_schema"]
+__all__ = ["ARROW_TYPES", "BACKFILL", "BatchFile", "OfflineDataset", "arrow_schema"]
 
-_ARROW_TYPES = {
+ARROW_TYPES = {
     "INT64": pa.int64(),
     "INT32": pa.int32(),
     "FLOAT64": pa.float64(),
@@ -53,19 +54,7 @@ _ARROW_TYPES = {
 }
 # A list type is an Arrow list of its element's type: what Feast's file source reads back as that list
 # type. Timestamps stay timestamps (not epoch seconds), so Feast reads UNIX_TIMESTAMP_LIST, as it does.
-_ARROW_TYPES |= {
-    list_type: pa.list_(_ARROW_TYPES[element])
-    for list_type, element in {
-        "INT64_LIST": "INT64",
-        "INT32_LIST": "INT32",
-        "DOUBLE_LIST": "FLOAT64",
-        "FLOAT_LIST": "FLOAT32",
-        "STRING_LIST": "STRING",
-        "BOOL_LIST": "BOOL",
-        "BYTES_LIST": "BYTES",
-        "UNIX_TIMESTAMP_LIST": "UNIX_TIMESTAMP",
-    }.items()
-}
+ARROW_TYPES |= {list_type: pa.list_(ARROW_TYPES[element]) for list_type, element in LIST_ELEMENTS.items()}
 _FILE_NAME = re.compile(r"^(?P<topic>.+)-(?P<partition>\d{5})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$")
 _BACKFILL_NAME = re.compile(r"^backfill-\d{20}\.parquet$")
 _MICROS_PER_DAY = 86_400 * 1_000_000
@@ -76,13 +65,13 @@ BACKFILL = -1
 def arrow_schema(spec: FeatureViewSpec) -> pa.Schema:
     """The Parquet schema of a view: join keys, event and created timestamps, then the features."""
     timestamp = pa.timestamp("us", tz="UTC")
-    fields = [pa.field(name, _ARROW_TYPES[dtype], nullable=False) for name, dtype in spec.join_keys.items()]
+    fields = [pa.field(name, ARROW_TYPES[dtype], nullable=False) for name, dtype in spec.join_keys.items()]
     fields += [
         pa.field("event_timestamp", timestamp, nullable=False),
         pa.field("created_timestamp", timestamp),
         pa.field("source_offset", pa.int64()),
     ]
-    fields += [pa.field(name, _ARROW_TYPES[dtype]) for name, dtype in spec.features.items()]
+    fields += [pa.field(name, ARROW_TYPES[dtype]) for name, dtype in spec.features.items()]
     return pa.schema(fields)
 
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.repo import FeatureRepo
+from features.schema import LIST_ELEMENTS
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
 from offline_store.duck import parquet_scan, quote
@@ -280,19 +281,7 @@ _DUCK_TYPES = {
     "UNIX_TIMESTAMP": "TIMESTAMPTZ",
     "BYTES": "BLOB",
 }
-_DUCK_TYPES |= {
-    list_type: f"{_DUCK_TYPES[element]}[]"
-    for list_type, element in {
-        "INT64_LIST": "INT64",
-        "INT32_LIST": "INT32",
-        "DOUBLE_LIST": "FLOAT64",
-        "FLOAT_LIST": "FLOAT32",
-        "STRING_LIST": "STRING",
-        "BOOL_LIST": "BOOL",
-        "BYTES_LIST": "BYTES",
-        "UNIX_TIMESTAMP_LIST": "UNIX_TIMESTAMP",
-    }.items()
-}
+_DUCK_TYPES |= {list_type: f"{_DUCK_TYPES[element]}[]" for list_type, element in LIST_ELEMENTS.items()}
 
 
 def _duck_type(spec: FeatureViewSpec, column: str) -> str:

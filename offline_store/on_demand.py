@@ -13,20 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from offline_store.dataset import ARROW_TYPES
 from online_store.catalog import OnDemandView
 from online_store.on_demand import Transform
 
 __all__ = ["on_demand_views", "with_on_demand"]
-
-_ARROW_TYPES = {
-    "INT64": pa.int64(),
-    "INT32": pa.int32(),
-    "FLOAT64": pa.float64(),
-    "FLOAT32": pa.float32(),
-    "STRING": pa.string(),
-    "BOOL": pa.bool_(),
-    "BYTES": pa.binary(),
-}
 
 
 def on_demand_views(objects: Sequence[Any]) -> dict[str, OnDemandView]:
@@ -85,7 +76,7 @@ def with_on_demand(
                 inputs[name] = inputs[f"{source}__{name}"] = base[f"{source}__{name}"]
         columns = Transform(view=view).run_table(pa.table(inputs), names)
         for name, values in columns.items():
-            computed[f"{view_name}__{name}"] = pa.array(values, type=_ARROW_TYPES.get(view.features[name]))
+            computed[f"{view_name}__{name}"] = pa.array(values, type=ARROW_TYPES.get(view.features[name]))
 
     names = [output for *_, output in outputs]
     clashes = sorted({name for name in names if names.count(name) > 1 or name in entity_columns})

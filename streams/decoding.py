@@ -44,6 +44,8 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from features.schema import LIST_ELEMENTS
+
 if TYPE_CHECKING:
     from features.spec import FeatureViewSpec
 
@@ -78,16 +80,6 @@ _JSON_ELEMENTS = {
     "BOOL": "booleans",
     "BYTES": "base64 strings",
     "UNIX_TIMESTAMP": "ISO-8601 strings or epoch seconds",
-}
-_LIST_ELEMENTS = {
-    "INT64_LIST": "INT64",
-    "INT32_LIST": "INT32",
-    "DOUBLE_LIST": "FLOAT64",
-    "FLOAT_LIST": "FLOAT32",
-    "STRING_LIST": "STRING",
-    "BOOL_LIST": "BOOL",
-    "BYTES_LIST": "BYTES",
-    "UNIX_TIMESTAMP_LIST": "UNIX_TIMESTAMP",
 }
 # The Python types (from orjson) of elements that are valid as they are; bool is not an int here.
 _ELEMENT_TYPES: dict[str, frozenset[type]] = {
@@ -219,7 +211,7 @@ class EventDecoder:
         converted: dict[str, list[Any]] = {}
         for name, dtype in self.schema.items():
             column = table.column(name)
-            if dtype in _LIST_ELEMENTS:
+            if dtype in LIST_ELEMENTS:
                 column = pc.list_flatten(column)
                 if column.null_count:
                     return None  # a null element, which the message's own decoding names
@@ -291,8 +283,8 @@ class EventDecoder:
         for name, dtype in self.schema.items():
             if name == self.timestamp_field and dtype == "UNIX_TIMESTAMP":
                 fields.append(pa.field(name, pa.float64() if numeric_time else pa.string()))
-            elif dtype in _LIST_ELEMENTS:
-                fields.append(pa.field(name, pa.list_(types[_LIST_ELEMENTS[dtype]])))
+            elif dtype in LIST_ELEMENTS:
+                fields.append(pa.field(name, pa.list_(types[LIST_ELEMENTS[dtype]])))
             else:
                 fields.append(pa.field(name, types.get(dtype, pa.null())))
         return pa.schema(fields)
@@ -358,7 +350,7 @@ class EventDecoder:
                 if not _has_type(value, dtype):
                     raise _wrong_type(f"field {name!r}", value, dtype)
                 continue  # parsed by _event_time
-            if dtype in _CONVERTED or dtype in _LIST_ELEMENTS:
+            if dtype in _CONVERTED or dtype in LIST_ELEMENTS:
                 event[name] = _checked(name, value, dtype)
             elif not _has_type(value, dtype):
                 raise _wrong_type(f"field {name!r}", value, dtype)
@@ -401,7 +393,7 @@ def _micros(value: Any, what: str) -> int:
 
 def _checked(name: str, value: Any, dtype: str) -> Any:
     """A declared field's non-null JSON value as the stores take it, or ``_Rejected`` saying why not."""
-    element = _LIST_ELEMENTS.get(dtype)
+    element = LIST_ELEMENTS.get(dtype)
     if element is None:
         return _scalar(value, dtype, f"field {name!r}")
     if not isinstance(value, list):
