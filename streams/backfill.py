@@ -289,12 +289,14 @@ def file_messages(path: Path, spec: FeatureViewSpec) -> list[bytes]:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as error:
         raise BackfillError(f"cannot read {path} as Parquet: {error}") from None
-    needed = [*spec.join_keys, spec.timestamp_field, *spec.value_columns]
+    # The columns the stream's decoder needs: with a udf, the message's fields (the udf makes the rest).
+    needed = [*spec.join_keys, spec.timestamp_field, *EventDecoder.for_view(spec).columns]
     missing = [name for name in needed if name not in table.schema.names]
     if missing:
         raise BackfillError(
             f"{path} has no column {', '.join(missing)}; feature view {spec.name!r} reads "
-            f"{', '.join(needed)} (the source's join keys, timestamp field and value columns)"
+            f"{', '.join(needed)} (the source's join keys, timestamp field and "
+            f"{'message fields' if spec.transform is not None else 'value columns'})"
         )
     rows = table.select(needed).to_pylist()
     return [orjson.dumps(row, option=orjson.OPT_NAIVE_UTC, default=str) for row in rows]

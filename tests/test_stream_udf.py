@@ -23,6 +23,7 @@ from features.config import SluiceConfig
 from features.repo import RepoLoadError, load_repo
 from features.validation import InvalidDefinitions
 from offline_store.dataset import OfflineDataset
+from streams.backfill import file_messages, plan_backfill
 from streams.dead_letters import SourceRecord
 from streams.metrics import WorkerMetrics
 from streams.transform import TransformBroken
@@ -145,6 +146,29 @@ def brute_force(raw: list[dict[str, object]]) -> pd.DataFrame:
     return frame[~(amount > 900)]
 
 
+def assert_rows_match(
+    dataset: OfflineDataset, truth: pd.DataFrame, rng: np.random.Generator, *, label: str
+) -> None:
+    """The dataset's newest row as of random times equals the brute-force value, for every card."""
+    spec = dataset.spec
+    rows = dataset.read().to_pandas()
+    rows["at"] = (rows["event_timestamp"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    rows = rows.sort_values(["at", "source_offset"], na_position="first", kind="stable")
+    newest = int(truth["ts_us"].max())
+    for at in rng.integers(int(truth["ts_us"].min()), newest + 1, 120).tolist():
+        for card in range(6):
+            mine = rows[(rows["card_id"] == card) & (rows["at"] <= at)]
+            expected = value_at(truth, spec, key="card_id", time="ts_us", order="order", entity=card, at=at)
+            for feature in spec.features:
+                got = (
+                    (0 if feature == "cents_count_10s" else np.nan) if mine.empty else mine.iloc[-1][feature]
+                )
+                np.testing.assert_allclose(
+                    np.nan if got is None or pd.isna(got) else float(got), expected[feature],
+                    rtol=1e-9, atol=1e-6, err_msg=f"{label}: {feature} of card {card} at {at}",
+                )  # fmt: skip
+
+
 @pytest.mark.stack
 @pytest.mark.parametrize("mode", ["python", "pandas"])
 def test_the_udf_feeds_the_aggregations_as_a_brute_force_recomputation_over_random_batchings(
@@ -181,26 +205,7 @@ def test_the_udf_feeds_the_aggregations_as_a_brute_force_recomputation_over_rand
             start += size
         assert dead == failing
 
-        rows = OfflineDataset(spec=spec).read().to_pandas()
-        rows["at"] = (rows["event_timestamp"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-        rows = rows.sort_values(["at", "source_offset"], kind="stable")
-        newest = int(truth["ts_us"].max())
-        for at in rng.integers(int(truth["ts_us"].min()), newest + 1, 120).tolist():
-            for card in range(6):
-                mine = rows[(rows["card_id"] == card) & (rows["at"] <= at)]
-                expected = value_at(
-                    truth, spec, key="card_id", time="ts_us", order="order", entity=card, at=at
-                )
-                for feature in spec.features:
-                    got = (
-                        (0 if feature == "cents_count_10s" else np.nan)
-                        if mine.empty
-                        else mine.iloc[-1][feature]
-                    )
-                    np.testing.assert_allclose(
-                        np.nan if got is None or pd.isna(got) else float(got), expected[feature],
-                        rtol=1e-9, atol=1e-6, err_msg=f"{mode}: {feature} of card {card} at {at}",
-                    )  # fmt: skip
+        assert_rows_match(OfflineDataset(spec=spec), truth, rng, label=mode)
 
     letters = dead_letters(spec.topic)
     assert len(letters) == failing
@@ -208,6 +213,25 @@ def test_the_udf_feeds_the_aggregations_as_a_brute_force_recomputation_over_rand
         assert headers["sluice.reason"] == b"transform"
         assert b"over the limit" in headers["sluice.detail"]
         assert orjson.loads(value)["amount"] > 900
+
+
+@pytest.mark.parametrize("mode", ["python", "pandas"])
+def test_a_backfill_from_a_file_runs_the_udf_as_the_stream_does(
+    tmp_path: Path, project: str, mode: str
+) -> None:
+    raw = events(800, seed=11)
+    truth = brute_force(raw)
+    repo = repo_with(tmp_path / "repo", project=project, topic="payments", body=BODIES[mode], mode=mode)
+    spec = load_repo(repo).spec("card_stats")
+    history = tmp_path / "history.parquet"
+    frame = pd.DataFrame(raw)
+    frame["ts"] = pd.to_datetime(frame["ts"])
+    frame.to_parquet(history)
+    plan = plan_backfill(spec, file_messages(history, spec), cutover=BASE + timedelta(days=1))
+    assert plan.report.rejected == {"transform": len(raw) - len(truth)}
+    dataset = OfflineDataset(spec=spec)
+    plan.write(dataset)
+    assert_rows_match(dataset, truth, np.random.default_rng(2), label=f"backfill, {mode}")
 
 
 @pytest.mark.stack
