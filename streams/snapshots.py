@@ -26,22 +26,17 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections import deque
-from typing import Any
 
 import numpy as np
 import orjson
 
 from features.spec import FeatureViewSpec
-from streams.moments import Moments
-from streams.windows import WindowState, _Events
+from streams.windows import WindowState
 
 __all__ = ["FORMAT", "SnapshotError", "dump_state", "load_state", "state_fingerprint"]
 
 FORMAT = 1
 """The layout of the arrays in a snapshot; a change to ``WindowState``'s arrays raises it."""
-
-_EVENT_FIELDS = ("ids", "times", "offsets", "values", "integers")
 
 
 class SnapshotError(ValueError):
@@ -55,36 +50,17 @@ def state_fingerprint(spec: FeatureViewSpec) -> str:
 
 
 def dump_state(state: WindowState) -> bytes:
-    """The state as an ``.npz`` archive of its arrays, cut to the entities seen."""
-    entities = len(state.entity_keys)
+    """The state as an ``.npz`` archive of its arrays, with a JSON header: format, fingerprint,
+    stream time and entity keys."""
     header = {
         "format": FORMAT,
         "fingerprint": state_fingerprint(state.spec),
         "stream_time": state.stream_time,
         "keys": state.entity_keys,
     }
-    arrays: dict[str, np.ndarray[Any, Any]] = {
-        "header": np.frombuffer(orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8),
-        "max_time": state.max_time[:entities],
-    }
-    for index, layout in enumerate(state.layouts):
-        arrays[f"layout{index}.pane_start"] = layout.pane_start[:entities]
-        for name, values in vars(layout.moments).items():
-            # Float-only layouts keep their integer statistics as empty arrays: stored as they are.
-            arrays[f"layout{index}.{name}"] = values[:entities] if len(values) else values
-    chunks = list(state._buffer.chunks)
-    arrays["buffer.newest"] = np.asarray([newest for newest, _ in chunks], dtype=np.int64)
-    arrays["buffer.sizes"] = np.asarray([len(events.ids) for _, events in chunks], dtype=np.int64)
-    columns = len(state.columns)
-    for name in _EVENT_FIELDS:
-        parts = [getattr(events, name) for _, events in chunks]
-        if name in ("values", "integers"):
-            empty = np.empty((0, columns), dtype=np.float64 if name == "values" else np.int64)
-            arrays[f"buffer.{name}"] = np.concatenate([empty, *parts])
-        else:
-            arrays[f"buffer.{name}"] = np.concatenate([np.empty(0, dtype=np.int64), *parts])
+    encoded = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     out = io.BytesIO()
-    np.savez(out, allow_pickle=False, **arrays)
+    np.savez(out, allow_pickle=False, header=np.frombuffer(encoded, dtype=np.uint8), **state.to_arrays())
     return out.getvalue()
 
 
@@ -101,38 +77,9 @@ def load_state(spec: FeatureViewSpec, data: bytes) -> WindowState:
     if header.get("fingerprint") != state_fingerprint(spec):
         raise SnapshotError(f"snapshot was made by another definition of feature view {spec.name!r}")
     keys = [tuple(key) if isinstance(key, list) else key for key in header["keys"]]
-    entities = len(keys)
-    capacity = 1024
-    while capacity < entities:
-        capacity *= 2
-    state = WindowState(spec=spec, capacity=capacity)
-    state.entity_keys = keys
-    state.entity_ids = {key: index for index, key in enumerate(keys)}
-    state.stream_time = int(header["stream_time"])
     try:
-        state.max_time[:entities] = stored["max_time"]
-        for index, layout in enumerate(state.layouts):
-            layout.pane_start[:entities] = stored[f"layout{index}.pane_start"]
-            moments = {}
-            for name, values in vars(layout.moments).items():
-                saved = stored[f"layout{index}.{name}"]
-                if len(values):
-                    values[:entities] = saved
-                elif saved.shape != values.shape:
-                    raise SnapshotError(f"snapshot's {name} statistics do not match the view's layout")
-                moments[name] = values
-            layout.moments = Moments(**moments)
-        sizes = stored["buffer.sizes"].tolist()
-        bounds = np.cumsum([0, *sizes])
-        state._buffer.chunks = deque(
-            (
-                int(newest),
-                _Events(
-                    **{name: stored[f"buffer.{name}"][bounds[i] : bounds[i + 1]] for name in _EVENT_FIELDS}
-                ),
-            )
-            for i, newest in enumerate(stored["buffer.newest"].tolist())
+        return WindowState.from_arrays(
+            spec=spec, keys=keys, stream_time=int(header["stream_time"]), arrays=stored
         )
     except (KeyError, ValueError) as error:
         raise SnapshotError(f"snapshot does not match feature view {spec.name!r}: {error}") from None
-    return state

@@ -384,6 +384,65 @@ class WindowState:
         features = {feature: results[feature] for feature in self.spec.features if feature in results}
         return ChangeRows(entity_ids=point_ids, times=point_times, features=features, overflows=overflows)
 
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """Every array of the state, cut to the entities seen (``from_arrays`` rebuilds it): each
+        layout's rings and moments, the entities' newest event times, and the raw events kept."""
+        entities = len(self.entity_keys)
+        out: dict[str, NDArray[Any]] = {"max_time": self.max_time[:entities]}
+        for index, state in enumerate(self.layouts):
+            out[f"layout{index}.pane_start"] = state.pane_start[:entities]
+            for name, values in vars(state.moments).items():
+                # A float-only layout keeps its integer statistics as empty arrays, kept as they are.
+                out[f"layout{index}.{name}"] = values[:entities] if len(values) else values
+        chunks = list(self._buffer.chunks)
+        out["buffer.newest"] = np.asarray([newest for newest, _ in chunks], dtype=np.int64)
+        out["buffer.sizes"] = np.asarray([len(events.ids) for _, events in chunks], dtype=np.int64)
+        columns = len(self.columns)
+        empty = {
+            "ids": np.empty(0, dtype=np.int64),
+            "times": np.empty(0, dtype=np.int64),
+            "offsets": np.empty(0, dtype=np.int64),
+            "values": np.empty((0, columns)),
+            "integers": np.empty((0, columns), dtype=np.int64),
+        }
+        for name, none in empty.items():
+            out[f"buffer.{name}"] = np.concatenate([none, *(getattr(events, name) for _, events in chunks)])
+        return out
+
+    @classmethod
+    def from_arrays(
+        cls, *, spec: FeatureViewSpec, keys: list[Any], stream_time: int, arrays: dict[str, NDArray[Any]]
+    ) -> WindowState:
+        """The state ``to_arrays`` gave, for these entity keys in id order. ``KeyError`` or
+        ``ValueError`` when the arrays are not of this view's layout."""
+        entities = len(keys)
+        capacity = 1024
+        while capacity < entities:
+            capacity *= 2
+        state = cls(spec=spec, capacity=capacity)
+        state.entity_keys = list(keys)
+        state.entity_ids = {key: index for index, key in enumerate(keys)}
+        state.stream_time = stream_time
+        state.max_time[:entities] = arrays["max_time"]
+        for index, layout in enumerate(state.layouts):
+            layout.pane_start[:entities] = arrays[f"layout{index}.pane_start"]
+            for name, values in vars(layout.moments).items():
+                saved = arrays[f"layout{index}.{name}"]
+                if len(values):
+                    values[:entities] = saved
+                elif saved.shape != values.shape:
+                    raise ValueError(f"the {name} statistics are not of this view's layout")
+        bounds = np.cumsum([0, *arrays["buffer.sizes"].tolist()])
+        fields = ("ids", "times", "offsets", "values", "integers")
+        state._buffer.chunks = deque(
+            (
+                int(newest),
+                _Events(**{name: arrays[f"buffer.{name}"][bounds[i] : bounds[i + 1]] for name in fields}),
+            )
+            for i, newest in enumerate(arrays["buffer.newest"].tolist())
+        )
+        return state
+
     def _grow(self, needed: int) -> None:
         capacity = self.capacity
         while capacity < needed:
