@@ -99,6 +99,14 @@ class _Events:
     values: NDArray[np.float64]
     integers: NDArray[np.int64]
 
+    @classmethod
+    def empty(cls, columns: int) -> _Events:
+        none = np.empty(0, dtype=np.int64)
+        return cls(
+            ids=none, times=none, offsets=none, values=np.empty((0, columns)),
+            integers=np.empty((0, columns), dtype=np.int64),
+        )  # fmt: skip
+
 
 class _EventBuffer:
     """Accepted events, kept from the watermark's pane on, for values inside a pane at a past time.
@@ -121,9 +129,7 @@ class _EventBuffer:
     def of(self, entities: NDArray[np.int64], until: int) -> _Events:
         """The events of these entities at or before ``until``, sorted by entity, then time."""
         if not len(entities) or not self.chunks:
-            none = np.empty(0, dtype=np.int64)
-            empty = np.empty((0, self.columns))
-            return _Events(ids=none, times=none, offsets=none, values=empty, integers=empty.astype(np.int64))
+            return _Events.empty(self.columns)
         parts = []
         for _, chunk in self.chunks:
             keep = np.isin(chunk.ids, entities) & (chunk.times <= until)
@@ -397,15 +403,7 @@ class WindowState:
         chunks = list(self._buffer.chunks)
         out["buffer.newest"] = np.asarray([newest for newest, _ in chunks], dtype=np.int64)
         out["buffer.sizes"] = np.asarray([len(events.ids) for _, events in chunks], dtype=np.int64)
-        columns = len(self.columns)
-        empty = {
-            "ids": np.empty(0, dtype=np.int64),
-            "times": np.empty(0, dtype=np.int64),
-            "offsets": np.empty(0, dtype=np.int64),
-            "values": np.empty((0, columns)),
-            "integers": np.empty((0, columns), dtype=np.int64),
-        }
-        for name, none in empty.items():
+        for name, none in vars(_Events.empty(len(self.columns))).items():
             out[f"buffer.{name}"] = np.concatenate([none, *(getattr(events, name) for _, events in chunks)])
         return out
 
@@ -416,12 +414,8 @@ class WindowState:
         """The state ``to_arrays`` gave, for these entity keys in id order. ``KeyError`` or
         ``ValueError`` when the arrays are not of this view's layout."""
         entities = len(keys)
-        capacity = 1024
-        while capacity < entities:
-            capacity *= 2
-        state = cls(spec=spec, capacity=capacity)
-        state.entity_keys = list(keys)
-        state.entity_ids = {key: index for index, key in enumerate(keys)}
+        state = cls(spec=spec)
+        state.ids_for(keys)  # registers the keys in id order, and grows the arrays to hold them
         state.stream_time = stream_time
         state.max_time[:entities] = arrays["max_time"]
         for index, layout in enumerate(state.layouts):
@@ -433,7 +427,7 @@ class WindowState:
                 elif saved.shape != values.shape:
                     raise ValueError(f"the {name} statistics are not of this view's layout")
         bounds = np.cumsum([0, *arrays["buffer.sizes"].tolist()])
-        fields = ("ids", "times", "offsets", "values", "integers")
+        fields = vars(_Events.empty(0))
         state._buffer.chunks = deque(
             (
                 int(newest),
