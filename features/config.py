@@ -6,6 +6,7 @@ their own cluster:
 
 - ``SLUICE_KAFKA_BOOTSTRAP``: Kafka bootstrap servers, for example ``broker-1:9092,broker-2:9092``.
 - ``SLUICE_REDIS_URL``: a redis-py URL, for example ``rediss://:secret@redis.internal:6380/0``.
+- ``SLUICE_REDIS_TYPE``: ``redis`` (one server) or ``redis_cluster`` (the URL names one of its nodes).
 - ``SLUICE_STATE_DIR``: the folder for local state (broker data, pid files, alert store).
 
 >>> config = SluiceConfig.model_validate({"kafka": {"bootstrap_servers": "k1:9092"}})
@@ -21,9 +22,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.monitoring_config import AlertsConfig, RetrainingConfig
 
@@ -97,10 +99,33 @@ class KafkaConfig(_Model):
 
 
 class RedisConfig(_Model):
-    """How the online store reaches Redis."""
+    """How the online store reaches Redis.
+
+    >>> cluster = RedisConfig(
+    ...     redis_type="redis_cluster", url="redis://10.0.0.1:7000", cluster_nodes=["10.0.0.2:7000"]
+    ... )
+    >>> cluster.startup_nodes()
+    [('10.0.0.1', 7000), ('10.0.0.2', 7000)]
+    """
+
+    redis_type: Literal["redis", "redis_cluster"] = "redis"
+    """``redis`` for one server (or a managed primary), ``redis_cluster`` for a Redis Cluster: writes are
+    grouped by hash slot and reads go to each key's primary. The names are Feast's."""
 
     url: str = DEFAULT_REDIS_URL
-    """A redis-py URL: ``redis://`` or ``rediss://`` (TLS), with optional ``user:password@`` and db."""
+    """A redis-py URL: ``redis://`` or ``rediss://`` (TLS), with optional ``user:password@`` and db.
+    For a cluster, any one of its nodes (the rest are discovered), and db 0."""
+
+    cluster_nodes: tuple[str, ...] = ()
+    """More ``host:port`` nodes to discover a cluster from, when the URL's node is down."""
+
+    replica_acks: int = Field(default=1, ge=0)
+    """Cluster only: a write batch counts as written once this many replicas of each primary it went
+    to hold it (Redis ``WAIT``), or all of the primary's live replicas if it has fewer. So a primary's
+    failover loses no write the stream worker has committed. 0 does not wait."""
+
+    replica_ack_timeout_ms: int = Field(default=1000, ge=1)
+    """Cluster only: how long a write waits for its replicas before it is sent again."""
 
     password: str | None = Field(default=None, repr=False)
     """Password, when it is not in the URL. Prefer ``${ENV_VAR}`` in ``sluice.yaml``."""
@@ -116,6 +141,28 @@ class RedisConfig(_Model):
 
     socket_timeout_s: float = 5.0
     """Seconds to wait on a Redis reply before failing the call."""
+
+    @model_validator(mode="after")
+    def _cluster_has_one_database(self) -> RedisConfig:
+        database = urlsplit(self.url).path.lstrip("/")
+        if self.redis_type == "redis_cluster" and database not in ("", "0"):
+            raise ValueError(f"a Redis Cluster has only database 0, but the url asks for db {database}")
+        if self.cluster_nodes and self.redis_type != "redis_cluster":
+            raise ValueError("cluster_nodes needs redis_type: redis_cluster")
+        for node in self.cluster_nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"cluster node {node!r} is not of the form host:port")
+        return self
+
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """(host, port) of the URL's node, then of ``cluster_nodes``."""
+        parts = urlsplit(self.url)
+        nodes = [(parts.hostname or "127.0.0.1", parts.port or 6379)]
+        for node in self.cluster_nodes:
+            host, _, port = node.rpartition(":")
+            nodes.append((host, int(port)))
+        return nodes
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis.from_url(url, **kwargs)``."""
@@ -214,6 +261,7 @@ def load_config(repo_path: Path | None = None, *, environ: Mapping[str, str] | N
         raw = _expand_env(loaded or {}, env, where=str(path))
     _override(raw, ("kafka", "bootstrap_servers"), env.get("SLUICE_KAFKA_BOOTSTRAP"))
     _override(raw, ("redis", "url"), env.get("SLUICE_REDIS_URL"))
+    _override(raw, ("redis", "redis_type"), env.get("SLUICE_REDIS_TYPE"))
     _override(raw, ("state_dir",), env.get("SLUICE_STATE_DIR"))
     try:
         config = SluiceConfig.model_validate(raw)

@@ -58,7 +58,7 @@ def feast_repo_config(config: SluiceConfig, repo_path: Path) -> Any:
         project=config.project,
         provider="local",
         registry=registry,
-        online_store={"type": "redis", "connection_string": redis_connection_string(config.redis)},
+        online_store=feast_online_store(config.redis),
         offline_store={"type": "file"},
         entity_key_serialization_version=3,
         repo_path=repo_path,
@@ -97,7 +97,7 @@ def write_feast_config(repo: FeatureRepo) -> Path | None:
             "path": registry_path,
             "cache_ttl_seconds": config.registry.cache_ttl_seconds,
         },
-        "online_store": {"type": "redis", "connection_string": connection},
+        "online_store": feast_online_store(redis, connection),
         "offline_store": {"type": "file"},
         "entity_key_serialization_version": 3,
     }
@@ -146,14 +146,30 @@ def _without_password(url: str, *, replacement: str = "") -> str:
     return parts._replace(netloc=credentials + host).geturl()
 
 
+def feast_online_store(redis: RedisConfig, connection: str | None = None) -> dict[str, str]:
+    """Feast's ``online_store`` section for this Redis (``redis_type: redis_cluster`` for a cluster).
+
+    >>> feast_online_store(RedisConfig(redis_type="redis_cluster", url="redis://n1:7000"))
+    {'type': 'redis', 'redis_type': 'redis_cluster', 'connection_string': 'n1:7000'}
+    """
+    section = {"type": "redis"}
+    if redis.redis_type == "redis_cluster":
+        section["redis_type"] = "redis_cluster"
+    section["connection_string"] = redis_connection_string(redis) if connection is None else connection
+    return section
+
+
 def redis_connection_string(redis: RedisConfig) -> str:
-    """Feast's ``host:port,db=N,password=...,ssl=true`` form of a redis-py URL.
+    """Feast's ``host:port,db=N,password=...,ssl=true`` form of a redis-py URL; a cluster's startup
+    nodes come first, all of them.
 
     >>> redis_connection_string(RedisConfig(url="rediss://:pw@cache:6380/2"))
     'cache:6380,db=2,password=pw,ssl=true'
+    >>> redis_connection_string(RedisConfig(redis_type="redis_cluster", cluster_nodes=["b:7001"]))
+    '127.0.0.1:6379,b:7001'
     """
     parts = urlsplit(redis.url)
-    options = [f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"]
+    options = [f"{host}:{port}" for host, port in redis.startup_nodes()]
     database = parts.path.lstrip("/")
     if database and database != "0":
         options.append(f"db={database}")

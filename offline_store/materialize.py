@@ -14,11 +14,11 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-import redis
 
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
 from offline_store.duck import parquet_scan, quote
+from online_store.connection import OnlineRedis
 from online_store.on_demand import StoredOnDemand
 from online_store.writer import FeatureRows, OnlineWriter
 
@@ -47,7 +47,7 @@ class MaterializeReport:
 
 def materialize(
     spec: FeatureViewSpec,
-    client: redis.Redis,
+    client: OnlineRedis,
     *,
     start: datetime | None = None,
     end: datetime | None = None,

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import redis
 
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
+from online_store.connection import OnlineRedis
 from online_store.layout import (
     decode_timestamp,
     decode_value,
@@ -86,7 +86,8 @@ def latest_rows(dataset: OfflineDataset) -> tuple[Any, int, int]:
     return ordered.groupby(join_names, sort=False).tail(1), len(frame), duplicates
 
 
-def verify(spec: FeatureViewSpec, client: redis.Redis) -> VerifyReport:
+def verify(spec: FeatureViewSpec, client: OnlineRedis) -> VerifyReport:
+    """Compare each entity's latest offline row with Redis (a cluster's pipeline asks each node)."""
     latest, rows, duplicates = latest_rows(OfflineDataset(spec=spec))
     join_names = list(spec.join_keys)
     keys: list[Any] = (

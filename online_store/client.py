@@ -8,12 +8,14 @@ Example (with the fraud example applied and streamed)::
     )
     # {'card_id': [7], 'amount_sum_1h': [42.5]}
 
-Each call makes one Redis round trip, whatever the number of entities and views. The
-import path stays light: no pandas, no Feast; the registry is read by ``online_store.catalog``.
+Each call makes one Redis round trip, whatever the number of entities and views; on a Redis Cluster,
+one per primary that holds a key, all at once (``online_store.cluster``). The import path stays light:
+no pandas, no Feast; the registry is read by ``online_store.catalog``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +24,12 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.cluster import RedisCluster
 
 from features.config import SluiceConfig, load_config
 from online_store.catalog import Catalog, load_catalog
-from online_store.connection import OnlineStoreUnavailable, connect, describe
+from online_store.cluster import ClusterWire
+from online_store.connection import OnlineStoreUnavailable, client, connect, describe_config
 from online_store.on_demand import OnDemandPlan
 from online_store.reads import FeatureVectors, PlanCache, ReadPlan, entity_columns
 from online_store.registry_cache import CatalogCache
@@ -64,8 +68,11 @@ class _Setup:
         feature_service: str | None,
         full_feature_names: bool,
         request_data: Mapping[str, Sequence[Any]] | None = None,
+        *,
+        cluster: bool = False,
     ) -> _Read:
-        """Everything a read needs before its round trip: the plan, the key columns, the packed commands."""
+        """Everything a read needs before its round trip: the plan, the key columns, the packed commands
+        (one payload for one Redis, or each command with its key for a cluster)."""
         plan = self.plans.plan(
             self.catalogs.catalog,
             features=features,
@@ -78,11 +85,17 @@ class _Setup:
             columns = entity_columns(columns, plan.join_keys, plan.request_fields)
         else:
             columns = entity_columns(entity_rows, plan.join_keys, plan.request_fields)
+        if cluster:
+            keys, commands = plan.cluster_request(columns)
+            return _Read(
+                plan=plan, columns=columns, payload=b"", count=len(keys), keys=keys, commands=commands
+            )
         payload, count = plan.request(columns)
         return _Read(plan=plan, columns=columns, payload=payload, count=count)
 
     def unavailable(self, error: Exception) -> OnlineStoreUnavailable:
-        return OnlineStoreUnavailable(f"cannot read from Redis at {describe(self.config.redis.url)}: {error}")
+        where = describe_config(self.config.redis)
+        return OnlineStoreUnavailable(f"cannot read from Redis at {where}: {error}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +104,12 @@ class _Read:
     columns: dict[str, list[Any]]
     payload: bytes
     count: int
+    keys: list[bytes] | None = None
+    commands: list[bytes] | None = None
+
+    def replies_from(self, wire: ClusterWire) -> list[list[bytes | None]]:
+        assert self.keys is not None and self.commands is not None
+        return wire.read(self.keys, self.commands)
 
     def result(self, replies: list[list[bytes | None]]) -> FeatureVectors:
         return self.plan.decode(self.columns, replies, now_us=time.time_ns() // 1000)
@@ -104,12 +123,13 @@ class OnlineClient:
         *,
         repo_path: str | Path = ".",
         config: SluiceConfig | None = None,
-        redis_client: redis.Redis | None = None,
+        redis_client: redis.Redis | RedisCluster | None = None,
     ) -> None:
         """``repo_path`` holds ``sluice.yaml``; ``config`` replaces it. Redis is checked with a PING."""
         self._setup = _Setup.create(repo_path, config)
         self.config = self._setup.config
         self._redis = redis_client or connect(self.config.redis)
+        self._wire = ClusterWire.of(self._redis) if isinstance(self._redis, RedisCluster) else None
 
     @property
     def catalog(self) -> Catalog:
@@ -160,9 +180,16 @@ class OnlineClient:
         request_data: Mapping[str, Sequence[Any]] | None = None,
     ) -> FeatureVectors:
         """The same read, as columns of values, statuses and event times."""
-        read = self._setup.prepare(entity_rows, features, feature_service, full_feature_names, request_data)
+        wire = self._wire
+        read = self._setup.prepare(
+            entity_rows, features, feature_service, full_feature_names, request_data, cluster=wire is not None
+        )
         try:
-            replies = fetch(self._redis, read.payload, read.count)
+            replies = (
+                fetch(self._redis, read.payload, read.count)  # type: ignore[arg-type]
+                if wire is None
+                else read.replies_from(wire)
+            )
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise self._setup.unavailable(error) from error
         return read.result(replies)
@@ -179,7 +206,11 @@ class OnlineClient:
 
 
 class AsyncOnlineClient:
-    """``OnlineClient`` for asyncio code: the same reads, awaited on ``redis.asyncio``."""
+    """``OnlineClient`` for asyncio code: the same reads, awaited on ``redis.asyncio``.
+
+    On a Redis Cluster a read runs the synchronous cluster read in a worker thread (its nodes are
+    still asked at once); the cluster's client is made on the first call, so a server starts while
+    the cluster is away."""
 
     def __init__(
         self,
@@ -190,9 +221,18 @@ class AsyncOnlineClient:
     ) -> None:
         self._setup = _Setup.create(repo_path, config)
         self.config = self._setup.config
+        self._cluster: RedisCluster | None = None
         self._redis = redis_client or redis.asyncio.Redis.from_url(
             self.config.redis.url, **self.config.redis.client_kwargs()
         )
+        self._is_cluster = redis_client is None and self.config.redis.redis_type == "redis_cluster"
+
+    async def _cluster_wire(self) -> ClusterWire:
+        if self._cluster is None:
+            made = await asyncio.to_thread(client, self.config.redis)
+            assert isinstance(made, RedisCluster)
+            self._cluster = made
+        return ClusterWire.of(self._cluster)
 
     @property
     def catalog(self) -> Catalog:
@@ -201,8 +241,12 @@ class AsyncOnlineClient:
     async def ping(self) -> None:
         """Check that Redis answers; raises ``OnlineStoreUnavailable`` naming the address."""
         try:
-            await self._redis.ping()  # type: ignore[misc]
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            if self._is_cluster:
+                wire = await self._cluster_wire()
+                await asyncio.to_thread(wire.cluster.ping)
+            else:
+                await self._redis.ping()  # type: ignore[misc]
+        except (redis.ConnectionError, redis.TimeoutError, redis.RedisClusterException, OSError) as error:
             raise self._setup.unavailable(error) from error
 
     async def get_online_features(
@@ -237,16 +281,24 @@ class AsyncOnlineClient:
         full_feature_names: bool = False,
         request_data: Mapping[str, Sequence[Any]] | None = None,
     ) -> FeatureVectors:
-        read = self._setup.prepare(entity_rows, features, feature_service, full_feature_names, request_data)
+        read = self._setup.prepare(
+            entity_rows, features, feature_service, full_feature_names, request_data, cluster=self._is_cluster
+        )
         try:
-            replies = await fetch_async(self._redis, read.payload, read.count)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            if self._is_cluster:
+                wire = await self._cluster_wire()
+                replies = await asyncio.to_thread(read.replies_from, wire)
+            else:
+                replies = await fetch_async(self._redis, read.payload, read.count)
+        except (redis.ConnectionError, redis.TimeoutError, redis.RedisClusterException, OSError) as error:
             raise self._setup.unavailable(error) from error
         return read.result(replies)
 
     async def close(self) -> None:
         self._setup.catalogs.close()
         await self._redis.aclose()
+        if self._cluster is not None:
+            self._cluster.close()
 
     async def __aenter__(self) -> AsyncOnlineClient:
         return self

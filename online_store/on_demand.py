@@ -180,6 +180,9 @@ class OnDemandPlan:
     def request(self, columns: Mapping[str, Sequence[Any]]) -> tuple[bytes, int]:
         return self._fetch.request(columns)
 
+    def cluster_request(self, columns: Mapping[str, Sequence[Any]]) -> tuple[list[bytes], list[bytes]]:
+        return self._fetch.cluster_request(columns)
+
     def decode(
         self, columns: Mapping[str, list[Any]], replies: Sequence[Sequence[bytes | None]], *, now_us: int
     ) -> FeatureVectors:

@@ -24,7 +24,7 @@ from online_store.layout import (
     feature_field,
     timestamp_field,
 )
-from online_store.wire import hmget_parts, pack_hmgets
+from online_store.wire import bulk, hmget_parts, pack_hmgets
 
 if TYPE_CHECKING:
     from online_store.on_demand import OnDemandPlan
@@ -180,6 +180,17 @@ class ReadPlan:
             parts.append(pack_hmgets(keys, *group.resp))
             count += len(keys)
         return b"".join(parts), count
+
+    def cluster_request(self, columns: Mapping[str, Sequence[Any]]) -> tuple[list[bytes], list[bytes]]:
+        """The same commands one by one, with their keys, for a cluster to route each to its node."""
+        keys: list[bytes] = []
+        commands: list[bytes] = []
+        for group in self._groups:
+            group_keys = self._keys(group, columns)
+            head, tail = group.resp
+            keys += group_keys
+            commands += [head + bulk(key) + tail for key in group_keys]
+        return keys, commands
 
     def _keys(self, group: _KeyGroup, columns: Mapping[str, Sequence[Any]]) -> list[bytes]:
         names = list(group.join_keys)

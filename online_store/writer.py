@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import redis
 from numpy.typing import NDArray
+from redis.cluster import RedisCluster
 
 from features.spec import FeatureViewSpec
+from online_store.cluster import ClusterWire
 from online_store.layout import (
     encode_timestamps_micros,
     encode_value,
@@ -35,6 +37,7 @@ from online_store.layout import (
     feature_field,
     timestamp_field,
 )
+from online_store.slot_writes import SlotWriter
 from online_store.wire import bulk, fetch
 
 __all__ = ["FeatureRows", "OnlineWriter", "value_segments"]
@@ -42,6 +45,16 @@ __all__ = ["FeatureRows", "OnlineWriter", "value_segments"]
 # KEYS: the entities' hashes. ARGV[1]: the number of arguments per row. Then per row, its HSET arguments:
 # the _ts field and value, the _ver field and value, and a field and value per feature.
 # Returns how many rows it applied.
+_SINGLE_HEAD = """
+local keys, i = KEYS, 2
+"""
+# On a cluster the hashes are in ARGV (ARGV[2] of them after the width), so that one call may write keys
+# of every slot its node serves: Redis refuses declared KEYS of more than one slot, and one call per
+# slot would be a call per few rows. Redis checks each key the script touches is served by the node.
+_CLUSTER_HEAD = """#!lua flags=allow-cross-slot-keys
+local count = tonumber(ARGV[2])
+local keys, i = {unpack(ARGV, 3, 2 + count)}, 3 + count
+"""
 _WRITE_IF_NEWER = """
 local width = tonumber(ARGV[1])
 local sub = string.sub
@@ -62,9 +75,8 @@ local function micros(raw)
   return seconds * 1000000 + math.floor(nanos / 1000)
 end
 local applied = 0
-local i = 2
-for row = 1, #KEYS do
-  local stored = redis.call('HMGET', KEYS[row], ARGV[i], ARGV[i + 2])
+for row = 1, #keys do
+  local stored = redis.call('HMGET', keys[row], ARGV[i], ARGV[i + 2])
   local newer = true
   if stored[1] then
     local version, stored_version = ARGV[i + 3], stored[2]
@@ -75,7 +87,7 @@ for row = 1, #KEYS do
     end
   end
   if newer then
-    redis.call('HSET', KEYS[row], unpack(ARGV, i, i + width - 1))
+    redis.call('HSET', keys[row], unpack(ARGV, i, i + width - 1))
     applied = applied + 1
   end
   i = i + width
@@ -121,21 +133,30 @@ class FeatureRows:
 
 
 class OnlineWriter:
-    """Writes one feature view's rows to Redis."""
+    """Writes one feature view's rows to Redis, or to a Redis Cluster (``online_store.slot_writes``)."""
 
-    def __init__(self, *, client: redis.Redis, spec: FeatureViewSpec) -> None:
+    def __init__(self, *, client: redis.Redis | RedisCluster, spec: FeatureViewSpec) -> None:
         self.client = client
         self.spec = spec
         self._sha: bytes | None = None
         """Loaded on the first write, so that a worker starts while Redis is away and retries its writes."""
+        self._cluster = (
+            SlotWriter(wire=ClusterWire.of(client), script=_CLUSTER_HEAD + _WRITE_IF_NEWER)
+            if isinstance(client, RedisCluster)
+            else None
+        )
         self._ts_field = bulk(timestamp_field(spec.name))
         self._version_field = bulk(b"_ver:" + spec.name.encode())
         self._fields = {name: bulk(feature_field(spec.name, name)) for name in spec.features}
 
     def write(self, rows: FeatureRows) -> int:
-        """Write the rows in one pipelined round trip; returns how many were newer and applied."""
+        """Write the rows in one pipelined round trip (one per primary of a cluster, all at once);
+        returns how many were newer and applied."""
         if not len(rows):
             return 0
+        if self._cluster is not None:
+            keys, packed, width = self._pack(rows)
+            return self._cluster.write(keys, packed, width)
         if self._sha is None:
             self._sha = self._load_script()
         try:
@@ -147,11 +168,32 @@ class OnlineWriter:
 
     def _load_script(self) -> bytes:
         """Load the script; returns its SHA as a RESP bulk string."""
-        return bulk(str(self.client.script_load(_WRITE_IF_NEWER)).encode())
+        return bulk(str(self.client.script_load(_SINGLE_HEAD + _WRITE_IF_NEWER)).encode())
 
     def _write(self, rows: FeatureRows) -> int:
+        raw_keys, packed, width = self._pack(rows)
+        keys = [bulk(key) for key in raw_keys]
+        calls = []
+        for start in range(0, len(keys), _ROWS_PER_CALL):
+            count = min(_ROWS_PER_CALL, len(keys) - start)
+            calls.append(
+                b"*%d\r\n$7\r\nEVALSHA\r\n%s%s%s%s%s"
+                % (
+                    4 + count * (1 + width),
+                    self._sha,
+                    bulk(b"%d" % count),
+                    b"".join(keys[start : start + count]),
+                    bulk(b"%d" % width),
+                    b"".join(packed[start : start + count]),
+                )
+            )
+        assert isinstance(self.client, redis.Redis)
+        return sum(int(applied) for applied in fetch(self.client, b"".join(calls), len(calls)))
+
+    def _pack(self, rows: FeatureRows) -> tuple[list[bytes], list[bytes], int]:
+        """The rows' Redis keys, each row's HSET arguments packed, and how many arguments a row has."""
         spec = self.spec
-        keys = [bulk(key) for key in entity_keys(rows.keys, spec.join_keys, spec.project)]
+        keys = entity_keys(rows.keys, spec.join_keys, spec.project)
         event_us = np.asarray(rows.event_times_us, dtype=np.int64)
         created_us = np.asarray(rows.created_times_us, dtype=np.int64)
         offsets = (
@@ -186,22 +228,7 @@ class OnlineWriter:
             for name, values in rows.features.items()
         )
         packed = list(map(b"".join, zip(heads, *columns, strict=True)))
-        width = 4 + 2 * len(rows.features)
-        calls = []
-        for start in range(0, len(keys), _ROWS_PER_CALL):
-            count = min(_ROWS_PER_CALL, len(keys) - start)
-            calls.append(
-                b"*%d\r\n$7\r\nEVALSHA\r\n%s%s%s%s%s"
-                % (
-                    4 + count * (1 + width),
-                    self._sha,
-                    bulk(b"%d" % count),
-                    b"".join(keys[start : start + count]),
-                    bulk(b"%d" % width),
-                    b"".join(packed[start : start + count]),
-                )
-            )
-        return sum(int(applied) for applied in fetch(self.client, b"".join(calls), len(calls)))
+        return keys, packed, 4 + 2 * len(rows.features)
 
 
 _SMALL_INT64 = [bulk(encode_value(number, "INT64")) for number in range(1 << 14)]

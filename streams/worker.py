@@ -15,12 +15,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import redis
-
 from features.config import KafkaConfig
 from features.repo import FeatureRepo
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
+from online_store.connection import client as online_redis
 from online_store.writer import OnlineWriter
 from streams.dead_letters import DeadLetterSink, KafkaRecord
 from streams.kafka_clients import aiokafka_kwargs, producer
@@ -105,7 +104,7 @@ def view_runtimes(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMe
             f"no streamed feature view named {', '.join(sorted(unknown))}; the repo has: {known}"
         )
     config = repo.config
-    redis_client = redis.Redis.from_url(config.redis.url, **config.redis.client_kwargs())
+    redis_client = online_redis(config.redis)  # a cluster's slot map is loaded here
     dead_letter_producer = producer(config.kafka, linger_ms=20)
     return [
         ViewRuntime(

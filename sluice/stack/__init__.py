@@ -1,4 +1,5 @@
-"""The local stack: one Apache Kafka broker and one Redis, as plain processes, for hosts without Docker.
+"""The local stack: one Apache Kafka broker, one Redis and a Redis Cluster of six nodes
+(``sluice.stack.cluster``), as plain processes, for hosts without Docker.
 
 ``up`` and ``down`` are idempotent. ``up`` starts only what does not already answer and waits until
 the broker answers a metadata request and Redis answers PING. ``down`` stops only the processes
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from features.config import SluiceConfig
+from sluice.stack.cluster import cluster_nodes, form
 from sluice.stack.process import ManagedProcess
 from sluice.stack.services import KafkaBroker, RedisServer, Service, StackError
 
@@ -45,10 +47,11 @@ class ServiceStatus:
 
 
 def _services(config: SluiceConfig) -> list[Service]:
-    return [
-        KafkaBroker(config=config.kafka, state_dir=config.state_dir),
-        RedisServer(config=config.redis, state_dir=config.state_dir),
-    ]
+    services: list[Service] = [KafkaBroker(config=config.kafka, state_dir=config.state_dir)]
+    if config.redis.redis_type == "redis":
+        services.append(RedisServer(config=config.redis, state_dir=config.state_dir))
+    services += cluster_nodes(config)
+    return services
 
 
 def _process(service: Service, config: SluiceConfig) -> ManagedProcess:
@@ -111,6 +114,7 @@ def up(config: SluiceConfig, *, timeout_s: float = 90.0) -> list[ServiceStatus]:
         started.append((service, process))
     for service, process in started:
         _wait_until_answers(service, process, timeout_s=timeout_s)
+    form(cluster_nodes(config), timeout_s=timeout_s)
     return status(config)
 
 
