@@ -17,6 +17,10 @@ column the aggregations read), and ``--compare-udfs`` runs only the throughput p
 each mode, on the same backlog, for the overhead of a udf side by side. After each throughput run,
 one entity's offline row is checked against its windows recomputed from the backlog.
 
+``--redis-type redis_cluster`` (with ``SLUICE_REDIS_URL`` or ``--redis-url`` naming one of its nodes,
+``redis://127.0.0.1:7000/0`` for the local stack's) runs all of it on a Redis Cluster: the worker and
+Feast's push both write to the same cluster.
+
 Prints one JSON object on its last line.
 """
 
@@ -40,14 +44,16 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from features.config import RedisConfig  # noqa: E402
 from features.repo import load_repo  # noqa: E402
 from offline_store.dataset import OfflineDataset  # noqa: E402
+from online_store.connection import OnlineRedis  # noqa: E402
+from online_store.connection import client as online_redis  # noqa: E402
 from online_store.layout import decode_timestamp, entity_key, timestamp_field  # noqa: E402
 
 BOOTSTRAP = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -183,11 +189,10 @@ def measure_throughput(repo: Path, topic: str, group: str, total: int, log: Path
 
 
 def measure_freshness(
-    repo: Path, topic: str, *, rate: int, seconds: int, entities: int, log: Path
+    repo: Path, topic: str, *, rate: int, seconds: int, entities: int, log: Path, client: OnlineRedis
 ) -> list[float]:
     """Pace ``rate`` events/s for ``seconds``; sample one event in 50 and time it into Redis."""
     spec = load_repo(repo).spec("card_stats")
-    client = redis.Redis.from_url(REDIS_URL)
     ts_field = timestamp_field(spec.name)
     worker = start_worker(repo, log)
     producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=1)
@@ -344,9 +349,14 @@ def check_aggregates(repo: Path, backlog: list[dict[str, object]], udf: str) -> 
     return card
 
 
-def prepare_repo(root: Path, *, topic: str, project: str, partitions: int, udf: str) -> Path:
+def prepare_repo(
+    root: Path, *, topic: str, project: str, partitions: int, udf: str, online: RedisConfig
+) -> Path:
     root.mkdir()
-    (root / "sluice.yaml").write_text(f"project: {project}\ntopics:\n  partitions: {partitions}\n")
+    (root / "sluice.yaml").write_text(
+        f"project: {project}\ntopics:\n  partitions: {partitions}\n"
+        f"redis:\n  redis_type: {online.redis_type}\n  url: {online.url}\n"
+    )
     (root / "definitions.py").write_text(definitions(topic, udf))
     sluice(root, "apply")
     return root
@@ -366,7 +376,11 @@ def main() -> None:
         action="store_true",
         help="throughput only, for each udf mode in turn on the same backlog (ignores --udf)",
     )
+    parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument("--redis-type", choices=["redis", "redis_cluster"], default="redis")
     args = parser.parse_args()
+    online = RedisConfig(redis_type=args.redis_type, url=args.redis_url)
+    client = online_redis(online)
 
     run = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix="sluice-ingest-"))
@@ -376,7 +390,12 @@ def main() -> None:
     try:
         repos = {
             udf: prepare_repo(
-                workdir / f"repo-{udf}", topic=topic, project=project, partitions=args.partitions, udf=udf
+                workdir / f"repo-{udf}",
+                topic=topic,
+                project=project,
+                partitions=args.partitions,
+                udf=udf,
+                online=online,
             )
             for udf, project in projects.items()
         }
@@ -411,6 +430,7 @@ def main() -> None:
                 seconds=args.seconds,
                 entities=args.entities,
                 log=workdir / "fresh.log",
+                client=client,
             )
             p50, p99 = (
                 (float(np.percentile(latencies, q)) for q in (50, 99)) if latencies else (float("nan"),) * 2
@@ -432,7 +452,6 @@ def main() -> None:
         admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
         admin.delete_topics([topic, f"{topic}.dlq"])
         admin.close()
-        client = redis.Redis.from_url(REDIS_URL)
         for project in projects.values():
             for key in client.scan_iter(match=f"*{project}", count=10_000):
                 client.delete(key)
@@ -445,6 +464,7 @@ def main() -> None:
                 "events": args.events,
                 "entities": args.entities,
                 "partitions": args.partitions,
+                "redis_type": args.redis_type,
             }
         )
     )

@@ -16,6 +16,10 @@ then read the same Redis data in one process, interleaved call by call:
 The raw reader sends the same HMGET commands as sluice in one redis-py pipeline (a plain HMGET for
 one entity) and does not decode the replies: it is the floor for a Python client. Feast and sluice
 return the same values (checked before timing). Prints one JSON object on its last line.
+
+``--redis-type redis_cluster --redis-url redis://127.0.0.1:7000/0`` runs the same on the local stack's
+Redis Cluster: Feast with ``redis_type: redis_cluster`` and sluice on the same cluster, and the raw
+reader as redis-py's cluster pipeline.
 """
 
 from __future__ import annotations
@@ -36,14 +40,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features.config import load_config  # noqa: E402
+from features.config import RedisConfig, load_config  # noqa: E402
 from features.registry import feast_repo_config  # noqa: E402
 from online_store import AsyncOnlineClient, OnlineClient  # noqa: E402
+from online_store.connection import client as redis_client  # noqa: E402
 from online_store.reads import ReadPlan  # noqa: E402
 
 VIEWS, FEATURES, ENTITIES = 3, 10, 1000
@@ -83,11 +87,12 @@ def on_demand_views(source: Any) -> list[Any]:
     ]
 
 
-def build(root: Path, project: str) -> Any:
+def build(root: Path, project: str, online: RedisConfig) -> Any:
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, Int64
 
-    (root / "sluice.yaml").write_text(f"project: {project}\n")
+    section = f"redis:\n  redis_type: {online.redis_type}\n  url: {online.url}\n"
+    (root / "sluice.yaml").write_text(f"project: {project}\n{section}")
     now = datetime.now(UTC).replace(microsecond=0)
     rng = np.random.default_rng(0)
     driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
@@ -127,15 +132,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=2000, help="calls per reader and case")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis-type", choices=["redis", "redis_cluster"], default="redis")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="sluice-online-read-"))
     project = "bench_" + uuid.uuid4().hex[:8]
-    client_redis = redis.Redis.from_url(args.redis_url)
+    redis_config = RedisConfig(redis_type=args.redis_type, url=args.redis_url)
+    client_redis = redis_client(redis_config)
     try:
-        store = build(root, project)
+        store = build(root, project, redis_config)
         ours = OnlineClient(repo_path=root)
-        raw = redis.Redis.from_url(args.redis_url)
+        raw = redis_client(redis_config)
         rng = np.random.default_rng(1)
         cases: dict[str, tuple[list[str], int]] = {
             "single": ([f"view0:f0_{feature}" for feature in range(FEATURES)], 1),
@@ -208,6 +215,7 @@ def main() -> None:
                 results[f"{case}_p50_ms"] / results[f"raw_{case}_p50_ms"], 2
             )
         results["iterations"] = args.iterations
+        results["redis_type"] = args.redis_type
         print(json.dumps(results))
     finally:
         for key in client_redis.scan_iter(match=f"*{project}".encode(), count=1000):

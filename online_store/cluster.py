@@ -11,6 +11,8 @@ writer's scripts, whose rewrites of a row are no-ops.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from redis.crc import key_slot
 from online_store.wire import Reply
 
 __all__ = ["ClusterWire", "OnlineCluster", "Request", "TopologyError", "is_topology", "key_slots"]
+
+log = logging.getLogger(__name__)
 
 _ASKING = b"*1\r\n$6\r\nASKING\r\n"
 RETRY_FOR_S = 30.0
@@ -113,7 +117,8 @@ class ClusterWire:
 
     def refresh(self) -> None:
         """Reload the slot map from any node that answers."""
-        with contextlib.suppress(redis.RedisError, OSError):  # none answered: the next attempt tries again
+        # No node answered, or the map did not cover every slot yet: the next attempt tries again.
+        with contextlib.suppress(redis.RedisError, redis.RedisClusterException, OSError):
             self.cluster.nodes_manager.initialize()
 
     def exchange(self, requests: Sequence[Request]) -> list[list[Reply | Exception]]:
@@ -123,7 +128,11 @@ class ClusterWire:
         for request in requests:
             # redis-py's connection methods are untyped.
             pool: Any = self.cluster.get_redis_connection(request.node).connection_pool
-            connection: Any = pool.get_connection()
+            try:
+                connection: Any = pool.get_connection()  # connects: a dead node fails here
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+                sent.append(error)
+                continue
             try:
                 connection.send_packed_command([request.payload])
             except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
@@ -161,7 +170,7 @@ class ClusterWire:
         pending = list(range(len(keys)))
         slots = key_slots(keys)
         deadline = time.monotonic() + RETRY_FOR_S
-        for attempt in range(1_000_000):
+        for attempt in itertools.count():
             primaries = self.primaries([slots[index] for index in pending])
             by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
             for index, primary in zip(pending, primaries, strict=True):
@@ -205,6 +214,12 @@ class ClusterWire:
                 f"the cluster did not settle within {RETRY_FOR_S:.0f} s: {errors[0]!r}"
             ) from errors[0]
         if not all(isinstance(error, redis.exceptions.AskError) for error in errors):
+            if not attempt:
+                log.warning(
+                    "Redis Cluster: %d commands failed (%r); reloading the slot map and sending them again",
+                    len(errors),
+                    errors[0],
+                )
             time.sleep(min(0.05 * 2**attempt, 0.5) if attempt else 0)
             self.refresh()
 

@@ -16,6 +16,7 @@ primary per batch (a loopback round trip each, overlapped).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Sequence
 
@@ -51,7 +52,7 @@ class SlotWriter:
         pending = list(range(len(keys)))
         applied = 0
         deadline = time.monotonic() + RETRY_FOR_S
-        for attempt in range(1_000_000):
+        for attempt in itertools.count():
             by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
             for index, node in zip(pending, wire.primaries([slots[i] for i in pending]), strict=True):
                 by_node.setdefault(node.name, (node, []))[1].append(index)

@@ -37,13 +37,14 @@ class ServedRepo:
         ]
 
 
-def feast_materialized_repo(root: Path, *, project: str, now: datetime) -> ServedRepo:
-    """Write source Parquet, register the views with Feast, and let Feast materialize them into Redis."""
+def feast_materialized_repo(root: Path, *, project: str, now: datetime, config: str = "") -> ServedRepo:
+    """Write source Parquet, register the views with Feast, and let Feast materialize them into Redis;
+    ``config`` is more of ``sluice.yaml`` (a ``redis:`` section, say)."""
     from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Bool, Float32, Float64, Int32, Int64, String
 
     root.mkdir(parents=True, exist_ok=True)
-    (root / "sluice.yaml").write_text(f"project: {project}\n")
+    (root / "sluice.yaml").write_text(f"project: {project}\n{config}")
     rng = np.random.default_rng(7)
     # Three rows per card; the last is the one online. Card 0 has a null amount, card 1 a NaN score.
     times = [now - timedelta(hours=hours) for hours in (5, 3, 1)]

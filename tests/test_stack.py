@@ -48,6 +48,7 @@ def test_status_stays_truthful_through_up_kill_up_down(tmp_path: Path) -> None:
         "SLUICE_STATE_DIR": str(tmp_path / "state"),
         "SLUICE_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
         "SLUICE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SLUICE_REDIS_CLUSTER_URL": "none",  # the cluster has its own test (test_redis_cluster.py)
     }
     try:
         before = _sluice(env, "stack", "status")
