@@ -194,8 +194,8 @@ class ClusterWire:
                     if isinstance(reply, Exception):
                         if not is_topology(reply):
                             raise reply
-                        if isinstance(reply, redis.exceptions.AskError):
-                            targets[index] = self._node(reply.host, reply.port)
+                        if _is_ask(reply):
+                            targets[index] = self._node(reply.host, reply.port)  # type: ignore[attr-defined]
                         failed.append(index)
                         errors.append(reply)
                     else:
@@ -213,11 +213,12 @@ class ClusterWire:
             raise TopologyError(
                 f"the cluster did not settle within {RETRY_FOR_S:.0f} s: {errors[0]!r}"
             ) from errors[0]
-        if not all(isinstance(error, redis.exceptions.AskError) for error in errors):
+        if not all(map(_is_ask, errors)):
             if not attempt:
                 log.warning(
-                    "Redis Cluster: %d commands failed (%r); reloading the slot map and sending them again",
+                    "Redis Cluster: %d commands failed (%s: %s); reloading the slot map, sending them again",
                     len(errors),
+                    type(errors[0]).__name__,
                     errors[0],
                 )
             time.sleep(min(0.05 * 2**attempt, 0.5) if attempt else 0)
@@ -231,6 +232,12 @@ class ClusterWire:
         if node is None:
             raise TopologyError(f"the cluster redirected to {host}:{port}, which it does not list")
         return node
+
+
+def _is_ask(error: Exception) -> bool:
+    """An ``ASK`` (the slot is moving: ask its next owner once), not a ``MOVED``, which redis-py
+    derives from it (the slot has moved: reload the map)."""
+    return isinstance(error, redis.exceptions.AskError) and not isinstance(error, redis.exceptions.MovedError)
 
 
 def is_topology(error: Exception) -> bool:

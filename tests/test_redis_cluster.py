@@ -359,3 +359,124 @@ def _committed(project: str, topic: str) -> int:
     from tests.streaming import committed
 
     return sum(committed(f"sluice-{project}", topic).values())
+
+
+def _node_id(client: RedisCluster, name: str) -> str:
+    return str(client.get_node(node_name=name).redis_connection.execute_command("CLUSTER MYID").decode())  # type: ignore[union-attr]
+
+
+def _owners(client: RedisCluster, slot: int) -> set[int]:
+    """The port of the slot's primary, as each node of the cluster sees it."""
+    seen = set()
+    for node in client.get_nodes():
+        for start, end, primary, *_ in node.redis_connection.execute_command("CLUSTER SLOTS"):  # type: ignore[union-attr]
+            if start <= slot <= end:
+                seen.add(int(primary[1]))
+    return seen
+
+
+def _agreed_owner(client: RedisCluster, slot: int) -> str:
+    """Wait until every node names the same primary for the slot (a previous move may still be
+    gossiping), then reload the client's map; returns that primary's name."""
+    _wait(lambda: len(_owners(client, slot)) == 1, f"the nodes agreeing on slot {slot}", 15)
+    client.nodes_manager.initialize()
+    return str(client.nodes_manager.slots_cache[slot][0].name)
+
+
+def _keys_in_slot(node: redis.Redis, slot: int) -> list[bytes]:
+    """``CLUSTER GETKEYSINSLOT`` as bytes: redis-py decodes its reply to text, which mangles Feast's
+    binary keys."""
+    pool = node.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        return list(connection.read_response(disable_decoding=True))
+    finally:
+        pool.release(connection)
+
+
+def _move_slot(client: RedisCluster, slot: int, source: str, target: str, *, finish: bool = True) -> None:
+    """Migrate a slot the way ``redis-cli --cluster reshard`` does: mark it, move its keys, then (with
+    ``finish``) hand it to the target on every primary."""
+    source_node, target_node = client.get_node(node_name=source), client.get_node(node_name=target)
+    source_redis, target_redis = source_node.redis_connection, target_node.redis_connection  # type: ignore[union-attr]
+    source_id, target_id = _node_id(client, source), _node_id(client, target)
+    target_redis.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+    source_redis.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+    while keys := _keys_in_slot(source_redis, slot):
+        for key in keys:
+            source_redis.execute_command("MIGRATE", target_node.host, target_node.port, key, 0, 5000)  # type: ignore[union-attr]
+    if finish:
+        for primary in client.get_primaries():
+            primary.redis_connection.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
+
+def test_reads_follow_ask_and_moved_and_writes_follow_a_moved_slot(
+    served: ServedRepo, cluster_client: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    from redis.crc import key_slot
+
+    card = 5
+    key = entity_key({"card_id": card}, {"card_id": "INT64"}, served.project)
+    slot = key_slot(key)
+    source = _agreed_owner(cluster_client, slot)
+    target = next(node.name for node in cluster_client.get_primaries() if node.name != source)
+    features = [f"card_profile:{name}" for name in ("amount_avg", "txn_count", "country")]
+    rows = [{"card_id": card}, {"card_id": card + 1}, {"card_id": card + 2}]
+    expected = served.store.get_online_features(features=features, entity_rows=rows).to_dict()
+    spec = FeatureViewSpec(
+        name="card_profile",
+        project=served.project,
+        topic="unused",
+        join_keys={"card_id": "INT64"},
+        timestamp_field="event_timestamp",
+        message_schema={},
+        features=CARD_PROFILE,
+    )
+    # Both clients load their slot map now, before the slot moves.
+    stale_writer = connect(RedisConfig(redis_type="redis_cluster", url="redis://127.0.0.1:7000/0"))
+    with OnlineClient(repo_path=served.path) as reader:
+        try:
+            _move_slot(cluster_client, slot, source, target, finish=False)
+            # Mid-migration: the source answers ASK for the key it no longer has.
+            source_redis = cluster_client.get_node(node_name=source).redis_connection  # type: ignore[union-attr]
+            with pytest.raises(redis.exceptions.AskError):
+                source_redis.execute_command("HMGET", key, "x")
+            assert reader.get_online_features(features=features, entity_rows=rows) == expected
+            for primary in cluster_client.get_primaries():
+                primary.redis_connection.execute_command(  # type: ignore[union-attr]
+                    "CLUSTER SETSLOT", slot, "NODE", _node_id(cluster_client, target)
+                )
+            # Done: the source answers MOVED; the reader reloads its map.
+            with pytest.raises(redis.exceptions.MovedError):
+                source_redis.execute_command("HMGET", key, "x")
+            caplog.clear()
+            assert reader.get_online_features(features=features, entity_rows=rows) == expected
+            assert "MovedError" in caplog.text
+            # The stale writer's script meets a key its node no longer serves, and is resent.
+            now_us = time.time_ns() // 1000
+            applied = OnlineWriter(client=stale_writer, spec=spec).write(
+                FeatureRows(
+                    keys=[card],
+                    event_times_us=np.array([now_us], dtype=np.int64),
+                    created_times_us=np.array([now_us], dtype=np.int64),
+                    features={"amount_avg": [12.5], "txn_count": [3], "country": ["IS"]},
+                )
+            )
+            assert applied == 1
+            assert "non local key" in caplog.text
+            newer = reader.get_online_features(features=features, entity_rows=rows[:1])
+            assert newer == {"card_id": [card], "amount_avg": [12.5], "txn_count": [3], "country": ["IS"]}
+            assert (
+                served.store.get_online_features(features=features, entity_rows=rows[:1]).to_dict() == newer
+            )
+        finally:
+            stale_writer.close()
+            cluster_client.nodes_manager.initialize()
+            if cluster_client.get_node_from_key(key).name != source:
+                _agreed_owner(cluster_client, slot)
+                _move_slot(cluster_client, slot, target, source)
+                _agreed_owner(cluster_client, slot)
+            else:  # interrupted mid-migration: settle the slot where its keys are
+                for primary in cluster_client.get_primaries():
+                    primary.redis_connection.execute_command("CLUSTER SETSLOT", slot, "STABLE")  # type: ignore[union-attr]
