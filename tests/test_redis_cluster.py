@@ -480,3 +480,46 @@ def test_reads_follow_ask_and_moved_and_writes_follow_a_moved_slot(
             else:  # interrupted mid-migration: settle the slot where its keys are
                 for primary in cluster_client.get_primaries():
                     primary.redis_connection.execute_command("CLUSTER SETSLOT", slot, "STABLE")  # type: ignore[union-attr]
+
+
+def _free_ports(count: int) -> int:
+    """A port p such that p .. p + count - 1 are free."""
+    import socket
+
+    for base in range(17100, 30000, 97):
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} free consecutive ports")
+
+
+def test_stack_up_forms_a_fresh_cluster_and_down_stops_it(tmp_path: Path, stack_config: SluiceConfig) -> None:
+    base = _free_ports(6)
+    env = {
+        "SLUICE_STATE_DIR": str(tmp_path / "state"),
+        "SLUICE_KAFKA_BOOTSTRAP": stack_config.kafka.bootstrap_servers,
+        "SLUICE_REDIS_URL": stack_config.redis.url,
+        "SLUICE_REDIS_CLUSTER_URL": f"redis://127.0.0.1:{base}/0",
+    }
+    try:
+        started = sluice(tmp_path, "stack", "up", env=env)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert started.stdout.count("running (pid") == 6  # the six nodes; Kafka and Redis were up
+        roles = [redis.Redis(port=port).execute_command("ROLE")[0] for port in range(base, base + 6)]
+        assert sorted(roles) == [b"master"] * 3 + [b"slave"] * 3
+        info = redis.Redis(port=base).execute_command("CLUSTER INFO")
+        assert (info["cluster_state"], info["cluster_known_nodes"]) == ("ok", "6")
+        again = sluice(tmp_path, "stack", "up", env=env)
+        assert again.stdout == started.stdout, "a second up starts nothing"
+    finally:
+        stopped = sluice(tmp_path, "stack", "down", env=env)
+    assert stopped.stdout.strip() == "stopped: " + ", ".join(
+        f"redis-{port}" for port in range(base, base + 6)
+    )
+    after = sluice(tmp_path, "stack", "status", env=env)
+    assert after.returncode == 1
+    assert after.stdout.count(" down") == 6
