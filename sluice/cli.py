@@ -42,7 +42,7 @@ def cli(ctx: click.Context, repo: Path) -> None:
 
 @cli.group()
 def stack() -> None:
-    """The local stack: an Apache Kafka broker and Redis, as plain processes."""
+    """The local stack: an Apache Kafka broker, Redis and an S3 server, as plain processes."""
 
 
 @stack.command("up")
@@ -51,8 +51,9 @@ def stack() -> None:
 )
 @click.pass_obj
 def stack_up(context: _Context, timeout: float) -> None:
-    """Start Kafka and Redis unless they already answer, and wait until they do."""
+    """Start Kafka, Redis and an S3 server unless they already answer, and wait until they do."""
     from sluice import stack as local_stack
+    from sluice.stack.services import DEFAULT_S3_ENDPOINT
 
     config = context.config
     try:
@@ -63,6 +64,7 @@ def stack_up(context: _Context, timeout: float) -> None:
         click.echo(service.describe())
     click.echo(f"SLUICE_KAFKA_BOOTSTRAP={config.kafka.bootstrap_servers}")
     click.echo(f"SLUICE_REDIS_URL={config.redis.url}")
+    click.echo(f"SLUICE_S3_ENDPOINT={config.offline_store.endpoint_url or DEFAULT_S3_ENDPOINT}")
 
 
 @stack.command("down")
@@ -257,8 +259,8 @@ def rebuild(context: _Context, views: tuple[str, ...]) -> None:
 @click.option("--view", required=True, help="The feature view.")
 @click.option(
     "--events",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Parquet file of raw events: the source's join keys, timestamp field and value columns.",
+    help="Parquet file (a path or an s3://, gs://, abfs:// URI) of raw events: the source's join keys, "
+    "timestamp field and value columns.",
 )
 @click.option("--topic", help="Or a topic of raw events in the source's format (an archive), read whole.")
 @click.option(
@@ -268,7 +270,7 @@ def rebuild(context: _Context, views: tuple[str, ...]) -> None:
     help="UTC: the file's events before it are history, the topic's events from it are live.",
 )
 @click.pass_obj
-def backfill(context: _Context, view: str, events: Path | None, topic: str | None, cutover: datetime) -> None:
+def backfill(context: _Context, view: str, events: str | None, topic: str | None, cutover: datetime) -> None:
     """Load a view's history from raw events (a Parquet file or a topic), joined to its stream at a
     cutover; stop the workers first. Sets the view's stream rows aside and rewinds the worker group."""
     from offline_store.dataset import OfflineDataset

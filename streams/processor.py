@@ -131,11 +131,16 @@ class PartitionProcessor:
                 chunk = []
         replayed += self._replay(chunk)
         self.dataset.remove_temporary(partition=self.partition)
-        written = [
+        uncommitted = [
             file
             for file in self.dataset.batch_files(partition=self.partition)
             if file.last_offset >= first_offset
         ]
+        # Batches written but not committed are replayed, and their rows rewritten to Redis; one cut
+        # short by a crash between its date files is deleted and computed again.
+        written, broken = self.dataset.whole_batches(uncommitted)
+        for file in broken:
+            file.location.delete()
         if written:
             self.replay_until = max(file.last_offset for file in written)
             self.pending_files = written

@@ -1,4 +1,5 @@
-"""The local stack: one Apache Kafka broker and one Redis, as plain processes, for hosts without Docker.
+"""The local stack: one Apache Kafka broker, one Redis and one S3 server, as plain processes, for hosts
+without Docker.
 
 ``up`` and ``down`` are idempotent. ``up`` starts only what does not already answer and waits until
 the broker answers a metadata request and Redis answers PING. ``down`` stops only the processes
@@ -15,7 +16,7 @@ from typing import Literal
 
 from features.config import SluiceConfig
 from sluice.stack.process import ManagedProcess
-from sluice.stack.services import KafkaBroker, RedisServer, Service, StackError
+from sluice.stack.services import KafkaBroker, RedisServer, S3Server, Service, StackError
 
 __all__ = ["ServiceStatus", "StackError", "down", "status", "up"]
 
@@ -48,6 +49,7 @@ def _services(config: SluiceConfig) -> list[Service]:
     return [
         KafkaBroker(config=config.kafka, state_dir=config.state_dir),
         RedisServer(config=config.redis, state_dir=config.state_dir),
+        S3Server(config=config.offline_store, state_dir=config.state_dir),
     ]
 
 
