@@ -216,11 +216,20 @@ class SluiceConfig(_Model):
     offline_store: OfflineStoreConfig = OfflineStoreConfig()
     """Object storage for offline data (the Parquet datasets, state snapshots, profiles) at a URI."""
 
+    profiles: str = ""
+    """Where reference profiles are kept, ``<profiles>/<model>/<version>/``: a folder or an object-storage
+    URI (``s3://bucket/profiles``); ``<state_dir>/profiles`` when empty."""
+
     alerts: AlertsConfig = AlertsConfig()
     """Alert rules, the alert store and where alerts are delivered."""
 
     retraining: RetrainingConfig = RetrainingConfig()
     """Which alerts start a retraining job, and where it runs."""
+
+    @property
+    def profiles_location(self) -> str:
+        """``profiles``, or the ``profiles`` folder under the state folder."""
+        return self.profiles or str(self.state_dir / "profiles")
 
     @property
     def store_url(self) -> str:

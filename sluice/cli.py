@@ -396,7 +396,7 @@ def profile(
         )
     except ProfileError as error:
         raise click.ClickException(str(error)) from None
-    folder = built.save(context.config.state_dir / "profiles")
+    folder = built.save(context.config.profiles_location, storage=context.config.offline_store)
     kinds = [feature.kind for feature in built.features.values()]
     click.echo(
         f"profiled {built.rows} rows of {model} {model_version}: {kinds.count('numeric')} numeric and "
@@ -481,7 +481,8 @@ def monitor(
         settings = MonitorSettings(
             window=timedelta(seconds=window_seconds),
             lateness=timedelta(seconds=lateness_seconds),
-            profiles=context.config.state_dir / "profiles",
+            profiles=context.config.profiles_location,
+            storage=context.config.offline_store,
             metrics=chosen,
             alpha=alpha,
             skew=skew,
@@ -552,7 +553,12 @@ def report(context: _Context, model: str, model_version: str, window_start: int 
 
     state = context.config.state_dir
     try:
-        reference = ReferenceProfile.load(state / "profiles", model=model, version=model_version)
+        reference = ReferenceProfile.load(
+            context.config.profiles_location,
+            model=model,
+            version=model_version,
+            storage=context.config.offline_store,
+        )
         path = window_summary_path(
             state / "monitor" / "scores", model=model, version=model_version, window_start_us=window_start
         )
