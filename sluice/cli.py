@@ -161,6 +161,20 @@ def apply(context: _Context) -> None:
     "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."
 )
 @click.option(
+    "--snapshot-interval",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds between state snapshots of each partition, beside the offline data (0: off; the "
+    "kafka engine writes them, both engines read them).",
+)
+@click.option(
+    "--instance-id",
+    envvar="SLUICE_WORKER_INSTANCE_ID",
+    help="Static group membership (Kafka's group.instance.id): a worker restarted under the same id gets "
+    "its partitions back without a rebalance. Unique per worker, for example the pod's name.",
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
     default="warn",
@@ -176,6 +190,8 @@ def worker(
     batch_window_ms: int,
     max_message_bytes: int,
     metrics_port: int,
+    snapshot_interval: float,
+    instance_id: str | None,
     loglevel: str,
 ) -> None:
     """Run a stream worker: Kafka into Redis and Parquet. Start several to share the partitions."""
@@ -191,6 +207,8 @@ def worker(
         batch_window_s=batch_window_ms / 1000,
         max_message_bytes=max_message_bytes,
         views=views,
+        snapshot_interval_s=snapshot_interval,
+        instance_id=instance_id or None,
     )
     metrics = WorkerMetrics()
     if metrics_port:

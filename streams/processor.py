@@ -34,6 +34,7 @@ from streams.dead_letters import DeadLetter, DeadLetterSink, KafkaRecord
 from streams.decoding import DecodedBatch, EventDecoder
 from streams.metrics import WorkerMetrics
 from streams.moments import EMPTY_TIME
+from streams.snapshots import PartitionSnapshot
 from streams.transform import EventTransform
 from streams.windows import ChangeRows, WindowState
 
@@ -145,6 +146,24 @@ class PartitionProcessor:
             self.replay_until = max(file.last_offset for file in written)
             self.pending_files = written
         return replayed
+
+    def restore(self, snapshot: PartitionSnapshot) -> None:
+        """Take up where a snapshot left off, before ``start`` replays what follows it."""
+        self.state = snapshot.state if self.spec.is_aggregated else None
+        self.max_event_time = snapshot.max_event_time
+        self.vocabularies = {
+            column: dict(snapshot.vocabularies.get(column, {})) for column in self.vocabularies
+        }
+        self.applied_until = snapshot.offset
+
+    def snapshot(self) -> bytes:
+        """What this processor knows now, at ``applied_until``, as a snapshot's bytes."""
+        return PartitionSnapshot(
+            offset=self.applied_until,
+            max_event_time=self.max_event_time,
+            vocabularies=self.vocabularies,
+            state=self.state,
+        ).to_bytes(self.spec)
 
     def prepare(self, records: Sequence[KafkaRecord]) -> PreparedBatch:
         """Apply records of this partition, in offset order, to the window state, once: records already
