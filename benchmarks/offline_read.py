@@ -7,18 +7,25 @@ day. 100,000 entity rows are joined at random times; 1,000 of them sit before th
 event. sluice reads its own dataset layout (date partitions of stream batch files); Feast reads the
 same rows from one Parquet file. Checked: a sample of label rows against a brute-force recomputation
 from the raw events (the value at T), and sluice against Feast wherever Feast returns a row. Also
-reported: rows and Parquet bytes per event. Prints one JSON object on its last line.
+reported: rows and Parquet bytes per event.
+
+The S3 case (skipped with ``--no-s3``) copies the same dataset's objects to a bucket on the local
+stack's S3 server (moto, ``SLUICE_S3_ENDPOINT``) and times the same join read from ``s3://`` in the
+same runs, checked equal to the local result. Prints one JSON object on its last line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +35,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from features.config import OfflineStoreConfig  # noqa: E402
 from features.spec import AggregationSpec, FeatureViewSpec  # noqa: E402
 from offline_store import get_historical_features  # noqa: E402
 from offline_store.dataset import OfflineDataset  # noqa: E402
@@ -129,6 +137,29 @@ def build(
     return spec, raw, entity_df, streaming_s
 
 
+def copy_to_s3(spec: FeatureViewSpec) -> FeatureViewSpec:
+    """The view with its dataset's objects copied to a new bucket on the stack's S3 server."""
+    import pyarrow.fs as pafs
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
+        os.environ.setdefault(name, value)
+    endpoint = os.environ.get("SLUICE_S3_ENDPOINT", "http://127.0.0.1:5000")
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    s3 = pafs.S3FileSystem(
+        endpoint_override=endpoint.split("://")[1],
+        scheme="http",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    )
+    s3.create_dir(bucket)
+    pafs.copy_files(spec.offline_path, f"{bucket}/driver_stats", destination_filesystem=s3)
+    return replace(
+        spec,
+        offline_path=f"s3://{bucket}/driver_stats",
+        offline_store=OfflineStoreConfig(endpoint_url=endpoint),
+    )
+
+
 def feast_store(root: Path) -> object:
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.repo_config import RepoConfig
@@ -187,6 +218,7 @@ def main() -> None:
     parser.add_argument("--early", type=int, default=1_000, help="entity rows before their first event")
     parser.add_argument("--check", type=int, default=2_000, help="rows checked against brute force")
     parser.add_argument("--runs", type=int, default=3, help="runs of each; the median is reported")
+    parser.add_argument("--no-s3", action="store_true", help="skip the same read from s3://")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="sluice-offline-read-"))
@@ -199,13 +231,22 @@ def main() -> None:
         rows = dataset.read().num_rows
         parquet_bytes = sum(Path(path).stat().st_size for path in dataset.paths())
         store = feast_store(root)
+        remote = None if args.no_s3 else copy_to_s3(spec)
         features = [f"driver_stats:{name}" for name in FEATURES]
-        sluice_times, feast_times = [], []
+        sluice_times, feast_times, s3_times = [], [], []
         ours = theirs = pd.DataFrame()
+        s3_equal = None
         for _ in range(args.runs):
             started = time.perf_counter()
             ours = get_historical_features(entity_df=entity_df, features=features, repo=[spec]).to_df()
             sluice_times.append(time.perf_counter() - started)
+            if remote is not None:
+                started = time.perf_counter()
+                from_s3 = get_historical_features(
+                    entity_df=entity_df, features=features, repo=[remote]
+                ).to_df()
+                s3_times.append(time.perf_counter() - started)
+                s3_equal = from_s3.equals(ours)
             started = time.perf_counter()
             theirs = store.get_historical_features(entity_df=entity_df, features=features).to_df()  # type: ignore[attr-defined]
             feast_times.append(time.perf_counter() - started)
@@ -229,6 +270,15 @@ def main() -> None:
                     "sluice_s": round(sluice_s, 3),
                     "feast_s": round(feast_s, 3),
                     "speedup": round(feast_s / sluice_s, 1),
+                    **(
+                        {
+                            "s3_s": round(statistics.median(s3_times), 3),
+                            "s3_over_local": round(statistics.median(s3_times) / sluice_s, 2),
+                            "s3_equal_to_local": s3_equal,
+                        }
+                        if s3_times
+                        else {}
+                    ),
                     "events": args.events,
                     "change_point_rows": rows,
                     "rows_per_event": round(rows / args.events, 3),

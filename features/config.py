@@ -8,6 +8,8 @@ their own cluster:
 - ``SLUICE_REDIS_URL``: a redis-py URL, for example ``rediss://:secret@redis.internal:6380/0``.
 - ``SLUICE_REDIS_TYPE``: ``redis`` (one server) or ``redis_cluster`` (the URL names one of its nodes).
 - ``SLUICE_STATE_DIR``: the folder for local state (broker data, pid files, alert store).
+- ``SLUICE_S3_ENDPOINT``: an S3-compatible server for offline data at ``s3://``, for example
+  ``http://minio.internal:9000``.
 
 >>> config = SluiceConfig.model_validate({"kafka": {"bootstrap_servers": "k1:9092"}})
 >>> config.kafka.client_kwargs()["bootstrap_servers"]
@@ -31,8 +33,10 @@ from features.monitoring_config import AlertsConfig, RetrainingConfig
 
 __all__ = [
     "CONFIG_FILE",
+    "OBJECT_STORE_SCHEMES",
     "ConfigError",
     "KafkaConfig",
+    "OfflineStoreConfig",
     "RedisConfig",
     "RegistryConfig",
     "SluiceConfig",
@@ -177,6 +181,29 @@ class RedisConfig(_Model):
         return kwargs
 
 
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "az")
+"""The object-storage URI schemes offline data may live at, besides local paths (and ``file://``)."""
+
+
+class OfflineStoreConfig(_Model):
+    """How sluice reaches the object storage that an ``s3://``, ``gs://`` or ``abfs://`` batch source path
+    names. Credentials are never here: they come from the environment (``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_ACCOUNT_NAME`` and
+    ``AZURE_STORAGE_ACCOUNT_KEY``) or the machine's role, as each cloud's SDK finds them."""
+
+    endpoint_url: str | None = None
+    """An S3-compatible server (MinIO, SeaweedFS, moto), for example ``http://127.0.0.1:5000``; unset for
+    AWS itself (then ``AWS_ENDPOINT_URL`` is used if set). A Feast ``FileSource``'s
+    ``s3_endpoint_override`` takes precedence for its own path."""
+
+    region: str | None = None
+    """The bucket's region; ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``) when unset, else ``us-east-1``."""
+
+    def for_source(self, endpoint_override: str | None) -> OfflineStoreConfig:
+        """These settings, with a batch source's own endpoint (Feast's ``s3_endpoint_override``) first."""
+        return self.model_copy(update={"endpoint_url": endpoint_override}) if endpoint_override else self
+
+
 class TopicsConfig(_Model):
     """How ``sluice apply`` creates the source topics and their dead-letter topics."""
 
@@ -233,11 +260,23 @@ class SluiceConfig(_Model):
     registry: RegistryConfig = RegistryConfig()
     """Feast's registry."""
 
+    offline_store: OfflineStoreConfig = OfflineStoreConfig()
+    """Object storage for offline data (the Parquet datasets, state snapshots, profiles) at a URI."""
+
+    profiles: str = ""
+    """Where reference profiles are kept, ``<profiles>/<model>/<version>/``: a folder or an object-storage
+    URI (``s3://bucket/profiles``); ``<state_dir>/profiles`` when empty."""
+
     alerts: AlertsConfig = AlertsConfig()
     """Alert rules, the alert store and where alerts are delivered."""
 
     retraining: RetrainingConfig = RetrainingConfig()
     """Which alerts start a retraining job, and where it runs."""
+
+    @property
+    def profiles_location(self) -> str:
+        """``profiles``, or the ``profiles`` folder under the state folder."""
+        return self.profiles or str(self.state_dir / "profiles")
 
     @property
     def store_url(self) -> str:
@@ -263,6 +302,7 @@ def load_config(repo_path: Path | None = None, *, environ: Mapping[str, str] | N
     _override(raw, ("redis", "url"), env.get("SLUICE_REDIS_URL"))
     _override(raw, ("redis", "redis_type"), env.get("SLUICE_REDIS_TYPE"))
     _override(raw, ("state_dir",), env.get("SLUICE_STATE_DIR"))
+    _override(raw, ("offline_store", "endpoint_url"), env.get("SLUICE_S3_ENDPOINT"))
     try:
         config = SluiceConfig.model_validate(raw)
     except ValidationError as error:

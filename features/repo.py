@@ -53,8 +53,8 @@ def load_repo(path: Path, *, config: SluiceConfig | None = None) -> FeatureRepo:
     config = config or load_config(path)
     objects = _collect_objects(path)
     validated = validate(objects, project=config.project)
-    _own_batch_sources(objects, validated)
-    specs = [_resolve_paths(spec, path) for spec in validated]
+    specs = [_resolve_paths(spec, path, config) for spec in validated]
+    _own_batch_sources(objects, specs)
     return FeatureRepo(path=path, config=config, objects=tuple(objects), specs=tuple(specs))
 
 
@@ -79,6 +79,9 @@ def _own_batch_sources(objects: list[Any], specs: list[FeatureViewSpec]) -> None
             timestamp_field=shared.timestamp_field,
             created_timestamp_column=shared.created_timestamp_column,
             field_mapping=shared.field_mapping,
+            s3_endpoint_override=spec.offline_store.endpoint_url
+            if spec.offline_path.startswith("s3://")
+            else None,
         )
 
 
@@ -159,9 +162,11 @@ def _resolves_to(name: str, file: Path) -> bool:
     return found is not None and found.origin == str(file)
 
 
-def _resolve_paths(spec: FeatureViewSpec, root: Path) -> FeatureViewSpec:
+def _resolve_paths(spec: FeatureViewSpec, root: Path, config: SluiceConfig) -> FeatureViewSpec:
+    """A relative offline path taken from the repo, and the object-storage settings the path needs."""
     from dataclasses import replace
 
+    spec = replace(spec, offline_store=config.offline_store.for_source(spec.offline_store.endpoint_url))
     if not spec.offline_path or "://" in spec.offline_path or Path(spec.offline_path).is_absolute():
         return spec
     return replace(spec, offline_path=str(root / spec.offline_path))

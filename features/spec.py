@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from features.config import OfflineStoreConfig
+
 __all__ = ["AggregationSpec", "FeatureViewSpec", "OnDemandSpec", "TransformSpec", "window_label"]
 
 
@@ -96,7 +98,10 @@ class FeatureViewSpec:
     ttl: timedelta = timedelta(0)
     """Values older than this are not served; zero means they never expire."""
     offline_path: str = ""
-    """Root of the Parquet dataset (the source's batch source path)."""
+    """Root of the Parquet dataset (the source's batch source path): a local path or an object-storage URI."""
+    offline_store: OfflineStoreConfig = field(default_factory=OfflineStoreConfig, repr=False, compare=False)
+    """How to reach object storage at ``offline_path``: where the process runs, not what the view means
+    (so it is left out of the view's identity, which snapshots are checked against)."""
     tags: dict[str, str] = field(default_factory=dict)
     transform: TransformSpec | None = None
     """The view's udf, run on decoded events before aggregation; None for none."""

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from features.aggregations import UnknownAggregation, get_aggregation
+from features.config import OBJECT_STORE_SCHEMES, OfflineStoreConfig
 from features.schema import LIST_ELEMENTS, SchemaError, parse_schema
 from features.spec import AggregationSpec, FeatureViewSpec, TransformSpec, window_label
 
@@ -208,6 +209,7 @@ class _ViewChecker:
             watermark_delay=delay,
             ttl=self.view.ttl or timedelta(0),
             offline_path=offline_path,
+            offline_store=OfflineStoreConfig(endpoint_url=self._endpoint_override()),
             tags=dict(self.view.tags),
             transform=transform,
         )
@@ -425,6 +427,10 @@ class _ViewChecker:
                     f"{_feast_type_name(message_schema[name])}; make them agree",
                 )
 
+    def _endpoint_override(self) -> str | None:
+        options = getattr(self.source.batch_source, "file_options", None)
+        return getattr(options, "s3_endpoint_override", None) or None
+
     def _offline_path(self) -> str:
         from feast import FileSource
 
@@ -434,6 +440,16 @@ class _ViewChecker:
                 "batch_source",
                 "sluice writes the offline store where the batch source points; "
                 "set batch_source=FileSource(path=..., timestamp_field=...)",
+                kind=self.source_kind,
+                name=self.source.name,
+            )
+            return ""
+        scheme = str(batch.path).partition("://")[0].lower() if "://" in str(batch.path) else "file"
+        if scheme != "file" and scheme not in OBJECT_STORE_SCHEMES:
+            self.fail(
+                "batch_source.path",
+                f"sluice cannot write offline data at {batch.path!r}: use a local path or a URI of "
+                f"{', '.join(f'{known}://' for known in OBJECT_STORE_SCHEMES)}",
                 kind=self.source_kind,
                 name=self.source.name,
             )

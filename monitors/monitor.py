@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
+from features.config import OfflineStoreConfig
 from monitors.detector import DriftDetector, WindowReport
 from monitors.events import PredictionEvent
 from monitors.profile import ProfileError, ReferenceProfile
@@ -39,8 +40,10 @@ class MonitorSettings:
     """Length of the tumbling event-time windows; down to a second."""
     lateness: timedelta = timedelta(seconds=10)
     """How far behind the latest event time an event may arrive and still count."""
-    profiles: Path = Path(".sluice/profiles")
-    """Where reference profiles are saved, ``<profiles>/<model>/<version>/``."""
+    profiles: Path | str = Path(".sluice/profiles")
+    """Where reference profiles are saved, ``<profiles>/<model>/<version>/``: a folder or a URI."""
+    storage: OfflineStoreConfig = field(default_factory=OfflineStoreConfig)
+    """How to reach ``profiles`` on object storage."""
     metrics: dict[str, str] = field(default_factory=dict)
     """Feature to metric name; unlisted features get Evidently's default for their type and size."""
     alpha: float = 0.05
@@ -101,7 +104,9 @@ class Monitor:
         self.settings = settings
         self._last_reported = last_reported or (lambda model, version: None)
         self._load = load_profile or (
-            lambda model, version: ReferenceProfile.load(settings.profiles, model=model, version=version)
+            lambda model, version: ReferenceProfile.load(
+                settings.profiles, model=model, version=version, storage=settings.storage
+            )
         )
         self._versions: dict[tuple[str, str], _Version] = {}
         self._missing: dict[tuple[str, str], float] = {}

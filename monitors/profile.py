@@ -20,6 +20,7 @@ statistic computed from it is off by at most that much.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from features.config import OfflineStoreConfig
 from monitors.metrics import bin_counts, quantile_edges
+from offline_store.storage import Location
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,39 +144,46 @@ class ReferenceProfile:
                 profiles[name] = _categorical(name, column, vocabulary_size=vocabulary_size)
         return cls(model=model, version=version, features=profiles, rows=table.num_rows)
 
-    def save(self, root: Path) -> Path:
-        """Write ``<root>/<model>/<version>/`` (profile.json and sample.npz); returns the folder."""
-        folder = root / self.model / self.version
-        folder.mkdir(parents=True, exist_ok=True)
+    def save(self, root: Path | str, *, storage: OfflineStoreConfig | None = None) -> str:
+        """Write ``<root>/<model>/<version>/`` (profile.json and samples.npz), on a local disk or at an
+        object-storage URI; returns the folder."""
+        folder = Location.parse(str(root), storage).child(self.model, self.version)
         document = {
             "model": self.model,
             "version": self.version,
             "rows": self.rows,
             "features": [profile.to_json() for profile in self.features.values()],
         }
-        (folder / "profile.json").write_text(json.dumps(document, indent=1))
         samples = {
             name: profile.sample for name, profile in self.features.items() if profile.kind == "numeric"
         }
-        np.savez(folder / "samples.npz", **samples)  # type: ignore[arg-type]
-        return folder
+        archive = io.BytesIO()
+        np.savez(archive, **samples)  # type: ignore[arg-type]
+        # The samples first: a profile.json is only ever next to its samples.
+        folder.child("samples.npz").write_bytes(archive.getvalue())
+        folder.child("profile.json").write_bytes(json.dumps(document, indent=1).encode())
+        return folder.uri
 
     @classmethod
-    def load(cls, root: Path, *, model: str, version: str) -> ReferenceProfile:
-        folder = root / model / version
+    def load(
+        cls, root: Path | str, *, model: str, version: str, storage: OfflineStoreConfig | None = None
+    ) -> ReferenceProfile:
+        base = Location.parse(str(root), storage)
+        folder = base.child(model, version)
         try:
-            document = json.loads((folder / "profile.json").read_text())
+            document = json.loads(folder.child("profile.json").read_bytes())
         except FileNotFoundError:
-            known = sorted(path.name for path in (root / model).glob("*")) if (root / model).is_dir() else []
+            models = base.child(model)
+            known = sorted({file.path[len(models.path) + 1 :].split("/")[0] for file in models.files()})
             raise ProfileError(
-                f"no reference profile for model {model!r} version {version!r} under {root}"
+                f"no reference profile for model {model!r} version {version!r} under {base.uri}"
                 + (
                     f"; versions there: {', '.join(known)}"
                     if known
                     else "; build one with ReferenceProfile.build"
                 )
             ) from None
-        samples = np.load(folder / "samples.npz")
+        samples = np.load(io.BytesIO(folder.child("samples.npz").read_bytes()), allow_pickle=False)
         features = {}
         for item in document["features"]:
             features[item["name"]] = FeatureProfile(

@@ -6,10 +6,12 @@ Layout, under the view's batch source path::
     <root>/date=2024-05-01/backfill-<cutover>.parquet      (rows ``sluice backfill`` wrote)
     <root>/_backfill/seed.parquet                           (its latest events, for stream workers)
 
-One file per (stream batch, event date). A file's name comes from the Kafka offsets it covers, and
-it is written under a hidden temporary name and then renamed, so a batch replayed after a crash
-rewrites the same file instead of adding a duplicate, and readers never see half a file (pyarrow
-and DuckDB skip names that start with a dot).
+One file per (stream batch, event date). A file's name comes from the Kafka offsets it covers, so a
+batch replayed after a crash rewrites the same file instead of adding a duplicate, and a file is
+written whole or not at all, so readers never see half of one: on a local disk under a hidden
+temporary name that is then renamed (pyarrow and DuckDB skip names that start with a dot), on object
+storage (``s3://``, ``gs://``, ``abfs://``) straight to its name, since an object appears only when
+its upload completes (``offline_store/storage.py``).
 
 Rows are (join keys, event_timestamp, created_timestamp, source_offset, features), with the feature
 values exactly as they were written online (timestamps to the microsecond, where Redis keeps seconds).
@@ -24,21 +26,20 @@ materialize`` read the same values from it.
 
 from __future__ import annotations
 
+import posixpath
 import re
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from features.schema import LIST_ELEMENTS
 from features.spec import FeatureViewSpec
+from offline_store.storage import Location
 
 __all__ = ["ARROW_TYPES", "BACKFILL", "BatchFile", "OfflineDataset", "arrow_schema"]
 
@@ -58,6 +59,7 @@ ARROW_TYPES |= {list_type: pa.list_(ARROW_TYPES[element]) for list_type, element
 _FILE_NAME = re.compile(r"^(?P<topic>.+)-(?P<partition>\d{5})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$")
 _BACKFILL_NAME = re.compile(r"^backfill-\d{20}\.parquet$")
 _MICROS_PER_DAY = 86_400 * 1_000_000
+_BATCH_DATES = b"sluice.batch_dates"
 BACKFILL = -1
 """The partition of a backfill's files: they come from no partition of the topic."""
 
@@ -79,21 +81,31 @@ def arrow_schema(spec: FeatureViewSpec) -> pa.Schema:
 class BatchFile:
     """One written file and the Kafka offsets its rows came from (inclusive)."""
 
-    path: Path
+    location: Location
     topic: str
     partition: int
     first_offset: int
     last_offset: int
 
+    @property
+    def path(self) -> str:
+        """The file's local path or URI."""
+        return self.location.uri
+
+    @property
+    def date(self) -> str:
+        """The event date of the file's rows (its ``date=`` folder), as ``YYYY-MM-DD``."""
+        return posixpath.basename(posixpath.dirname(self.location.path))[5:]
+
 
 class OfflineDataset:
-    """Reads and writes one feature view's Parquet dataset on a local (or mounted) file system."""
+    """Reads and writes one feature view's Parquet dataset, on a local disk or on object storage."""
 
     def __init__(self, *, spec: FeatureViewSpec) -> None:
         if not spec.offline_path:
             raise ValueError(f"feature view {spec.name!r} has no offline path (its batch source path)")
         self.spec = spec
-        self.root = Path(spec.offline_path)
+        self.root = Location.parse(spec.offline_path, spec.offline_store)
         self.schema = arrow_schema(spec)
 
     def write_batch(
@@ -114,7 +126,7 @@ class OfflineDataset:
         name = f"{self.spec.topic}-{partition:05d}-{first_offset:020d}-{last_offset:020d}.parquet"
         return [
             BatchFile(
-                path=path,
+                location=path,
                 topic=self.spec.topic,
                 partition=partition,
                 first_offset=first_offset,
@@ -135,62 +147,90 @@ class OfflineDataset:
         """Write a backfill's rows (no source offset: at one event time a stream row wins), one file
         per event date named by the cutover, replacing any earlier backfill's files."""
         for file in self.backfill_files():
-            file.path.unlink(missing_ok=True)
-        for orphan in self.root.glob("date=*/.backfill-*.tmp") if self.root.is_dir() else ():
-            orphan.unlink(missing_ok=True)
+            file.location.delete()
+        for orphan in self._files():
+            if orphan.name.startswith(".backfill-") and orphan.name.endswith(".tmp"):
+                orphan.delete()
         table = self._table(keys, event_times_us, created_times_us, None, features)
         return [
-            BatchFile(path=path, topic=self.spec.topic, partition=BACKFILL, first_offset=-1, last_offset=-1)
+            BatchFile(
+                location=path, topic=self.spec.topic, partition=BACKFILL, first_offset=-1, last_offset=-1
+            )
             for path in self._write_by_date(table, event_times_us, f"backfill-{cutover_us:020d}.parquet")
         ]
 
     def backfill_files(self) -> list[BatchFile]:
         return [file for file in self.batch_files() if file.partition == BACKFILL]
 
-    def write_seed(self, table: pa.Table, *, cutover_us: int) -> Path:
+    def write_seed(self, table: pa.Table, *, cutover_us: int) -> Location:
         """Keep a backfill's latest events, which stream workers load as the history of the entities
         they see (``read_seed``). Under ``_backfill/``, which Parquet readers skip."""
-        folder = self.root / "_backfill"
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / "seed.parquet"
-        temporary = folder / f".seed.{uuid.uuid4().hex}.tmp"
+        target = self.root.child("_backfill", "seed.parquet")
         metadata = {**(table.schema.metadata or {}), b"sluice.cutover_us": str(cutover_us).encode()}
-        pq.write_table(table.replace_schema_metadata(metadata), temporary, compression="zstd")
-        temporary.replace(target)
+        target.write_parquet(table.replace_schema_metadata(metadata), compression="zstd")
         return target
 
     def read_seed(self) -> tuple[pa.Table, int] | None:
         """The backfill's seed events and its cutover (µs), or None without a backfill."""
-        path = self.root / "_backfill" / "seed.parquet"
+        path = self.root.child("_backfill", "seed.parquet")
         if not path.exists():
             return None
-        table = pq.read_table(path)
+        table = path.read_parquet()
         return table, int((table.schema.metadata or {})[b"sluice.cutover_us"])
 
-    def _write_by_date(self, table: pa.Table, event_times_us: NDArray[np.int64], name: str) -> list[Path]:
-        """One file per event date, each written under a temporary name and then renamed."""
+    def _write_by_date(self, table: pa.Table, event_times_us: NDArray[np.int64], name: str) -> list[Location]:
+        """One file per event date, each written whole or not at all."""
         days = np.asarray(event_times_us, dtype=np.int64) // _MICROS_PER_DAY
+        dates = [np.datetime64(int(day), "D").astype(str) for day in np.unique(days)]
+        # Each file names every date of its batch, so a crash between two of them can be told from a
+        # whole batch (``whole_batches``).
+        metadata = {**(table.schema.metadata or {}), _BATCH_DATES: ",".join(dates).encode()}
         written = []
-        for day in np.unique(days):
-            date = np.datetime64(int(day), "D").astype(str)
-            folder = self.root / f"date={date}"
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / name
-            temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
-            pq.write_table(table.filter(pa.array(days == day)), temporary, compression="zstd")
-            temporary.replace(target)
+        for date in dates:
+            target = self.root.child(f"date={date}", name)
+            part = table.filter(pa.array(days == np.datetime64(date, "D").astype(np.int64)))
+            target.write_parquet(part.replace_schema_metadata(metadata), compression="zstd")
             written.append(target)
         return written
 
+    def whole_batches(self, files: Sequence[BatchFile]) -> tuple[list[BatchFile], list[BatchFile]]:
+        """Split one partition's files into the batches written whole, in offset order, and the rest: the
+        first batch with a date file missing (a crash between its writes) and every batch after it."""
+        batches: dict[tuple[int, int], list[BatchFile]] = {}
+        for file in files:
+            batches.setdefault((file.first_offset, file.last_offset), []).append(file)
+        whole: list[BatchFile] = []
+        for position, (_, batch) in enumerate(sorted(batches.items())):
+            schema = self.root.at(batch[0].location.path).read_schema()
+            listed = (schema.metadata or {}).get(_BATCH_DATES)
+            # Files written before the dates were recorded are taken as whole, as they always were.
+            if listed is not None and set(listed.decode().split(",")) - {file.date for file in batch}:
+                later = [file for _, rest in sorted(batches.items())[position:] for file in rest]
+                return whole, later
+            whole += batch
+        return whole, []
+
+    def _files(self) -> Iterator[Location]:
+        """The files in the dataset's ``date=`` folders (temporary ones included)."""
+        for file in self.root.files():
+            folder = posixpath.basename(posixpath.dirname(file.path))
+            if (
+                folder.startswith("date=")
+                and posixpath.dirname(posixpath.dirname(file.path)) == self.root.path
+            ):
+                yield file
+
     def batch_files(self, *, partition: int | None = None) -> Iterator[BatchFile]:
         """Every batch file of this view's topic (optionally of one partition), in no particular order."""
-        if not self.root.is_dir():
-            return
-        for path in self.root.glob("date=*/*.parquet"):
+        for path in self._files():
             if _BACKFILL_NAME.match(path.name):
                 if partition is None:
                     yield BatchFile(
-                        path=path, topic=self.spec.topic, partition=BACKFILL, first_offset=-1, last_offset=-1
+                        location=path,
+                        topic=self.spec.topic,
+                        partition=BACKFILL,
+                        first_offset=-1,
+                        last_offset=-1,
                     )
                 continue
             match = _FILE_NAME.match(path.name)
@@ -199,7 +239,7 @@ class OfflineDataset:
             if partition is not None and int(match["partition"]) != partition:
                 continue
             yield BatchFile(
-                path=path,
+                location=path,
                 topic=match["topic"],
                 partition=int(match["partition"]),
                 first_offset=int(match["first"]),
@@ -210,27 +250,28 @@ class OfflineDataset:
         """Delete the temporary files a crash left behind for one partition; returns how many.
 
         Only the partition's owner writes them, so a new owner removes them before its first write."""
-        if not self.root.is_dir():
-            return 0
-        orphans = list(self.root.glob(f"date=*/.{self.spec.topic}-{partition:05d}-*.tmp"))
+        prefix = f".{self.spec.topic}-{partition:05d}-"
+        orphans = [
+            file for file in self._files() if file.name.startswith(prefix) and file.name.endswith(".tmp")
+        ]
         for orphan in orphans:
-            orphan.unlink(missing_ok=True)
+            orphan.delete()
         return len(orphans)
 
     def paths(self, *, earliest: datetime | None = None, latest: datetime | None = None) -> list[str]:
-        """The dataset's files, sorted, skipping date partitions wholly outside [earliest, latest]."""
+        """The dataset's files (paths on ``self.root.filesystem``), sorted, skipping date partitions
+        wholly outside [earliest, latest]."""
         first = earliest.astimezone(UTC).date().isoformat() if earliest is not None else ""
         last = latest.astimezone(UTC).date().isoformat() if latest is not None else "9999-12-31"
-        return sorted(
-            str(file.path) for file in self.batch_files() if first <= file.path.parent.name[5:] <= last
-        )
+        return sorted(file.location.path for file in self.batch_files() if first <= file.date <= last)
 
     def read(self, files: Sequence[BatchFile] | None = None) -> pa.Table:
         """All rows (or those of the given files) as one table with the view's schema."""
-        paths = [str(file.path) for file in (files if files is not None else self.batch_files())]
+        chosen = files if files is not None else list(self.batch_files())
+        paths = sorted({file.location.path for file in chosen})
         if not paths:
             return self.schema.empty_table()
-        return pa.concat_tables(pq.read_table(path, schema=self.schema) for path in sorted(set(paths)))
+        return pa.concat_tables(self.root.at(path).read_parquet(schema=self.schema) for path in paths)
 
     def _table(
         self,

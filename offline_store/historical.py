@@ -146,10 +146,10 @@ def _retrieve(
         joins = []
         for index, (spec, names) in enumerate(requested):
             alias = f"v{index}"
-            files = OfflineDataset(spec=spec).paths(
-                earliest=_earliest_needed(earliest, spec.ttl), latest=latest
-            )
-            joins.append(_asof_join(spec, names, alias, files))
+            dataset = OfflineDataset(spec=spec)
+            files = dataset.paths(earliest=_earliest_needed(earliest, spec.ttl), latest=latest)
+            scan = parquet_scan(connection, dataset, files) if files else None
+            joins.append(_asof_join(spec, names, alias, scan))
             ttl_us = spec.ttl // timedelta(microseconds=1)
             fresh = (
                 f"epoch_us(e.{_ENTITY_TIME}) - {alias}.__feature_time_us <= {ttl_us}" if ttl_us else "TRUE"
@@ -169,17 +169,17 @@ def _retrieve(
     return TrainingSet(table.drop_columns([_ROW]))
 
 
-def _asof_join(spec: FeatureViewSpec, names: list[str], alias: str, files: list[str]) -> str:
+def _asof_join(spec: FeatureViewSpec, names: list[str], alias: str, scan: str | None) -> str:
     keys = list(spec.join_keys)
     columns = ", ".join(quote(name) for name in [*keys, *names])
-    if files:
+    if scan is not None:
         # The ASOF key orders by event time, then source offset, so that at one event time the
         # row written last in the log (the correction, the one served) wins, without a window function.
         source = (
             f"SELECT {columns}, epoch_us(event_timestamp) AS __feature_time_us, "
             f"epoch_us(event_timestamp)::HUGEINT * {_OFFSET_SCALE} "
             f"+ coalesce(source_offset + 1, 0) AS __feature_order "
-            f"FROM {parquet_scan(files)}"
+            f"FROM {scan}"
         )
     else:
         nulls = ", ".join(f"NULL::{_duck_type(spec, name)} AS {quote(name)}" for name in [*keys, *names])

@@ -72,7 +72,7 @@ def materialize(
     connection = duckdb.connect()
     try:
         connection.execute(
-            f"CREATE TEMP TABLE rows AS SELECT * FROM {parquet_scan(files)} {where}",
+            f"CREATE TEMP TABLE rows AS SELECT * FROM {parquet_scan(connection, dataset, files)} {where}",
             parameters,
         )
         offline_rows = int(connection.sql("SELECT count(*) FROM rows").fetchall()[0][0])

@@ -42,7 +42,7 @@ def cli(ctx: click.Context, repo: Path) -> None:
 
 @cli.group()
 def stack() -> None:
-    """The local stack: an Apache Kafka broker and Redis, as plain processes."""
+    """The local stack: an Apache Kafka broker, Redis and an S3 server, as plain processes."""
 
 
 @stack.command("up")
@@ -51,8 +51,9 @@ def stack() -> None:
 )
 @click.pass_obj
 def stack_up(context: _Context, timeout: float) -> None:
-    """Start Kafka and Redis unless they already answer, and wait until they do."""
+    """Start Kafka, Redis and an S3 server unless they already answer, and wait until they do."""
     from sluice import stack as local_stack
+    from sluice.stack.services import DEFAULT_S3_ENDPOINT
 
     config = context.config
     try:
@@ -63,6 +64,7 @@ def stack_up(context: _Context, timeout: float) -> None:
         click.echo(service.describe())
     click.echo(f"SLUICE_KAFKA_BOOTSTRAP={config.kafka.bootstrap_servers}")
     click.echo(f"SLUICE_REDIS_URL={config.redis.url}")
+    click.echo(f"SLUICE_S3_ENDPOINT={config.offline_store.endpoint_url or DEFAULT_S3_ENDPOINT}")
 
 
 @stack.command("down")
@@ -159,6 +161,20 @@ def apply(context: _Context) -> None:
     "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."
 )
 @click.option(
+    "--snapshot-interval",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds between state snapshots of each partition, beside the offline data (0: off; the "
+    "kafka engine writes them, both engines read them).",
+)
+@click.option(
+    "--instance-id",
+    envvar="SLUICE_WORKER_INSTANCE_ID",
+    help="Static group membership (Kafka's group.instance.id): a worker restarted under the same id gets "
+    "its partitions back without a rebalance. Unique per worker, for example the pod's name.",
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
     default="warn",
@@ -174,6 +190,8 @@ def worker(
     batch_window_ms: int,
     max_message_bytes: int,
     metrics_port: int,
+    snapshot_interval: float,
+    instance_id: str | None,
     loglevel: str,
 ) -> None:
     """Run a stream worker: Kafka into Redis and Parquet. Start several to share the partitions."""
@@ -189,6 +207,8 @@ def worker(
         batch_window_s=batch_window_ms / 1000,
         max_message_bytes=max_message_bytes,
         views=views,
+        snapshot_interval_s=snapshot_interval,
+        instance_id=instance_id or None,
     )
     metrics = WorkerMetrics()
     if metrics_port:
@@ -257,8 +277,8 @@ def rebuild(context: _Context, views: tuple[str, ...]) -> None:
 @click.option("--view", required=True, help="The feature view.")
 @click.option(
     "--events",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Parquet file of raw events: the source's join keys, timestamp field and value columns.",
+    help="Parquet file (a path or an s3://, gs://, abfs:// URI) of raw events: the source's join keys, "
+    "timestamp field and value columns.",
 )
 @click.option("--topic", help="Or a topic of raw events in the source's format (an archive), read whole.")
 @click.option(
@@ -268,7 +288,7 @@ def rebuild(context: _Context, views: tuple[str, ...]) -> None:
     help="UTC: the file's events before it are history, the topic's events from it are live.",
 )
 @click.pass_obj
-def backfill(context: _Context, view: str, events: Path | None, topic: str | None, cutover: datetime) -> None:
+def backfill(context: _Context, view: str, events: str | None, topic: str | None, cutover: datetime) -> None:
     """Load a view's history from raw events (a Parquet file or a topic), joined to its stream at a
     cutover; stop the workers first. Sets the view's stream rows aside and rewinds the worker group."""
     from offline_store.dataset import OfflineDataset
@@ -394,7 +414,7 @@ def profile(
         )
     except ProfileError as error:
         raise click.ClickException(str(error)) from None
-    folder = built.save(context.config.state_dir / "profiles")
+    folder = built.save(context.config.profiles_location, storage=context.config.offline_store)
     kinds = [feature.kind for feature in built.features.values()]
     click.echo(
         f"profiled {built.rows} rows of {model} {model_version}: {kinds.count('numeric')} numeric and "
@@ -479,7 +499,8 @@ def monitor(
         settings = MonitorSettings(
             window=timedelta(seconds=window_seconds),
             lateness=timedelta(seconds=lateness_seconds),
-            profiles=context.config.state_dir / "profiles",
+            profiles=context.config.profiles_location,
+            storage=context.config.offline_store,
             metrics=chosen,
             alpha=alpha,
             skew=skew,
@@ -550,7 +571,12 @@ def report(context: _Context, model: str, model_version: str, window_start: int 
 
     state = context.config.state_dir
     try:
-        reference = ReferenceProfile.load(state / "profiles", model=model, version=model_version)
+        reference = ReferenceProfile.load(
+            context.config.profiles_location,
+            model=model,
+            version=model_version,
+            storage=context.config.offline_store,
+        )
         path = window_summary_path(
             state / "monitor" / "scores", model=model, version=model_version, window_start_us=window_start
         )

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from features.config import KafkaConfig
 from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
+from offline_store.storage import Location
 from online_store.writer import FeatureRows
 from streams.decoding import EventDecoder
 from streams.transform import EventTransform
@@ -282,11 +282,12 @@ def _newest_until(rows: FeatureRows, now_us: int) -> FeatureRows:
     return rows.take(np.sort(np.fromiter(newest.values(), dtype=np.int64, count=len(newest))))
 
 
-def file_messages(path: Path, spec: FeatureViewSpec) -> list[bytes]:
-    """A Parquet file's events as JSON messages, so that they take the stream's decoder: one set of
-    types, ranges and reasons."""
+def file_messages(path: Path | str, spec: FeatureViewSpec) -> list[bytes]:
+    """A Parquet file's events (a local path or an object-storage URI, reached with the view's
+    settings) as JSON messages, so that they take the stream's decoder: one set of types, ranges and
+    reasons."""
     try:
-        table = pq.read_table(path)
+        table = Location.parse(str(path), spec.offline_store).read_parquet()
     except (OSError, pa.ArrowInvalid) as error:
         raise BackfillError(f"cannot read {path} as Parquet: {error}") from None
     # The columns the stream's decoder needs: with a udf, the message's fields (the udf makes the rest).

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -48,10 +49,10 @@ class _Writes:
         self.metrics = metrics
         self.in_flight: asyncio.Task[None] | None = None
 
-    def start(self, batches: list[tuple[PartitionProcessor, PreparedBatch]], offsets: dict[Any, int]) -> None:
+    def start(self, prepared: list[_Prepared], offsets: dict[Any, int]) -> None:
         if self.in_flight is not None and not self.in_flight.done():
             raise RuntimeError("a poll's writes are still in flight")
-        self.in_flight = asyncio.create_task(self._write(batches, offsets))
+        self.in_flight = asyncio.create_task(self._write(prepared, offsets))
 
     async def wait(self) -> None:
         """Return when the poll in flight is written and committed; raise what its commit raised."""
@@ -59,14 +60,29 @@ class _Writes:
             in_flight, self.in_flight = self.in_flight, None
             await in_flight
 
-    async def _write(
-        self, batches: list[tuple[PartitionProcessor, PreparedBatch]], offsets: dict[Any, int]
-    ) -> None:
+    async def _write(self, prepared: list[_Prepared], offsets: dict[Any, int]) -> None:
         # The partitions' batches side by side: one packs its Redis commands while Redis runs another's.
         await asyncio.gather(
-            *(write_until_done(processor, batch, self.metrics) for processor, batch in batches)
+            *(write_until_done(item.processor, item.batch, self.metrics) for item in prepared)
         )
         await self.consumer.commit(offsets)
+        # Snapshots only of committed state: a restart resumes at the commit, and replays from its snapshot.
+        for item in prepared:
+            if item.snapshot is not None:
+                await asyncio.to_thread(
+                    item.runtime.save_snapshot, item.processor.partition, item.snapshot, offset=item.offset
+                )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One partition's batch of a poll for one view, with the snapshot of its state taken right after it."""
+
+    runtime: ViewRuntime
+    processor: PartitionProcessor
+    batch: PreparedBatch
+    offset: int
+    snapshot: bytes | None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -81,6 +97,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             for partition in revoked:
                 for runtime in self.runtimes:
                     if runtime.spec.topic == partition.topic:
+                        processor = runtime.processors.get(partition.partition)
+                        if processor is not None and processor.applied_until >= 0 and runtime.snapshots:
+                            # Everything applied is committed: the next owner starts from here.
+                            await asyncio.to_thread(
+                                runtime.save_snapshot,
+                                partition.partition,
+                                processor.snapshot(),
+                                offset=processor.applied_until,
+                            )
                         runtime.forget(partition.partition)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -98,6 +123,7 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
+        group_instance_id=settings.instance_id,
         heartbeat_interval_ms=3_000,
         max_partition_fetch_bytes=8 << 20,
         fetch_max_bytes=64 << 20,
@@ -140,6 +166,9 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
                     # only slows them down. Overlap polls only while there is a backlog.
                     await writes.wait()
         await writes.wait()
+        # A clean stop: every applied batch is committed, so the next start replays nothing.
+        for runtime in runtimes:
+            await asyncio.to_thread(runtime.snapshot_all)
     except asyncio.CancelledError:
         if not stopping.is_set():
             raise
@@ -154,13 +183,23 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
 
 async def _prepare(
     polled: dict[TopicPartition, list[Any]], by_topic: dict[str, list[ViewRuntime]]
-) -> list[tuple[PartitionProcessor, PreparedBatch]]:
-    """Apply one poll's records to each view's window state, in a thread; returns what to write."""
+) -> list[_Prepared]:
+    """Apply one poll's records to each view's window state, in a thread; returns what to write, with
+    the snapshots due (taken before the next poll changes the state, written once committed)."""
     prepared = []
     for partition, records in polled.items():
         if not records:
             continue
         for runtime in by_topic[partition.topic]:
             processor = await runtime.processor_async(partition.partition, records[0].offset)
-            prepared.append((processor, await asyncio.to_thread(processor.prepare, records)))
+            due = runtime.snapshot_due(partition.partition)
+            batch, snapshot = await asyncio.to_thread(_apply, processor, records, due)
+            prepared.append(_Prepared(runtime, processor, batch, records[-1].offset, snapshot))
     return prepared
+
+
+def _apply(
+    processor: PartitionProcessor, records: list[Any], snapshot: bool
+) -> tuple[PreparedBatch, bytes | None]:
+    batch = processor.prepare(records)
+    return batch, processor.snapshot() if snapshot else None

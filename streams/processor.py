@@ -34,6 +34,7 @@ from streams.dead_letters import DeadLetter, DeadLetterSink, KafkaRecord
 from streams.decoding import DecodedBatch, EventDecoder
 from streams.metrics import WorkerMetrics
 from streams.moments import EMPTY_TIME
+from streams.snapshots import PartitionSnapshot
 from streams.transform import EventTransform
 from streams.windows import ChangeRows, WindowState
 
@@ -131,15 +132,38 @@ class PartitionProcessor:
                 chunk = []
         replayed += self._replay(chunk)
         self.dataset.remove_temporary(partition=self.partition)
-        written = [
+        uncommitted = [
             file
             for file in self.dataset.batch_files(partition=self.partition)
             if file.last_offset >= first_offset
         ]
+        # Batches written but not committed are replayed, and their rows rewritten to Redis; one cut
+        # short by a crash between its date files is deleted and computed again.
+        written, broken = self.dataset.whole_batches(uncommitted)
+        for file in broken:
+            file.location.delete()
         if written:
             self.replay_until = max(file.last_offset for file in written)
             self.pending_files = written
         return replayed
+
+    def restore(self, snapshot: PartitionSnapshot) -> None:
+        """Take up where a snapshot left off, before ``start`` replays what follows it."""
+        self.state = snapshot.state if self.spec.is_aggregated else None
+        self.max_event_time = snapshot.max_event_time
+        self.vocabularies = {
+            column: dict(snapshot.vocabularies.get(column, {})) for column in self.vocabularies
+        }
+        self.applied_until = snapshot.offset
+
+    def snapshot(self) -> bytes:
+        """What this processor knows now, at ``applied_until``, as a snapshot's bytes."""
+        return PartitionSnapshot(
+            offset=self.applied_until,
+            max_event_time=self.max_event_time,
+            vocabularies=self.vocabularies,
+            state=self.state,
+        ).to_bytes(self.spec)
 
     def prepare(self, records: Sequence[KafkaRecord]) -> PreparedBatch:
         """Apply records of this partition, in offset order, to the window state, once: records already

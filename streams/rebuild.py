@@ -14,6 +14,7 @@ from the rebuilt dataset (they stay in the folder set aside).
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from features.config import KafkaConfig
 from features.spec import FeatureViewSpec
+from offline_store.storage import Location
 
 if TYPE_CHECKING:
     from kafka import KafkaAdminClient
@@ -40,7 +42,7 @@ class RebuildError(RuntimeError):
 @dataclass(frozen=True, kw_only=True)
 class RebuildReport:
     views: tuple[str, ...]
-    set_aside: tuple[tuple[Path, Path], ...]
+    set_aside: tuple[tuple[str, str], ...]
     """(folder, where it went) for every folder moved out of the way."""
     rewound: dict[str, dict[int, int]]
     """Topic to partition to the offset the group starts from again."""
@@ -121,19 +123,22 @@ def _retrying(call: Callable[[], _T], *, timeout_s: float = 30.0) -> _T:
         time.sleep(0.5)
 
 
-def _set_aside(spec: FeatureViewSpec, stamp: str) -> list[tuple[Path, Path]]:
+def _set_aside(spec: FeatureViewSpec, stamp: str) -> list[tuple[str, str]]:
     """Move the view's dataset, and the old layout's rows under its batch source path, out of the way."""
     moved = []
-    folder = Path(spec.offline_path)
-    if folder.exists():
-        target = folder.with_name(f".{folder.name}.before-rebuild-{stamp}")
-        folder.rename(target)
-        moved.append((folder, target))
+    root = Location.parse(spec.offline_path, spec.offline_store)
+    if root.exists():
+        target = root.at(posixpath.join(posixpath.dirname(root.path), f".{root.name}.before-rebuild-{stamp}"))
+        root.move_to(target)
+        moved.append((root.uri, target.uri))
+    if not root.is_local:  # the old layout predates object storage
+        return moved
+    folder = Path(root.path)
     legacy = [path for path in folder.parent.glob("date=*") if path.is_dir()]
     if legacy:
-        target = folder.parent / f".legacy-rows.before-rebuild-{stamp}"
-        target.mkdir(exist_ok=True)
+        target_folder = folder.parent / f".legacy-rows.before-rebuild-{stamp}"
+        target_folder.mkdir(exist_ok=True)
         for path in legacy:
-            path.rename(target / path.name)
-            moved.append((path, target / path.name))
+            path.rename(target_folder / path.name)
+            moved.append((str(path), str(target_folder / path.name)))
     return moved

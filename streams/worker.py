@@ -25,6 +25,7 @@ from streams.dead_letters import DeadLetterSink, KafkaRecord
 from streams.kafka_clients import aiokafka_kwargs, producer
 from streams.metrics import WorkerMetrics
 from streams.processor import PartitionProcessor, PreparedBatch
+from streams.snapshots import SnapshotStore
 
 __all__ = ["ViewRuntime", "WorkerSettings", "view_runtimes", "write_until_done"]
 
@@ -43,6 +44,12 @@ class WorkerSettings:
     """Larger messages go to the dead-letter topic as oversized."""
     views: tuple[str, ...] = ()
     """Only these feature views; all streamed views when empty."""
+    snapshot_interval_s: float = 60.0
+    """How often each partition's state is snapshotted (after a commit, and at a clean stop or a
+    revocation), so that a restart replays only what follows; 0 turns snapshots off."""
+    instance_id: str | None = None
+    """Kafka's ``group.instance.id`` (static membership): a member restarted under the same id gets its
+    partitions back at once, without a rebalance, if it is back within the session timeout."""
 
 
 @dataclass
@@ -57,6 +64,14 @@ class ViewRuntime:
     metrics: WorkerMetrics
     settings: WorkerSettings
     processors: dict[int, PartitionProcessor] = field(default_factory=dict)
+    snapshotted_at: dict[int, float] = field(default_factory=dict)
+    """When each partition's state was last snapshotted (monotonic seconds)."""
+
+    @property
+    def snapshots(self) -> SnapshotStore | None:
+        if self.settings.snapshot_interval_s <= 0:
+            return None
+        return SnapshotStore(spec=self.spec, root=self.dataset.root)
 
     def processor(self, partition: int, first_offset: int) -> PartitionProcessor:
         """The partition's processor; a new one first rebuilds state from the partition's history."""
@@ -73,12 +88,19 @@ class ViewRuntime:
             max_message_bytes=self.settings.max_message_bytes,
         )
         started = time.perf_counter()
+        snapshots = self.snapshots
+        snapshot = snapshots.newest(partition, before=first_offset) if snapshots is not None else None
+        if snapshot is not None:
+            processor.restore(snapshot)
+        replay_from = snapshot.offset + 1 if snapshot is not None else 0
         replayed = processor.start(
-            first_offset=first_offset, history=history(self.kafka, self.spec.topic, partition, first_offset)
+            first_offset=first_offset,
+            history=history(self.kafka, self.spec.topic, partition, first_offset, start_offset=replay_from),
         )
         log.info(
-            "%s partition %d: rebuilt window state from %d records in %.2f s; resuming at offset %d",
-            self.spec.name, partition, replayed, time.perf_counter() - started, first_offset,
+            "%s partition %d: rebuilt window state from %d records in %.2f s (%s); resuming at offset %d",
+            self.spec.name, partition, replayed, time.perf_counter() - started,
+            f"snapshot at offset {snapshot.offset}" if snapshot is not None else "no snapshot", first_offset,
         )  # fmt: skip
         self.processors[partition] = processor
         return processor
@@ -93,6 +115,34 @@ class ViewRuntime:
     def forget(self, partition: int) -> None:
         """Drop a partition's state: it was revoked, and its next owner rebuilds it."""
         self.processors.pop(partition, None)
+        self.snapshotted_at.pop(partition, None)
+
+    def snapshot_due(self, partition: int) -> bool:
+        """Whether the partition's state is to be snapshotted at this batch (and then notes that it is)."""
+        if self.settings.snapshot_interval_s <= 0:
+            return False
+        now = time.monotonic()
+        if now - self.snapshotted_at.get(partition, -float("inf")) < self.settings.snapshot_interval_s:
+            return False
+        self.snapshotted_at[partition] = now
+        return True
+
+    def save_snapshot(self, partition: int, data: bytes, *, offset: int) -> None:
+        """Keep a snapshot whose offset is committed. A failed write costs only replay on a restart."""
+        snapshots = self.snapshots
+        if snapshots is None:
+            return
+        try:
+            snapshots.save(partition, data, offset=offset)
+        except OSError as error:
+            log.warning("%s partition %d: snapshot not written (%r)", self.spec.name, partition, error)
+            self.snapshotted_at.pop(partition, None)  # try again at the next batch
+
+    def snapshot_all(self) -> None:
+        """Snapshot every partition's state now: call only with every applied batch committed."""
+        for partition, processor in list(self.processors.items()):
+            if self.settings.snapshot_interval_s > 0 and processor.applied_until >= 0:
+                self.save_snapshot(partition, processor.snapshot(), offset=processor.applied_until)
 
 
 def view_runtimes(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetrics) -> list[ViewRuntime]:
@@ -144,13 +194,16 @@ async def write_until_done(
         delay = min(delay * 2, 10.0)
 
 
-def history(kafka: KafkaConfig, topic: str, partition: int, end_offset: int) -> Iterator[KafkaRecord]:
-    """The records of one partition before ``end_offset``, from the oldest the broker still has.
+def history(
+    kafka: KafkaConfig, topic: str, partition: int, end_offset: int, *, start_offset: int = 0
+) -> Iterator[KafkaRecord]:
+    """The records of one partition from ``start_offset`` (or the oldest the broker still has, if that
+    is later) up to ``end_offset``.
 
     Runs in a worker thread, so it reads with aiokafka on an event loop of its own (kafka-python's
     consumer is about ten times slower at this).
     """
-    if end_offset <= 0:
+    if end_offset <= start_offset:
         return
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -160,13 +213,17 @@ def history(kafka: KafkaConfig, topic: str, partition: int, end_offset: int) -> 
         # aiokafka clients must be created inside a running event loop.
         reader = AIOKafkaConsumer(
             enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a start the retention has deleted: the oldest kept
             max_partition_fetch_bytes=16 << 20,
             fetch_max_bytes=32 << 20,
             **aiokafka_kwargs(kafka),
         )
         await reader.start()
         reader.assign([assigned])
-        await reader.seek_to_beginning(assigned)
+        if start_offset > 0:
+            reader.seek(assigned, start_offset)
+        else:
+            await reader.seek_to_beginning(assigned)
         return reader
 
     loop = asyncio.new_event_loop()

@@ -32,7 +32,7 @@ transactions = KafkaSource(
     timestamp_field="ts",
     message_format=JsonFormat(schema_json="card_id BIGINT, amount DOUBLE, ts TIMESTAMP"),
     watermark_delay_threshold=timedelta(seconds={delay_s}),
-    batch_source=FileSource(name="transactions_history", path="offline", timestamp_field="event_timestamp"),
+    batch_source=FileSource(name="transactions_history", path="{offline}", timestamp_field="event_timestamp"),
 )
 
 # Tumbling 10 s, sliding 30 s every 10 s, and tumbling 60 s.
@@ -68,11 +68,14 @@ card_stats = StreamFeatureView(
 """
 
 
-def make_repo(root: Path, *, project: str, topic: str, partitions: int = 4, delay_s: int = 5) -> Path:
-    """A feature repo with one stream feature view over ``topic``."""
+def make_repo(
+    root: Path, *, project: str, topic: str, partitions: int = 4, delay_s: int = 5, offline: str = "offline"
+) -> Path:
+    """A feature repo with one stream feature view over ``topic``, its offline data under ``offline`` (a
+    path relative to the repo, or an object-storage URI)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "sluice.yaml").write_text(f"project: {project}\ntopics:\n  partitions: {partitions}\n")
-    (root / "definitions.py").write_text(DEFINITIONS.format(topic=topic, delay_s=delay_s))
+    (root / "definitions.py").write_text(DEFINITIONS.format(topic=topic, delay_s=delay_s, offline=offline))
     return root
 
 

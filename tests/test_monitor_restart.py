@@ -22,6 +22,7 @@ from monitors.events import PredictionEvent, decode
 from monitors.logger import PredictionLogger
 from streams.kafka_clients import ensure_topics
 from tests.streaming import BOOTSTRAP, delete_topics, sluice, stop
+from tests.test_object_storage import bucket, s3_keys  # noqa: F401 (bucket: a fixture)
 
 pytestmark = pytest.mark.stack
 
@@ -32,12 +33,21 @@ PER_WINDOW = 300
 
 
 @pytest.fixture
-def repo(tmp_path: Path, project: str, topic: str) -> Iterator[Path]:
+def profiles() -> str:
+    """Where the repo keeps reference profiles: the state folder, or ``s3`` for a bucket of its own."""
+    return "local"
+
+
+@pytest.fixture
+def repo(
+    tmp_path: Path, project: str, topic: str, profiles: str, request: pytest.FixtureRequest
+) -> Iterator[Path]:
     root = tmp_path / "repo"
     root.mkdir()
-    (root / "sluice.yaml").write_text(
-        f"project: {project}\ntopics: {{partitions: 3}}\nalerts: {{topic: {topic}.alerts}}\n"
-    )
+    settings = f"project: {project}\ntopics: {{partitions: 3}}\nalerts: {{topic: {topic}.alerts}}\n"
+    if profiles == "s3":
+        settings += f"profiles: s3://{request.getfixturevalue('bucket')}/profiles\n"
+    (root / "sluice.yaml").write_text(settings)
     rng = np.random.default_rng(0)
     training = tmp_path / "training.parquet"
     pd.DataFrame({name: rng.normal(0, 1, 5000) for name in FEATURES}).to_parquet(training)
@@ -111,9 +121,9 @@ def wait_for_reports(topic: str, count: int, process: subprocess.Popen[bytes], l
     wait_for(lambda: len(reports(topic)) >= count, process, log)
 
 
-@pytest.mark.parametrize("engine", ["kafka", "faust"])
+@pytest.mark.parametrize(("engine", "profiles"), [("kafka", "local"), ("faust", "local"), ("kafka", "s3")])
 def test_a_monitor_killed_with_a_window_open_finishes_it_whole_after_a_restart(
-    engine: str, repo: Path, topic: str, tmp_path: Path
+    engine: str, profiles: str, repo: Path, topic: str, tmp_path: Path
 ) -> None:
     config = load_config(repo, environ={**os.environ, **state(repo)})
     log = tmp_path / "monitor.log"
@@ -167,3 +177,8 @@ def test_a_monitor_killed_with_a_window_open_finishes_it_whole_after_a_restart(
                for score in report["scores"])
     ]  # fmt: skip
     assert drifting == list(range(3, 10))
+    if profiles == "s3":  # the profile the monitor scored against was read from the bucket
+        assert sorted(s3_keys(config.profiles_location.split("/")[2], "profiles/m/1/")) == [
+            "profiles/m/1/profile.json",
+            "profiles/m/1/samples.npz",
+        ]

@@ -150,3 +150,37 @@ def test_a_new_owner_removes_the_temporary_files_a_crash_left_in_its_partition(
     processor.start(first_offset=0, history=[])
     assert not mine.exists()
     assert theirs.exists()
+
+
+def test_a_batch_cut_short_between_its_date_files_is_computed_again_on_restart(
+    tmp_path: Path, stack_config: SluiceConfig, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    spec = load_repo(repo).spec("card_stats")
+    # The events start a few seconds before midnight: the batch writes one file per date.
+    events = transactions(2_000, cards=30, seed=8)
+    records = [
+        SourceRecord(topic=topic, partition=0, offset=offset, key=None, value=orjson.dumps(event))
+        for offset, event in enumerate(events)
+    ]
+    first = partition_processor(spec, redis_client, stack_config, WorkerMetrics())
+    first.write(first.prepare(records))
+    files = sorted(OfflineDataset(spec=spec).batch_files(), key=lambda file: file.date)
+    assert [file.date for file in files] == ["2025-12-31", "2026-01-01"]
+    # A crash after the first date's file and before the second's: no commit, one file of two.
+    files[1].location.delete()
+
+    restarted = partition_processor(spec, redis_client, stack_config, WorkerMetrics())
+    restarted.start(first_offset=0, history=[])
+    assert not list(OfflineDataset(spec=spec).batch_files()), "the partial batch is deleted"
+    outcome = restarted.write(restarted.prepare(records))
+    assert outcome.accepted == 2_000 and outcome.replayed == 0
+
+    frame = pd.DataFrame(events)
+    frame["ts_us"] = pd.to_datetime(frame["ts"]).astype("int64") // 1000
+    offline = OfflineDataset(spec=spec).read()
+    written = list(
+        zip(offline["card_id"].to_pylist(), offline["event_timestamp"].cast("int64").to_pylist(), strict=True)
+    )
+    assert len(written) == len(set(written))
+    assert set(written) == change_points(frame, spec, key="card_id", time="ts_us")

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import redis
 
@@ -189,3 +190,62 @@ def test_sigterm_stops_a_worker_within_10_s_while_redis_is_away_and_the_restart_
     assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
     cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
     assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
+
+
+def test_a_restart_after_a_clean_stop_replays_nothing_from_its_snapshots_and_stays_exact(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    whole = make_repo(tmp_path / "whole", project=f"{project}_whole", topic=topic)
+    assert sluice(repo, "apply").returncode == 0
+    assert sluice(whole, "apply").returncode == 0
+    events = transactions(30_000, cards=1_000, seed=21)
+    group = f"sluice-{project}"
+    log = tmp_path / "worker.log"
+    worker = None
+    try:
+        produce(topic, events[:15_000])
+        worker = start_worker(repo, log)
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        stop(worker)  # SIGTERM: a clean stop snapshots every partition at its commit
+        ends = end_offsets(topic)
+        snapshots = sorted(path.name for path in (repo / "offline" / "card_stats" / "_snapshots").iterdir())
+        assert [name for name in snapshots if name.endswith(f"{ends[int(name[-31:-26])] - 1:020d}.npz")], (
+            snapshots
+        )
+        produce(topic, events[15_000:])
+        worker = start_worker(repo, log)
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        stop(worker)
+        # The same stream, read once by a worker that never stopped: its rows are the truth.
+        worker = start_worker(whole, tmp_path / "whole.log")
+        wait_until_committed(f"sluice-{project}_whole", topic, workers=[worker], timeout_s=180)
+        stop(worker)
+        worker = None
+        caught_up = stream_times(topic)
+    finally:
+        if worker is not None:
+            stop(worker)
+        delete_topics(topic, f"{topic}.dlq")
+    second_start = log.read_text().split("consuming ")[-1]
+    resumed = re.findall(
+        r"rebuilt window state from (\d+) records .*\(snapshot at offset (\d+)\)", second_start
+    )
+    assert len(resumed) == len(ends) and all(count == "0" for count, _ in resumed), second_start[-3000:]
+    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    verified = sluice(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+    assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
+    pd.testing.assert_frame_equal(_offline_rows(repo), _offline_rows(whole), rtol=1e-9)
+
+
+def _offline_rows(repo: Path) -> pd.DataFrame:
+    """The view's value at each (entity, event time) as training sets read it: of the rows at one time,
+    the one last in the log. (A row's source offset, and how many rows share a time, follow the batches.)"""
+    table = OfflineDataset(spec=load_repo(repo).spec("card_stats")).read().drop_columns(["created_timestamp"])
+    frame = table.to_pandas().sort_values(["card_id", "event_timestamp", "source_offset"], kind="stable")
+    latest = frame.drop_duplicates(["card_id", "event_timestamp"], keep="last").drop(
+        columns=["source_offset"]
+    )
+    return latest.reset_index(drop=True)

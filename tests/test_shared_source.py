@@ -108,7 +108,7 @@ def test_three_views_on_one_topic_survive_sigkill_each_in_its_own_folder(
     assert folders == {name: repo / "offline" / name for name in ("counts", "sums", "latest")}
     for spec in loaded.specs:
         files = list(OfflineDataset(spec=spec).batch_files())
-        assert files and all(folders[spec.name] in file.path.parents for file in files), spec.name
+        assert files and all(folders[spec.name] in Path(file.path).parents for file in files), spec.name
     verified = sluice(repo, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.count("0 missing online, 0 differ, 0 duplicate offline rows") == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.spec import FeatureViewSpec
-from streams.snapshots import SnapshotError, dump_state, load_state
+from offline_store.storage import Location
+from streams.snapshots import PartitionSnapshot, SnapshotError, SnapshotStore, dump_state, load_state
 from streams.windows import ChangeRows, WindowState
 from tests.test_windows import SECOND, _integer_spec, _spec
 
@@ -122,3 +124,42 @@ def test_a_snapshot_of_another_definition_or_damaged_is_refused_with_the_reason(
         load_state(spec, data[: len(data) // 2])
     with pytest.raises(SnapshotError, match="unreadable snapshot"):
         load_state(spec, b"not a snapshot")
+
+
+def test_the_store_gives_the_newest_usable_snapshot_before_the_commit_and_keeps_two(tmp_path: Path) -> None:
+    spec = _spec()
+    store = SnapshotStore(spec=spec, root=Location.parse(str(tmp_path / "card_stats")))
+    state = WindowState(spec=spec)
+    _advance(state, {"keys": [1, 2], "times": np.array([5, 6]), "offsets": np.array([0, 1]),
+                     "values": {"amount": np.array([1.0, 2.0])}, "integers": None})  # fmt: skip
+
+    def snapshot(offset: int, of: FeatureViewSpec = spec) -> bytes:
+        return PartitionSnapshot(
+            offset=offset, max_event_time=6, vocabularies={"shop": {"a": 0}}, state=state
+        ).to_bytes(of)
+
+    store.save(0, snapshot(10), offset=10)
+    store.save(0, snapshot(20), offset=20)
+    store.save(1, snapshot(15), offset=15)  # another partition's
+    # The newest (at 30) was made by another definition of the view: the one at 20 is used.
+    store.save(0, snapshot(30, replace(spec, watermark_delay=timedelta(seconds=2))), offset=30)
+    assert sorted(path.name for path in (tmp_path / "card_stats" / "_snapshots").iterdir()) == [
+        f"{spec.topic}-00000-{20:020d}.npz",
+        f"{spec.topic}-00000-{30:020d}.npz",
+        f"{spec.topic}-00001-{15:020d}.npz",
+    ], "the newest two per partition are kept"
+    found = store.newest(0, before=100)
+    assert found is not None and found.offset == 20 and found.vocabularies == {"shop": {"a": 0}}
+    assert found.state is not None and found.state.entity_keys == [1, 2]
+    # A commit rewound below a snapshot (a rebuild): that snapshot is not of this history.
+    assert store.newest(0, before=20) is None
+    # A damaged file is skipped as well.
+    (tmp_path / "card_stats" / "_snapshots" / f"{spec.topic}-00001-{15:020d}.npz").write_bytes(b"torn")
+    assert store.newest(1, before=100) is None
+
+
+def test_a_view_without_aggregations_snapshots_its_watermark_alone() -> None:
+    spec = replace(_spec(), aggregations=(), features={"amount": "FLOAT64"})
+    data = PartitionSnapshot(offset=7, max_event_time=123, state=None).to_bytes(spec)
+    loaded = PartitionSnapshot.from_bytes(spec, data)
+    assert (loaded.offset, loaded.max_event_time, loaded.state) == (7, 123, None)

@@ -42,12 +42,13 @@ def _sluice(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.stack
 def test_status_stays_truthful_through_up_kill_up_down(tmp_path: Path) -> None:
-    kafka_port, redis_port = _free_port_pair(), _free_port_pair()
+    kafka_port, redis_port, s3_port = _free_port_pair(), _free_port_pair(), _free_port_pair()
     env = {
         **os.environ,
         "SLUICE_STATE_DIR": str(tmp_path / "state"),
         "SLUICE_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
         "SLUICE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SLUICE_S3_ENDPOINT": f"http://127.0.0.1:{s3_port}",
         "SLUICE_REDIS_CLUSTER_URL": "none",  # the cluster has its own test (test_redis_cluster.py)
     }
     try:
@@ -57,11 +58,11 @@ def test_status_stays_truthful_through_up_kill_up_down(tmp_path: Path) -> None:
 
         started = _sluice(env, "stack", "up")
         assert started.returncode == 0, started.stderr
-        assert started.stdout.count("running (pid") == 2
+        assert started.stdout.count("running (pid") == 3
 
         again = _sluice(env, "stack", "up")
         assert again.returncode == 0
-        assert again.stdout.splitlines()[:2] == started.stdout.splitlines()[:2], "a second up starts nothing"
+        assert again.stdout.splitlines()[:3] == started.stdout.splitlines()[:3], "a second up starts nothing"
 
         kafka_pid = int((tmp_path / "state" / "run" / "kafka.pid").read_text())
         os.kill(kafka_pid, signal.SIGKILL)
@@ -76,10 +77,10 @@ def test_status_stays_truthful_through_up_kill_up_down(tmp_path: Path) -> None:
         assert _sluice(env, "stack", "status").returncode == 0
     finally:
         stopped = _sluice(env, "stack", "down")
-    assert stopped.stdout.strip() == "stopped: kafka, redis"
+    assert stopped.stdout.strip() == "stopped: kafka, redis, s3"
     after_down = _sluice(env, "stack", "status")
     assert after_down.returncode == 1
-    assert after_down.stdout.count(" down") == 2
+    assert after_down.stdout.count(" down") == 3
     assert _sluice(env, "stack", "down").stdout.startswith("nothing to stop")
 
 

@@ -1,4 +1,4 @@
-"""The local stack: one Apache Kafka broker, one Redis and a Redis Cluster of six nodes
+"""The local stack: one Apache Kafka broker, one Redis, one S3 server and a Redis Cluster of six nodes
 (``sluice.stack.cluster``), as plain processes, for hosts without Docker.
 
 ``up`` and ``down`` are idempotent. ``up`` starts only what does not already answer and waits until
@@ -17,7 +17,7 @@ from typing import Literal
 from features.config import SluiceConfig
 from sluice.stack.cluster import cluster_nodes, form
 from sluice.stack.process import ManagedProcess
-from sluice.stack.services import KafkaBroker, RedisServer, Service, StackError
+from sluice.stack.services import KafkaBroker, RedisServer, S3Server, Service, StackError
 
 __all__ = ["ServiceStatus", "StackError", "down", "status", "up"]
 
@@ -50,6 +50,7 @@ def _services(config: SluiceConfig) -> list[Service]:
     services: list[Service] = [KafkaBroker(config=config.kafka, state_dir=config.state_dir)]
     if config.redis.redis_type == "redis":
         services.append(RedisServer(config=config.redis, state_dir=config.state_dir))
+    services.append(S3Server(config=config.offline_store, state_dir=config.state_dir))
     services += cluster_nodes(config)
     return services
 

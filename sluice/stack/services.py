@@ -1,8 +1,9 @@
-"""The two daemons of the local stack: an Apache Kafka broker (KRaft) and Redis.
+"""The daemons of the local stack: an Apache Kafka broker (KRaft), Redis, and an S3 server.
 
 Each service knows how to check its prerequisites, prepare its state folder, build its command
 line and tell whether it answers. The broker's jars come from Maven Central through
-``deploy/local/kafka/pom.xml``; Redis is Debian's ``redis-server``.
+``deploy/local/kafka/pom.xml``; Redis is Debian's ``redis-server``; the S3 server is moto's, from
+PyPI through ``deploy/local/moto/requirements.txt``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,24 @@ import base64
 import hashlib
 import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from features.config import KafkaConfig, RedisConfig
+from features.config import KafkaConfig, OfflineStoreConfig, RedisConfig
 
-__all__ = ["DEPLOY_LOCAL", "KafkaBroker", "RedisServer", "Service", "StackError"]
+__all__ = [
+    "DEFAULT_S3_ENDPOINT",
+    "DEPLOY_LOCAL",
+    "KafkaBroker",
+    "RedisServer",
+    "S3Server",
+    "Service",
+    "StackError",
+]
 
 DEPLOY_LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
 
@@ -29,6 +39,8 @@ class StackError(RuntimeError):
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+DEFAULT_S3_ENDPOINT = "http://127.0.0.1:5000"
+"""Where the local stack's S3 server listens when ``offline_store.endpoint_url`` names none."""
 
 
 class Service(Protocol):
@@ -260,3 +272,76 @@ class RedisServer:
             return False
         finally:
             client.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Server:
+    """An S3-compatible server for offline data at ``s3://``: moto's server mode, from PyPI, in a
+    virtual environment of its own (its pinned botocore needs an older python-dateutil than ours).
+
+    It keeps objects in memory, so a restart empties it: a server for tests and trials, not for data
+    that must last (for that, point ``offline_store.endpoint_url`` at a real one)."""
+
+    config: OfflineStoreConfig
+    state_dir: Path
+    name: str = "s3"
+
+    @property
+    def address(self) -> str:
+        return urlsplit(self.config.endpoint_url or DEFAULT_S3_ENDPOINT).netloc
+
+    @property
+    def is_local(self) -> bool:
+        host, _, port = self.address.partition(":")
+        return host in LOOPBACK_HOSTS and port.isdigit()
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def venv(self) -> Path:
+        return self.state_dir / "tools" / "moto"
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return ("moto_server", str(self.port))
+
+    def check_prerequisites(self) -> None:
+        """moto comes from PyPI; the venv module of this Python builds its environment."""
+
+    def prepare(self) -> None:
+        requirements = DEPLOY_LOCAL / "moto" / "requirements.txt"
+        stamp = self.venv / ".requirements.sha256"
+        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+        if stamp.is_file() and stamp.read_text() == digest:
+            return
+        steps = [
+            [sys.executable, "-m", "venv", "--clear", str(self.venv)],
+            [str(self.venv / "bin" / "pip"), "install", "-q", "--no-deps", "-r", str(requirements)],
+        ]
+        for step in steps:
+            result = subprocess.run(step, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise StackError(
+                    f"could not install moto's S3 server from PyPI ({' '.join(step[:3])} exited "
+                    f"{result.returncode}):\n{(result.stdout + result.stderr)[-2000:]}"
+                )
+        stamp.write_text(digest)
+
+    def command(self) -> list[str]:
+        return [str(self.venv / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def answers(self) -> bool:
+        """Whether the server answers an HTTP request (S3 answers any request, if only with an error)."""
+        import http.client
+
+        connection = http.client.HTTPConnection(self.address, timeout=1)
+        try:
+            connection.request("HEAD", "/")
+            connection.getresponse()
+            return True
+        except OSError:
+            return False
+        finally:
+            connection.close()
