@@ -42,7 +42,7 @@ def cli(ctx: click.Context, repo: Path) -> None:
 
 @cli.group()
 def stack() -> None:
-    """The local stack: an Apache Kafka broker, Redis and an S3 server, as plain processes."""
+    """The local stack: a Kafka broker, Redis, a Redis Cluster and an S3 server, as plain processes."""
 
 
 @stack.command("up")
@@ -51,7 +51,7 @@ def stack() -> None:
 )
 @click.pass_obj
 def stack_up(context: _Context, timeout: float) -> None:
-    """Start Kafka, Redis and an S3 server unless they already answer, and wait until they do."""
+    """Start Kafka, Redis, the Redis Cluster and an S3 server unless they answer, and wait until they do."""
     from sluice import stack as local_stack
     from sluice.stack.services import DEFAULT_S3_ENDPOINT
 
