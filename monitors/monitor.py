@@ -25,6 +25,7 @@ from monitors.events import PredictionEvent
 from monitors.profile import ProfileError, ReferenceProfile
 from monitors.skew import SkewSample, SkewSettings, skew_scores
 from monitors.window import ServingWindow
+from offline_store.storage import StorageError
 
 __all__ = ["ClosedWindow", "Monitor", "MonitorSettings"]
 
@@ -187,7 +188,7 @@ class Monitor:
                 return None
             try:
                 profile = self._load(*key)
-            except ProfileError as error:
+            except (ProfileError, StorageError) as error:  # missing, or its store is away: try later
                 if failed_at is None:
                     log.warning("%s", error)
                 self._missing[key] = self._clock()

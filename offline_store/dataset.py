@@ -201,10 +201,7 @@ class OfflineDataset:
             batches.setdefault((file.first_offset, file.last_offset), []).append(file)
         whole: list[BatchFile] = []
         for position, (_, batch) in enumerate(sorted(batches.items())):
-            schema = self.root.at(batch[0].location.path).read_schema()
-            listed = (schema.metadata or {}).get(_BATCH_DATES)
-            # Files written before the dates were recorded are taken as whole, as they always were.
-            if listed is not None and set(listed.decode().split(",")) - {file.date for file in batch}:
+            if not self._whole(batch):
                 later = [file for _, rest in sorted(batches.items())[position:] for file in rest]
                 return whole, later
             whole += batch
@@ -219,6 +216,16 @@ class OfflineDataset:
                 and posixpath.dirname(posixpath.dirname(file.path)) == self.root.path
             ):
                 yield file
+
+    def _whole(self, batch: list[BatchFile]) -> bool:
+        """Whether every date file of one batch is there, by the dates its first file lists."""
+        try:
+            schema = self.root.at(batch[0].location.path).read_schema()
+        except (OSError, pa.ArrowInvalid):  # a file cut short: the batch is not whole either
+            return False
+        listed = (schema.metadata or {}).get(_BATCH_DATES)
+        # Files written before the dates were recorded are taken as whole, as they always were.
+        return listed is None or set(listed.decode().split(",")) <= {file.date for file in batch}
 
     def batch_files(self, *, partition: int | None = None) -> Iterator[BatchFile]:
         """Every batch file of this view's topic (optionally of one partition), in no particular order."""
@@ -250,6 +257,8 @@ class OfflineDataset:
         """Delete the temporary files a crash left behind for one partition; returns how many.
 
         Only the partition's owner writes them, so a new owner removes them before its first write."""
+        if not self.root.is_local:
+            return 0  # object storage has no temporary files: objects are written under their names
         prefix = f".{self.spec.topic}-{partition:05d}-"
         orphans = [
             file for file in self._files() if file.name.startswith(prefix) and file.name.endswith(".tmp")

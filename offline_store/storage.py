@@ -72,6 +72,11 @@ class Location:
             )
         if not parts.netloc:
             raise StorageError(f"{uri!r} names no bucket: write {scheme}://<bucket>/<prefix>")
+        container, _, host = parts.netloc.partition("@")
+        if host:  # abfs://<container>@<account>.dfs.core.windows.net/<path>
+            path = f"{container}{parts.path}".rstrip("/")
+            filesystem = _filesystem(scheme, options or OfflineStoreConfig(), container, host.split(".")[0])
+            return cls(filesystem, path, scheme)
         path = f"{parts.netloc}{parts.path}".rstrip("/")
         return cls(_filesystem(scheme, options or OfflineStoreConfig(), parts.netloc), path, scheme)
 
@@ -133,7 +138,14 @@ class Location:
         return self._call(lambda: pq.read_schema(self.path, filesystem=self.filesystem))
 
     def write_parquet(self, table: pa.Table, **options: Any) -> None:
-        """Write the table as this file, whole or not at all (see the module's note)."""
+        """Write the table as this file, whole or not at all (see the module's note). On object storage
+        the file is made in memory first: an upload stream that an error interrupts may still complete
+        the object with what it had (apache/arrow#40502)."""
+        if not self.is_local:
+            buffer = pa.BufferOutputStream()
+            pq.write_table(table, buffer, **options)
+            self.write_bytes(buffer.getvalue().to_pybytes())
+            return
         self._call(
             lambda: self._write(
                 lambda path: pq.write_table(table, path, filesystem=self.filesystem, **options)
@@ -183,9 +195,11 @@ class Location:
 
 
 @cache
-def _filesystem(scheme: str, options: OfflineStoreConfig, bucket: str) -> pafs.FileSystem:
-    """One file system per scheme and options (pyarrow's clients keep connection pools worth reusing)."""
-    del bucket  # one client serves every bucket of a store
+def _filesystem(
+    scheme: str, options: OfflineStoreConfig, bucket: str, account: str | None = None
+) -> pafs.FileSystem:
+    """One file system per scheme, options and bucket (or Azure account), reused: pyarrow's clients keep
+    connection pools worth reusing."""
     if scheme == "s3":
         endpoint = (
             options.endpoint_url
@@ -193,6 +207,8 @@ def _filesystem(scheme: str, options: OfflineStoreConfig, bucket: str) -> pafs.F
             or os.environ.get("AWS_ENDPOINT_URL")
         )
         region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region is None and not endpoint:
+            region = _bucket_region(bucket)  # AWS itself: ask where the bucket is
         kwargs: dict[str, Any] = {"region": region or "us-east-1"}
         if endpoint:
             parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -203,7 +219,8 @@ def _filesystem(scheme: str, options: OfflineStoreConfig, bucket: str) -> pafs.F
             parts = urlsplit(options.endpoint_url)
             return pafs.GcsFileSystem(endpoint_override=parts.netloc, scheme=parts.scheme)
         return pafs.GcsFileSystem()
-    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
+    # abfs://container@account.dfs.core.windows.net/...: the account from the URI, else the environment's.
+    account = account or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
     if not account:
         raise StorageError(f"{scheme}:// needs the storage account's name in AZURE_STORAGE_ACCOUNT_NAME")
     azure: dict[str, Any] = {"account_name": account}
@@ -218,3 +235,11 @@ def _filesystem(scheme: str, options: OfflineStoreConfig, bucket: str) -> pafs.F
             "dfs_storage_scheme": parts.scheme,
         }
     return pafs.AzureFileSystem(**azure)
+
+
+def _bucket_region(bucket: str) -> str | None:
+    """The AWS region of a bucket, or None when it cannot be found (the request then says why)."""
+    try:
+        return str(pafs.resolve_s3_region(bucket))
+    except OSError:
+        return None

@@ -97,16 +97,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             for partition in revoked:
                 for runtime in self.runtimes:
                     if runtime.spec.topic == partition.topic:
-                        processor = runtime.processors.get(partition.partition)
-                        if processor is not None and processor.applied_until >= 0 and runtime.snapshots:
+                        try:
                             # Everything applied is committed: the next owner starts from here.
-                            await asyncio.to_thread(
-                                runtime.save_snapshot,
-                                partition.partition,
-                                processor.snapshot(),
-                                offset=processor.applied_until,
-                            )
-                        runtime.forget(partition.partition)
+                            await asyncio.to_thread(runtime.snapshot_partition, partition.partition)
+                        except Exception as error:  # a snapshot only saves replay: never keep stale state
+                            log.warning("%s: no snapshot at revocation (%r)", runtime.spec.name, error)
+                        finally:
+                            runtime.forget(partition.partition)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
@@ -133,6 +130,7 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
     writes = _Writes(consumer, metrics)
     consumer.subscribe(list(by_topic), listener=_Rebalance(runtimes, busy, writes))
     stopping = asyncio.Event()
+    grace: list[asyncio.TimerHandle] = []
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -142,7 +140,7 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
         # its offsets are not committed, so the next owner processes it again and nothing is lost.
         if not stopping.is_set():
             stopping.set()
-            loop.call_later(STOP_GRACE_S, main.cancel)
+            grace.append(loop.call_later(STOP_GRACE_S, main.cancel))
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
@@ -166,6 +164,8 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
                     # only slows them down. Overlap polls only while there is a backlog.
                     await writes.wait()
         await writes.wait()
+        for handle in grace:  # committed: the grace period was for the writes, not for the snapshots
+            handle.cancel()
         # A clean stop: every applied batch is committed, so the next start replays nothing.
         for runtime in runtimes:
             await asyncio.to_thread(runtime.snapshot_all)
@@ -194,7 +194,7 @@ async def _prepare(
             processor = await runtime.processor_async(partition.partition, records[0].offset)
             due = runtime.snapshot_due(partition.partition)
             batch, snapshot = await asyncio.to_thread(_apply, processor, records, due)
-            prepared.append(_Prepared(runtime, processor, batch, records[-1].offset, snapshot))
+            prepared.append(_Prepared(runtime, processor, batch, processor.applied_until, snapshot))
     return prepared
 
 

@@ -54,6 +54,19 @@ FORMAT = 1
 """The layout of the arrays in a snapshot; a change to ``WindowState``'s arrays raises it."""
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sluice")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+_SLUICE_VERSION = _version()
+"""Part of every fingerprint: another release may compute windows or late events differently."""
+
+
 class SnapshotError(ValueError):
     """A snapshot that cannot be used for this view: another definition, format, or a damaged file."""
 
@@ -61,7 +74,7 @@ class SnapshotError(ValueError):
 def state_fingerprint(spec: FeatureViewSpec) -> str:
     """The identity of the state a view's definition makes: any change to the definition changes it
     (conservatively: a change that would keep the state valid also does, and costs one replay)."""
-    return hashlib.sha256(f"{FORMAT}\n{spec!r}".encode()).hexdigest()
+    return hashlib.sha256(f"{FORMAT}\n{_SLUICE_VERSION}\n{spec!r}".encode()).hexdigest()
 
 
 def dump_state(state: WindowState) -> bytes:
@@ -128,12 +141,19 @@ class SnapshotStore:
 
     def save(self, partition: int, data: bytes, *, offset: int) -> None:
         self.folder.child(f"{self.spec.topic}-{partition:05d}-{offset:020d}.npz").write_bytes(data)
-        for old in self._snapshots(partition)[self.KEEP :]:
-            old[1].delete()
+        # Only older ones go: after a group reset below them, later snapshots stay valid (a log's
+        # records do not change), and the new one must not be the one deleted.
+        older = [location for other, location in self._snapshots(partition) if other < offset]
+        for location in older[self.KEEP - 1 :]:
+            location.delete()
 
     def newest(self, partition: int, *, before: int) -> PartitionSnapshot | None:
         """The newest usable snapshot of the partition at an offset before ``before`` (the committed
         offset), or None. One made by another definition, udf or sluice version is skipped, and said."""
+        temporary = f".{self.spec.topic}-{partition:05d}-"
+        for location in self.folder.files(recursive=False):
+            if location.name.startswith(temporary) and location.name.endswith(".tmp"):
+                location.delete()  # a write a crash cut short
         for offset, location in self._snapshots(partition):
             if offset >= before:
                 continue  # past the committed offset (the group was rewound): not this history

@@ -92,6 +92,7 @@ class ViewRuntime:
         snapshot = snapshots.newest(partition, before=first_offset) if snapshots is not None else None
         if snapshot is not None:
             processor.restore(snapshot)
+            self.snapshotted_at[partition] = time.monotonic()  # what it would write, it just read
         replay_from = snapshot.offset + 1 if snapshot is not None else 0
         replayed = processor.start(
             first_offset=first_offset,
@@ -138,11 +139,16 @@ class ViewRuntime:
             log.warning("%s partition %d: snapshot not written (%r)", self.spec.name, partition, error)
             self.snapshotted_at.pop(partition, None)  # try again at the next batch
 
+    def snapshot_partition(self, partition: int) -> None:
+        """Snapshot one partition's state now: call only with every applied batch committed."""
+        processor = self.processors.get(partition)
+        if processor is not None and self.settings.snapshot_interval_s > 0 and processor.applied_until >= 0:
+            self.save_snapshot(partition, processor.snapshot(), offset=processor.applied_until)
+
     def snapshot_all(self) -> None:
         """Snapshot every partition's state now: call only with every applied batch committed."""
-        for partition, processor in list(self.processors.items()):
-            if self.settings.snapshot_interval_s > 0 and processor.applied_until >= 0:
-                self.save_snapshot(partition, processor.snapshot(), offset=processor.applied_until)
+        for partition in list(self.processors):
+            self.snapshot_partition(partition)
 
 
 def view_runtimes(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetrics) -> list[ViewRuntime]:
@@ -228,10 +234,17 @@ def history(
 
     loop = asyncio.new_event_loop()
     reader = loop.run_until_complete(open_reader())
+    first = True
     try:
         while loop.run_until_complete(reader.position(assigned)) < end_offset:
             batches = loop.run_until_complete(reader.getmany(assigned, timeout_ms=1000, max_records=50_000))
             for message in batches.get(assigned, []):
+                if first and start_offset > 0 and message.offset > start_offset:
+                    log.warning(
+                        "%s[%d]: offsets %d..%d are gone (retention); the state is rebuilt without them",
+                        topic, partition, start_offset, message.offset - 1,
+                    )  # fmt: skip
+                first = False
                 if message.offset >= end_offset:
                     return
                 yield message
