@@ -172,8 +172,11 @@ def test_worker_verify_and_materialize_on_s3_with_a_sigkill_mid_stream(
     # Every offset of every partition is in exactly one object, as a plain S3 client lists them.
     spec = load_repo(repo).spec("card_stats")
     # (pyarrow leaves an empty marker object for a folder whose last file it deleted: not data.)
-    keys = [key for key in s3_keys(bucket, "features/card_stats/") if not key.endswith("/")]
+    keys = [key for key in s3_keys(bucket, "features/card_stats/date=") if not key.endswith("/")]
     assert keys and all(key.endswith(".parquet") for key in keys), keys
+    # The state snapshots are beside the data, in the bucket too: at least one per partition.
+    snapshots = s3_keys(bucket, "features/card_stats/_snapshots/")
+    assert {int(re.findall(r"-(\d{5})-\d{20}\.npz$", key)[0]) for key in snapshots} == set(ends), snapshots
     for partition, end in ends.items():
         named = [re.search(r"-(\d{5})-(\d{20})-(\d{20})\.parquet$", key) for key in keys]
         ranges = sorted({(int(m[2]), int(m[3])) for m in named if m is not None and int(m[1]) == partition})
