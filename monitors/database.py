@@ -1,7 +1,8 @@
 """The alert and job store's tables, and how to open it: SQLite by default, any SQLAlchemy URL.
 
 One schema for the monitor's durable state: alerts and the streaks that lead to them, the delivery
-outbox with every attempt, retraining jobs, and the model versions they register. SQLite runs in WAL
+outbox with every attempt, retraining jobs, the model versions they register, and the window parts
+that monitors sharing a topic merge (``monitors.parts``). SQLite runs in WAL
 mode with a busy timeout, so the monitor, its delivery thread and ``sluice alerts list`` can share the
 file; several monitors share a PostgreSQL URL instead.
 """
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -26,7 +28,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
@@ -123,6 +125,38 @@ model_versions = Table(
     Column("created_at", Float, nullable=False),
 )
 
+window_parts = Table(
+    "sluice_window_parts",
+    metadata,
+    Column("topic", String(250), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("window_start_us", BigInteger, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("window", LargeBinary, nullable=False),
+    Column("skew", LargeBinary, nullable=True),
+)
+
+partition_marks = Table(
+    "sluice_partition_marks",
+    metadata,
+    Column("topic", String(250), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("mark", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+merged_windows = Table(
+    "sluice_merged_windows",
+    metadata,
+    Column("topic", String(250), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("window_start_us", BigInteger, primary_key=True),
+    Column("window", LargeBinary, nullable=True),
+    Column("merged_at", Float, nullable=False),
+)
+
 
 class StoreError(Exception):
     """The store URL cannot be used: not a URL, a driver that is not installed, or unreachable."""
@@ -171,8 +205,20 @@ def _open(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30} if sqlite else {})
     if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
-    metadata.create_all(engine)
+    _create_tables(engine)
     return engine
+
+
+def _create_tables(engine: Engine, *, attempts: int = 5) -> None:
+    """Create the missing tables. Monitors that start together race to create them (each checks, then
+    creates): the loser's CREATE fails with "already exists", and looking again finds the table."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError) as error:
+            if "already exists" not in str(error) or attempt == attempts - 1:
+                raise
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "PredictionEvent",
     "decode",
     "encode",
+    "prediction_from_data",
 ]
 
 PREDICTION_TYPE = "io.sluice.prediction"
@@ -124,15 +125,7 @@ def decode(headers: Headers, value: bytes | None) -> PredictionEvent | LabelEven
     if not isinstance(data, dict):
         raise EventError("schema", "data must be a JSON object")
     if kind == PREDICTION_TYPE:
-        return PredictionEvent(
-            model=_text(data, "model"),
-            version=_text(data, "version"),
-            request_id=_text(data, "request_id"),
-            features=_object(data, "features"),
-            entities=_object(data, "entities", required=False),
-            outputs=_object(data, "outputs", required=False),
-            event_time=_time(data.get("event_time")),
-        )
+        return prediction_from_data(data)
     if kind == LABEL_TYPE:
         if "label" not in data:
             raise EventError("schema", "a label event needs a 'label'")
@@ -205,6 +198,19 @@ class KServeJoiner:
                 )
             )
         return events
+
+
+def prediction_from_data(data: Mapping[str, Any]) -> PredictionEvent:
+    """The prediction event of a CloudEvent's data (``PredictionEvent.data``); raises ``EventError``."""
+    return PredictionEvent(
+        model=_text(data, "model"),
+        version=_text(data, "version"),
+        request_id=_text(data, "request_id"),
+        features=_object(data, "features"),
+        entities=_object(data, "entities", required=False),
+        outputs=_object(data, "outputs", required=False),
+        event_time=_time(data.get("event_time")),
+    )
 
 
 def _kserve(kind: str, attributes: Mapping[str, bytes], data: Any) -> KServePart:

@@ -67,13 +67,15 @@ def add_monitor(
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: faust.App, revoked: set[Any], **_: Any) -> None:
         # Their records will be read again by whoever gets the partitions.
-        for partition in revoked:
-            if partition.topic == pipeline.topic:
-                held.pop(partition.partition, None)
+        lost = [partition.partition for partition in revoked if partition.topic == pipeline.topic]
+        for partition in lost:
+            held.pop(partition, None)
+        await asyncio.to_thread(pipeline.revoked, lost)
 
     @app.task  # type: ignore[untyped-decorator]
     async def incidents() -> None:
         pipeline.incidents.start()
         while True:
+            await asyncio.to_thread(pipeline.tick)
             await asyncio.to_thread(pipeline.incidents.tick)
             await asyncio.sleep(0.2)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from features.config import SluiceConfig
 from monitors.worker import MonitorPipeline
@@ -27,7 +27,6 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
     """Consume until SIGTERM or SIGINT; then commit what is safe, leave the group and close the pipeline."""
     topic = pipeline.topic
     consumer = AIOKafkaConsumer(
-        topic,
         group_id=pipeline.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -41,24 +40,43 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
         loop.add_signal_handler(signum, stopping.set)
     try:
         await consumer.start()
+        consumer.subscribe([topic], listener=_Forget(pipeline))
         pipeline.incidents.start()
         log.info("monitoring %s as group %s", topic, pipeline.group)
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
             if batches:
-                highwater = {
-                    partition.partition: consumer.highwater(partition) for partition in consumer.assignment()
+                assigned = consumer.assignment()
+                highwater = {partition.partition: consumer.highwater(partition) for partition in assigned}
+                positions = {
+                    partition.partition: await consumer.position(partition) for partition in assigned
                 }
                 done = await asyncio.to_thread(
                     pipeline.process,
                     {partition.partition: records for partition, records in batches.items()},
                     highwater=highwater,
+                    positions=positions,
                 )
                 await consumer.commit(
                     {TopicPartition(topic, partition): end for partition, end in done.items()}
                 )
+            else:
+                await asyncio.to_thread(pipeline.tick)
             await asyncio.to_thread(pipeline.incidents.tick)
     finally:
         with contextlib.suppress(Exception):
             await consumer.stop()
         pipeline.close()
+
+
+class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tells the pipeline which partitions it lost, before they go to another monitor; logs the new ones."""
+
+    def __init__(self, pipeline: MonitorPipeline) -> None:
+        self.pipeline = pipeline
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await asyncio.to_thread(self.pipeline.revoked, [partition.partition for partition in revoked])
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("reading partitions %s", ",".join(str(p.partition) for p in sorted(assigned)) or "none")

@@ -17,7 +17,6 @@ __all__ = [
     "ks_wasserstein_padded",
     "ks_wasserstein_rows",
     "ks_wasserstein_sorted",
-    "seed",
     "wasserstein_sorted",
     "window_update",
 ]
@@ -154,24 +153,58 @@ def ks_wasserstein_rows(first: np.ndarray, second: np.ndarray) -> np.ndarray:  #
     return result
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _after(keys: np.ndarray, values: np.ndarray, a: int, b: int, feature: int) -> bool:  # pragma: no cover
+    """Whether sample slot ``a`` comes after slot ``b`` in the (key, value) order."""
+    return bool(
+        keys[feature, a] > keys[feature, b]
+        or (keys[feature, a] == keys[feature, b] and values[feature, a] > values[feature, b])
+    )
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(keys: np.ndarray, values: np.ndarray, size: int, feature: int) -> None:  # pragma: no cover
+    """Restore the max-heap below the root of one feature's sample after the root was replaced."""
+    slot = 0
+    while True:
+        largest, left, right = slot, 2 * slot + 1, 2 * slot + 2
+        if left < size and _after(keys, values, left, largest, feature):
+            largest = left
+        if right < size and _after(keys, values, right, largest, feature):
+            largest = right
+        if largest == slot:
+            return
+        keys[feature, slot], keys[feature, largest] = keys[feature, largest], keys[feature, slot]
+        values[feature, slot], values[feature, largest] = values[feature, largest], values[feature, slot]
+        slot = largest
+
+
 @njit(cache=True, nogil=True)
 def window_update(
     values: np.ndarray,
+    row_keys: np.ndarray,
     edges: np.ndarray,
     counts: np.ndarray,
     nulls: np.ndarray,
-    reservoir: np.ndarray,
+    sample_keys: np.ndarray,
+    sample_values: np.ndarray,
     seen: np.ndarray,
     moments: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Add a batch of rows (one column per numeric feature) to a window, in O(1) memory per feature.
+    """Add a batch of rows (one column per numeric feature, one 64-bit key per row) to a window, in
+    O(1) memory per feature.
 
-    Per feature: a count per reference bin (``edges`` padded with +inf), the nulls, a uniform
-    reservoir sample (algorithm R; ``seen`` values so far) and count, sum, sum of squares, min, max.
+    Per feature: a count per reference bin (``edges`` padded with +inf), the nulls, the sample of the
+    values with the smallest (key, value) pairs (bottom-k, a max-heap of ``sample_keys`` and
+    ``sample_values``), the count of values (``seen``), and sum, sum of squares, min and max. The keys
+    are hashes of the events' request ids, so the sample is a uniform one that does not depend on the
+    order of the rows or on how they were split: two windows' samples merge into the one sample of
+    their union (``ServingWindow.merged``).
     """
     rows, features = values.shape
-    capacity = reservoir.shape[1]
+    capacity = sample_keys.shape[1]
     for row in range(rows):
+        key = row_keys[row]
         for feature in range(features):
             value = values[row, feature]
             if value != value:
@@ -179,12 +212,27 @@ def window_update(
                 continue
             counts[feature, np.searchsorted(edges[feature], value, side="left")] += 1
             total = seen[feature]
-            if total < capacity:
-                reservoir[feature, total] = value
-            else:
-                slot = np.random.randint(0, total + 1)
-                if slot < capacity:
-                    reservoir[feature, slot] = value
+            if total < capacity:  # not full: add it, and sift it up
+                slot = total
+                sample_keys[feature, slot] = key
+                sample_values[feature, slot] = value
+                while slot > 0 and _after(sample_keys, sample_values, slot, (slot - 1) // 2, feature):
+                    parent = (slot - 1) // 2
+                    sample_keys[feature, slot], sample_keys[feature, parent] = (
+                        sample_keys[feature, parent],
+                        sample_keys[feature, slot],
+                    )
+                    sample_values[feature, slot], sample_values[feature, parent] = (
+                        sample_values[feature, parent],
+                        sample_values[feature, slot],
+                    )
+                    slot = parent
+            elif key < sample_keys[feature, 0] or (
+                key == sample_keys[feature, 0] and value < sample_values[feature, 0]
+            ):
+                sample_keys[feature, 0] = key
+                sample_values[feature, 0] = value
+                _sift_down(sample_keys, sample_values, capacity, feature)
             seen[feature] = total + 1
             moments[feature, 0] += value
             moments[feature, 1] += value * value
@@ -192,9 +240,3 @@ def window_update(
                 moments[feature, 2] = value
             if value > moments[feature, 3]:
                 moments[feature, 3] = value
-
-
-@njit(cache=True)
-def seed(value: int) -> None:  # pragma: no cover - compiled
-    """Seed Numba's own random generator (the reservoirs'), so that windows are reproducible."""
-    np.random.seed(value)

@@ -1,13 +1,19 @@
 """The monitor's core: prediction events in, one drift report per closed window out.
 
-Windows are tumbling, in event time, per (model, version). A model version's watermark is the latest
-event time it has seen (the earliest such time over the partitions it arrives on) less the allowed
-lateness; a window closes when the watermark passes its end,
-and is then scored against the reference profile and against the version's previous window. An event
-for a window that has already closed is late: it goes to the dead-letter topic with reason "late".
+Windows are tumbling, in event time, per (model, version), and are built per partition of the
+predictions topic: one part per (version, window, partition). An event whose window ended at least the
+lateness before the latest event time of its version read from its partition is late (it goes to the
+dead-letter topic with reason "late"), and a part is saved (``monitors.parts``) once that time has
+passed its window's end by the lateness, with the partition's mark. The
+monitor that reads partition 0 merges a window once every partition's mark has passed it
+(``PartitionMark.hold_us``), and scores it against the reference profile and the version's previous
+window. Lateness is decided per partition, from that partition's records alone, and the parts merge in
+partition order: one monitor or several, the reports are the same, bit for bit.
 
 This module knows nothing about Kafka; ``monitors.worker`` feeds it records and commits offsets only
-below the oldest record of a window still open, so a restart replays exactly the open windows.
+below the oldest record of a part not saved yet, so a restart replays exactly the open parts. It needs
+no other state: every event before the committed offset is in a saved part or was late, so skipping
+the events of the windows already saved decides every replayed event as it was decided before.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from pathlib import Path
 from features.config import OfflineStoreConfig
 from monitors.detector import DriftDetector, WindowReport
 from monitors.events import PredictionEvent
+from monitors.parts import Part, PartitionMark, WindowParts
 from monitors.profile import ProfileError, ReferenceProfile
 from monitors.skew import SkewSample, SkewSettings, skew_scores
-from monitors.window import ServingWindow
+from monitors.window import ServingWindow, event_keys
 from offline_store.storage import StorageError
 
 __all__ = ["ClosedWindow", "Monitor", "MonitorSettings"]
@@ -33,6 +40,9 @@ log = logging.getLogger(__name__)
 
 _PROFILE_RETRY_S = 30.0
 """How long a model version without a reference profile waits before the monitor looks again."""
+_NEVER = -(2**62)
+
+Version = tuple[str, str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,117 +81,281 @@ class ClosedWindow:
 @dataclass
 class _Version:
     detector: DriftDetector
-    open: dict[int, ServingWindow] = field(default_factory=dict)
-    """Window start (µs) to its window."""
-    skew_samples: dict[int, SkewSample] = field(default_factory=dict)
-    first_offsets: dict[int, dict[int, int]] = field(default_factory=dict)
-    """Window start to the smallest offset per partition of its events."""
+    floor_us: int
+    """Windows ending at or before this were scored before a restart (``last_reported``)."""
     previous: ServingWindow | None = None
-    reported_until_us: int = -(2**62)
-    """Windows ending at or before this were scored before a restart: their replayed events are skipped."""
-    closed_until_us: int = -(2**62)
-    """The watermark when the windows were last closed: an event of a window ending at or before it is
-    late. Not the watermark of the moment, which moves within a batch as partitions are read one after
-    the other: the events of a partition read later in the batch would be late against it."""
-    latest_us: dict[int, int] = field(default_factory=dict)
-    """The latest event time of this version seen per partition. The version's watermark is the earliest
-    of them (and of the partitions still behind, ``Monitor.add``), less the lateness: events are in time
-    order within a partition, not across partitions."""
+    """The version's last merged window (the merging monitor's), which the next one is compared with."""
+
+
+@dataclass
+class _Part:
+    """One partition's share of a window, while it is open."""
+
+    window: ServingWindow
+    skew: SkewSample | None
+    first_offset: int
+
+
+@dataclass
+class _Partition:
+    floors: dict[Version, int]
+    """Per version, the end of the newest window whose part this partition saved or that was merged
+    before the partition was (re)assigned here: its replayed events are skipped."""
+    stream_time_us: int | None = None
+    """The latest event time read from the partition, of any model."""
+    latest: dict[Version, int] = field(default_factory=dict)
+    """Per version, its latest event time read from the partition."""
 
 
 class Monitor:
-    """Routes events into windows per model version and scores the windows that close."""
+    """Routes events into per-partition window parts, saves them, and merges and scores the windows
+    whose parts are all in."""
 
     def __init__(
         self,
         *,
         settings: MonitorSettings,
+        parts: WindowParts | None = None,
+        partitions: int | None = None,
         load_profile: Callable[[str, str], ReferenceProfile] | None = None,
         last_reported: Callable[[str, str], int | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``last_reported(model, version)`` gives the start of the version's last window already scored
-        (before a restart), so that the events replayed for it are not scored again."""
+        """``parts`` is the store the monitors of the topic share (by default, one in memory: a monitor
+        alone); ``partitions``, the topic's partition count (by default, the partitions with a mark).
+        ``last_reported(model, version)`` gives the start of the version's last window scored before a
+        restart (by the release before window parts), so that the events replayed for it are skipped."""
+        if parts is None:
+            from monitors.database import open_store
+
+            parts = WindowParts(engine=open_store("sqlite://"), topic="predictions")
         self.settings = settings
+        self.parts = parts
+        self._partitions = partitions
         self._last_reported = last_reported or (lambda model, version: None)
         self._load = load_profile or (
             lambda model, version: ReferenceProfile.load(
                 settings.profiles, model=model, version=version, storage=settings.storage
             )
         )
-        self._versions: dict[tuple[str, str], _Version] = {}
-        self._missing: dict[tuple[str, str], float] = {}
+        self._versions: dict[Version, _Version] = {}
+        self._missing: dict[Version, float] = {}
         """When loading each version's profile last failed: it is tried again after a while."""
         self._clock = clock
         self._window_us = int(settings.window.total_seconds() * 1_000_000)
         self._lateness_us = int(settings.lateness.total_seconds() * 1_000_000)
-        self._seen_us: dict[int, int] = {}
-        """The latest event time seen per partition, of any model."""
+        self._read: dict[int, _Partition] = {}
+        """The partitions this monitor reads, with their stream time."""
+        self._open: dict[tuple[Version, int, int], _Part] = {}
+        """(version, window start, partition) to the part still open."""
+        self._assigned: set[int] = set()
+
+    @property
+    def reading(self) -> frozenset[int]:
+        """The partitions this monitor has resumed reading."""
+        return frozenset(self._read)
+
+    @property
+    def merges(self) -> bool:
+        """Whether this monitor merges the windows: it reads partition 0, or it is the only one."""
+        return self._partitions is None or 0 in self._assigned
+
+    def resume(self, partition: int) -> None:
+        """Start reading ``partition`` (at its committed offset), skipping the windows whose part was
+        saved, or that were merged, before."""
+        floors = {key: start + self._window_us for key, start in self.parts.merged_until().items()}
+        for (key, _), start in self.parts.saved_until([partition]).items():
+            floors[key] = max(floors.get(key, _NEVER), start + self._window_us)
+        self._read[partition] = _Partition(floors=floors)
+
+    def forget(self, partitions: Collection[int]) -> None:
+        """Drop what this monitor held of partitions it no longer reads (revoked): their open parts are
+        rebuilt by the monitor that reads them next, from the committed offsets."""
+        for partition in partitions:
+            self._read.pop(partition, None)
+            self._assigned.discard(partition)
+        for key in [key for key in self._open if key[2] in partitions]:
+            del self._open[key]
+
+    def release(self) -> None:
+        """At a clean stop: mark this monitor's partitions as not caught up, so that no window closes
+        without them until another monitor reads them."""
+        marks = {partition: self._mark(partition, caught_up=False) for partition in self._read}
+        self.parts.save(parts=[], marks=marks)
 
     def add(
-        self, events: list[tuple[PredictionEvent, int, int]], *, behind: Collection[int] = ()
+        self,
+        events: list[tuple[PredictionEvent, int, int]],
+        *,
+        behind: Collection[int] = (),
+        assigned: Collection[int] = (),
     ) -> tuple[list[ClosedWindow], list[tuple[int, str]]]:
-        """Add (event, partition, offset) triples; returns the windows that closed, scored, and
-        (index, reason) for each event that was not counted (late, or no reference profile).
+        """Add (event, partition, offset) triples, in offset order per partition; returns the windows
+        that closed, scored (when this monitor merges), and (index, reason) for each event that was not
+        counted (late, or no reference profile).
 
-        ``behind`` are the partitions that have records not read yet, after these events. They hold
-        every version's watermark at the latest event time read from them (at no time when none was):
-        an unread record may be of any model. Without it, a monitor that starts on a backlog would close
-        windows on the first partition it reads and reject the others' events as late.
+        ``assigned`` are the partitions this monitor reads (by default, those of the events); ``behind``,
+        those with records not read yet.
         """
         rejected: list[tuple[int, str]] = []
-        batches: dict[tuple[tuple[str, str], int], list[PredictionEvent]] = {}
+        merged = {key: start + self._window_us for key, start in self.parts.merged_until().items()}
+        batches: dict[tuple[Version, int, int], list[PredictionEvent]] = {}
         for index, (event, partition, offset) in enumerate(events):
+            if partition not in self._read:
+                self.resume(partition)
+            read = self._read[partition]
             event_us = int(event.event_time.timestamp() * 1_000_000)
-            self._seen_us[partition] = max(self._seen_us.get(partition, event_us), event_us)
             key = (event.model, event.version)
+            if read.stream_time_us is None or event_us > read.stream_time_us:
+                read.stream_time_us = event_us
             state = self._version(key)
             if state is None:
                 rejected.append((index, "no_profile"))
                 continue
             start = event_us - event_us % self._window_us
-            if start + self._window_us <= state.reported_until_us:
-                continue  # replayed after a restart: its window was scored before it
-            if start + self._window_us <= state.closed_until_us:
-                rejected.append((index, "late"))  # its window has closed, or would have
+            end = start + self._window_us
+            if end <= max(state.floor_us, read.floors.get(key, _NEVER)):
+                continue  # replayed after a restart: its part was saved before
+            latest = read.latest.get(key, _NEVER)
+            read.latest[key] = max(latest, event_us)
+            if end <= latest - self._lateness_us or end <= merged.get(key, _NEVER):
+                rejected.append((index, "late"))  # its part is saved, or the window merged
                 continue
-            if start not in state.open:
-                state.open[start] = ServingWindow(
-                    profile=state.detector.profile,
-                    start_us=start,
-                    end_us=start + self._window_us,
-                    sample_size=self.settings.sample_size,
+            slot = (key, start, partition)
+            if slot not in self._open:
+                self._open[slot] = _Part(
+                    window=ServingWindow(
+                        profile=state.detector.profile,
+                        start_us=start,
+                        end_us=end,
+                        sample_size=self.settings.sample_size,
+                    ),
+                    skew=SkewSample(capacity=self.settings.skew.sample_size) if self.settings.skew else None,
+                    first_offset=offset,
                 )
-            if self.settings.skew is not None:
-                state.skew_samples.setdefault(
-                    start, SkewSample(capacity=self.settings.skew.sample_size, seed=start)
-                ).add(event)
-            offsets = state.first_offsets.setdefault(start, {})
-            offsets[partition] = min(offsets.get(partition, offset), offset)
-            batches.setdefault((key, start), []).append(event)
-            state.latest_us[partition] = max(state.latest_us.get(partition, event_us), event_us)
-        for (key, start), batch in batches.items():
-            state = self._versions[key]
-            names = list(state.detector.profile.features)
-            state.open[start].update({name: [event.features.get(name) for event in batch] for name in names})
-        # The partitions behind hold every watermark at the latest event time read from them.
-        held_us = min((self._seen_us.get(partition, -(2**62)) for partition in behind), default=2**62)
-        closed = []
-        # Every version: a partition that caught up may release the windows of versions not in this batch.
-        for key in sorted(self._versions):
-            closed += self._close(key, held_us)
+            batches.setdefault(slot, []).append(event)
+        for slot, batch in batches.items():
+            part = self._open[slot]
+            names = list(part.window.profile.features)
+            keys = event_keys([event.request_id for event in batch])
+            part.window.update(
+                {name: [event.features.get(name) for event in batch] for name in names}, keys=keys
+            )
+            if part.skew is not None:
+                part.skew.add(batch, keys.tolist())
+        if assigned:
+            self._assigned = set(assigned)
+        else:
+            self._assigned |= {partition for _, partition, _ in events} | set(behind)
+        self.parts.save(parts=self._close_parts(), marks=self._marks(behind=behind))
+        closed = self.merge_ready() if self.merges else []
         return closed, rejected
 
     def open_offsets(self) -> dict[int, int]:
-        """Per partition, the smallest offset of an event in a window that is still open."""
+        """Per partition, the smallest offset of an event in a part that is still open."""
         result: dict[int, int] = {}
-        for state in self._versions.values():
-            for offsets in state.first_offsets.values():
-                for partition, offset in offsets.items():
-                    result[partition] = min(result.get(partition, offset), offset)
+        for (_, _, partition), part in self._open.items():
+            result[partition] = min(result.get(partition, part.first_offset), part.first_offset)
         return result
 
-    def _version(self, key: tuple[str, str]) -> _Version | None:
+    def merge_ready(self) -> list[ClosedWindow]:
+        """Merge and score every window whose parts are all saved, oldest first."""
+        marks = self.parts.marks()
+        partitions = range(self._partitions) if self._partitions is not None else sorted(marks)
+        if not partitions or any(partition not in marks for partition in partitions):
+            return []
+        closed = []
+        for key, start in self.parts.pending():
+            hold = min(
+                marks[partition].hold_us(key, lateness_us=self._lateness_us) for partition in partitions
+            )
+            if start + self._window_us > hold:
+                continue
+            state = self._version(key)
+            if state is None:
+                continue  # its profile cannot be read now: the window waits
+            closed.append(self._merge(key, start, state))
+        return closed
+
+    def _merge(self, key: Version, start: int, state: _Version) -> ClosedWindow:
+        profile = state.detector.profile
+        parts = self.parts.parts(key, start)
+        window = ServingWindow.merged(
+            [ServingWindow.from_bytes(part.window, profile=profile) for part in parts]
+        )
+        previous = state.previous
+        if previous is None:
+            last = self.parts.last_merged(key)
+            if last is not None and last[0] < start:
+                previous = ServingWindow.from_bytes(last[1], profile=profile)
+        report = state.detector.evaluate(window, previous=previous)
+        if self.settings.skew is not None:
+            samples = [
+                SkewSample.from_bytes(part.skew, capacity=self.settings.skew.sample_size)
+                for part in parts
+                if part.skew is not None
+            ]
+            if samples:
+                sample = SkewSample.merged(samples)
+                report = replace(
+                    report, scores=report.scores + skew_scores(sample.events, self.settings.skew)
+                )
+        self.parts.merge(key, start, window=window.to_bytes())
+        state.previous = window
+        return ClosedWindow(report, window)
+
+    def _close_parts(self) -> list[Part]:
+        """The open parts whose version's latest event time in their partition has passed their end by
+        the lateness, as parts to save; they are no longer open."""
+        saved = []
+        for slot in sorted(self._open):
+            (model, version), start, partition = slot
+            read = self._read[partition]
+            if start + self._window_us > read.latest.get((model, version), _NEVER) - self._lateness_us:
+                continue
+            part = self._open.pop(slot)
+            saved.append(
+                Part(
+                    model=model,
+                    version=version,
+                    start_us=start,
+                    partition=partition,
+                    window=part.window.to_bytes(),
+                    skew=part.skew.to_bytes() if part.skew is not None else None,
+                )
+            )
+        return saved
+
+    def _marks(self, *, behind: Collection[int]) -> dict[int, PartitionMark]:
+        stored = self.parts.marks() if any(p not in self._read for p in self._assigned) else {}
+        return {
+            partition: self._mark(partition, caught_up=partition not in behind, stored=stored.get(partition))
+            for partition in self._assigned
+        }
+
+    def _mark(self, partition: int, *, caught_up: bool, stored: PartitionMark | None = None) -> PartitionMark:
+        """The partition's mark; for one assigned here but not read yet, the one saved before (by the
+        monitor that read it then), with this monitor's view of whether it is caught up."""
+        read = self._read.get(partition)
+        if read is None:
+            return PartitionMark(
+                stream_time_us=stored.stream_time_us if stored is not None else None,
+                caught_up=caught_up,
+                latest=stored.latest if stored is not None else {},
+                open={},
+            )
+        opened: dict[Version, int] = {}
+        for key, start, at in self._open:
+            if at == partition:
+                opened[key] = min(opened.get(key, start), start)
+        return PartitionMark(
+            stream_time_us=read.stream_time_us,
+            caught_up=caught_up,
+            latest=dict(read.latest),
+            open=opened,
+        )
+
+    def _version(self, key: Version) -> _Version | None:
         if key not in self._versions:
             failed_at = self._missing.get(key)
             if failed_at is not None and self._clock() - failed_at < _PROFILE_RETRY_S:
@@ -200,27 +374,6 @@ class Monitor:
             reported = self._last_reported(*key)
             self._versions[key] = _Version(
                 detector=detector,
-                reported_until_us=reported + self._window_us if reported is not None else -(2**62),
+                floor_us=reported + self._window_us if reported is not None else _NEVER,
             )
         return self._versions[key]
-
-    def _close(self, key: tuple[str, str], held_us: int) -> list[ClosedWindow]:
-        state = self._versions[key]
-        watermark = min(min(state.latest_us.values(), default=-(2**62)), held_us) - self._lateness_us
-        state.closed_until_us = max(state.closed_until_us, watermark)
-        closed = []
-        for start in sorted(state.open):
-            window = state.open[start]
-            if window.end_us > watermark:
-                break
-            report = state.detector.evaluate(window, previous=state.previous)
-            sample = state.skew_samples.pop(start, None)
-            if sample is not None and self.settings.skew is not None:
-                report = replace(
-                    report, scores=report.scores + skew_scores(sample.events, self.settings.skew)
-                )
-            closed.append(ClosedWindow(report, window))
-            state.previous = window
-            del state.open[start]
-            del state.first_offsets[start]
-        return closed

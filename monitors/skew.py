@@ -11,14 +11,15 @@ is flagged.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+import orjson
+
 from features.spec import FeatureViewSpec
 from monitors.detector import FeatureScore
-from monitors.events import PredictionEvent
+from monitors.events import PredictionEvent, prediction_from_data
 
 __all__ = ["SkewSample", "SkewSettings", "skew_scores"]
 
@@ -36,24 +37,40 @@ class SkewSettings:
 
 @dataclass
 class SkewSample:
-    """A uniform sample of a window's events (reservoir sampling), seeded per window."""
+    """The ``capacity`` events of a window with the smallest sampling keys (``event_keys`` of their
+    request ids): a uniform sample that does not depend on the order of the events, so that the samples
+    of a window's partitions merge into the one of the whole window (``merged``)."""
 
     capacity: int
-    seed: int
-    events: list[PredictionEvent] = field(default_factory=list)
-    seen: int = 0
+    items: list[tuple[int, bytes]] = field(default_factory=list)
+    """(key, the event as JSON), the smallest first once ``events`` or ``merged`` has sorted them."""
 
-    def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)
+    def add(self, events: list[PredictionEvent], keys: list[int]) -> None:
+        self.items += [(key, orjson.dumps(event.data())) for event, key in zip(events, keys, strict=True)]
+        if len(self.items) > 2 * self.capacity:
+            self._trim()
 
-    def add(self, event: PredictionEvent) -> None:
-        self.seen += 1
-        if len(self.events) < self.capacity:
-            self.events.append(event)
-            return
-        slot = self._random.randrange(self.seen)
-        if slot < self.capacity:
-            self.events[slot] = event
+    @property
+    def events(self) -> list[PredictionEvent]:
+        self._trim()
+        return [prediction_from_data(orjson.loads(data)) for _, data in self.items]
+
+    @classmethod
+    def merged(cls, parts: list[SkewSample]) -> SkewSample:
+        sample = cls(capacity=parts[0].capacity, items=[item for part in parts for item in part.items])
+        sample._trim()
+        return sample
+
+    def to_bytes(self) -> bytes:
+        self._trim()
+        return orjson.dumps([[str(key), data.decode()] for key, data in self.items])
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, capacity: int) -> SkewSample:
+        return cls(capacity=capacity, items=[(int(key), text.encode()) for key, text in orjson.loads(data)])
+
+    def _trim(self) -> None:
+        self.items = sorted(self.items)[: self.capacity]
 
 
 def skew_scores(sample: list[PredictionEvent], settings: SkewSettings) -> list[FeatureScore]:

@@ -2,7 +2,13 @@
 
 Memory is O(features x (bins + sample size)), whatever the number of events: numeric features keep
 a count per reference bin, a bounded uniform sample and their moments; categorical features keep a
-count per vocabulary entry. Each value costs O(1) (a binary search over at most ``bins`` edges).
+count per vocabulary entry. Each value costs O(1) (a binary search over at most ``bins`` edges, and
+O(log k) for the few that enter the sample).
+
+Windows merge exactly. The sample is the bottom-k of the values by a 64-bit hash of each event's
+request id (``event_keys``), so it depends on which events a window holds, not on their order or on
+how they were split: the windows of the partitions of a topic merge (``ServingWindow.merged``) into
+the window one reader of every partition would have built, bit for bit when merged in partition order.
 
 >>> import pandas as pd
 >>> from monitors.profile import ReferenceProfile
@@ -12,10 +18,18 @@ count per vocabulary entry. Each value costs O(1) (a binary search over at most 
 >>> window.update({"amount": [0.5, 10.0, None]})
 >>> window.counts("amount").tolist(), window.null_count("amount"), window.events
 ([1, 1], 1, 3)
+>>> first = ServingWindow(profile=profile, start_us=0, end_us=60_000_000)
+>>> first.update({"amount": [0.5]}, keys=event_keys(["a"]))
+>>> second = ServingWindow(profile=profile, start_us=0, end_us=60_000_000)
+>>> second.update({"amount": [10.0, None]}, keys=event_keys(["b", "c"]))
+>>> merged = ServingWindow.merged([first, ServingWindow.from_bytes(second.to_bytes(), profile=profile)])
+>>> merged.counts("amount").tolist(), merged.null_count("amount"), merged.sample("amount").tolist()
+([1, 1], 1, [0.5, 10.0])
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +42,7 @@ if TYPE_CHECKING:
 from monitors import kernels
 from monitors.profile import OTHER, ReferenceProfile, category_counts
 
-__all__ = ["ServingWindow"]
+__all__ = ["ServingWindow", "event_keys"]
 
 
 class ServingWindow:
@@ -55,7 +69,8 @@ class ServingWindow:
         self._bins = [count + 1 for count in widths]
         self._counts = np.zeros((features, width + 1), dtype=np.int64)
         self._nulls = np.zeros(features, dtype=np.int64)
-        self._reservoir = np.zeros((features, sample_size))
+        self._sample_keys = np.zeros((features, sample_size), dtype=np.uint64)
+        self._sample = np.zeros((features, sample_size))
         self._seen = np.zeros(features, dtype=np.int64)
         self._moments = np.zeros((features, 4))
         self._moments[:, 2], self._moments[:, 3] = np.inf, -np.inf
@@ -65,16 +80,31 @@ class ServingWindow:
         }
         self._category_nulls = dict.fromkeys(self.categorical, 0)
 
-    def update(self, columns: Mapping[str, Sequence[Any] | NDArray[Any]]) -> None:
-        """Add a batch of events, given as feature columns of equal length (None or NaN for missing)."""
+    def update(
+        self, columns: Mapping[str, Sequence[Any] | NDArray[Any]], *, keys: NDArray[np.uint64] | None = None
+    ) -> None:
+        """Add a batch of events, given as feature columns of equal length (None or NaN for missing).
+
+        ``keys`` are the events' sampling keys (``event_keys`` of their request ids); by default, those of
+        their positions in the window, which makes the sample depend on the order of the events."""
         rows = len(next(iter(columns.values()), []))
+        if keys is None:
+            keys = event_keys([str(position) for position in range(self.events, self.events + rows)])
         if self.numeric:
             values = np.full((rows, len(self.numeric)), np.nan)
             for position, name in enumerate(self.numeric):
                 if name in columns:
                     values[:, position] = _floats(columns[name])
             kernels.window_update(
-                values, self._edges, self._counts, self._nulls, self._reservoir, self._seen, self._moments
+                values,
+                keys,
+                self._edges,
+                self._counts,
+                self._nulls,
+                self._sample_keys,
+                self._sample,
+                self._seen,
+                self._moments,
             )
         for name in self.categorical:
             column = list(columns.get(name, [None] * rows))
@@ -92,7 +122,7 @@ class ServingWindow:
     def sample(self, name: str) -> NDArray[np.float64]:
         """The window's uniform sample of a numeric feature, sorted."""
         row = self.numeric.index(name)
-        return np.sort(self._reservoir[row, : min(int(self._seen[row]), self._reservoir.shape[1])])
+        return np.sort(self._sample[row, : min(int(self._seen[row]), self._sample.shape[1])])
 
     def null_count(self, name: str) -> int:
         if name in self._category_nulls:
@@ -132,6 +162,93 @@ class ServingWindow:
     def mean(self, name: str) -> float:
         row = self.numeric.index(name)
         return float(self._moments[row, 0] / self._seen[row]) if self._seen[row] else float("nan")
+
+    @classmethod
+    def merged(cls, parts: Sequence[ServingWindow]) -> ServingWindow:
+        """One window of the events of ``parts`` (windows of one profile and time span, and of disjoint
+        events): counts add up, and the sample is the bottom-k of the union. Sums are added in the order
+        of ``parts``, so the same parts in the same order give the same window, bit for bit."""
+        first = parts[0]
+        window = cls(
+            profile=first.profile,
+            start_us=first.start_us,
+            end_us=first.end_us,
+            sample_size=first._sample.shape[1],
+        )
+        capacity = window._sample.shape[1]
+        for part in parts:
+            window.events += part.events
+            window._counts += part._counts
+            window._nulls += part._nulls
+            window._seen += part._seen
+            window._moments[:, :2] += part._moments[:, :2]
+            window._moments[:, 2] = np.minimum(window._moments[:, 2], part._moments[:, 2])
+            window._moments[:, 3] = np.maximum(window._moments[:, 3], part._moments[:, 3])
+            for name in window.categorical:
+                window._categories[name] += part._categories[name]
+                window._category_nulls[name] += part._category_nulls[name]
+        for row in range(len(window.numeric)):
+            sizes = [min(int(part._seen[row]), capacity) for part in parts]
+            keys = np.concatenate(
+                [part._sample_keys[row, :size] for part, size in zip(parts, sizes, strict=True)]
+            )
+            values = np.concatenate(
+                [part._sample[row, :size] for part, size in zip(parts, sizes, strict=True)]
+            )
+            order = np.lexsort((values, keys))[:capacity]
+            window._sample_keys[row, : order.size] = keys[order]
+            window._sample[row, : order.size] = values[order]
+        return window
+
+    def to_bytes(self) -> bytes:
+        """The window's state as an npz file (read back with ``from_bytes`` and the same profile)."""
+        buffer = io.BytesIO()
+        categories: dict[str, Any] = {f"category:{name}": counts for name, counts in self._categories.items()}
+        np.savez(
+            buffer,
+            header=np.array([self.start_us, self.end_us, self.events], dtype=np.int64),
+            counts=self._counts,
+            nulls=self._nulls,
+            sample_keys=self._sample_keys,
+            sample=self._sample,
+            seen=self._seen,
+            moments=self._moments,
+            category_nulls=np.array([self._category_nulls[name] for name in self.categorical], np.int64),
+            **categories,
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, profile: ReferenceProfile) -> ServingWindow:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            start_us, end_us, events = (int(value) for value in stored["header"])
+            window = cls(
+                profile=profile, start_us=start_us, end_us=end_us, sample_size=stored["sample"].shape[1]
+            )
+            window.events = events
+            window._counts = stored["counts"]
+            window._nulls = stored["nulls"]
+            window._sample_keys = stored["sample_keys"]
+            window._sample = stored["sample"]
+            window._seen = stored["seen"]
+            window._moments = stored["moments"]
+            for position, name in enumerate(window.categorical):
+                window._categories[name] = stored[f"category:{name}"]
+                window._category_nulls[name] = int(stored["category_nulls"][position])
+        return window
+
+
+def event_keys(request_ids: Sequence[str]) -> NDArray[np.uint64]:
+    """64-bit sampling keys of events: SipHash of their request ids with pandas' fixed key, so the same
+    id has the same key in every process and release.
+
+    >>> event_keys(["a", "a", "b"]).tolist() == [*event_keys(["a"]).tolist() * 2, *event_keys(["b"]).tolist()]
+    True
+    """
+    from pandas.util import hash_array
+
+    keys: NDArray[np.uint64] = hash_array(np.asarray(request_ids, dtype=object), categorize=False)
+    return keys
 
 
 def _floats(column: Sequence[Any] | NDArray[Any]) -> NDArray[np.float64]:

@@ -19,8 +19,9 @@ retraining jobs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from monitors.incidents import Incidents
 from monitors.labels import LabelJoiner, LabelledPrediction
 from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.monitor_metrics import MonitorMetrics
+from monitors.parts import WindowParts
 from monitors.window import ServingWindow
 from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.kafka_clients import consumer, ensure_topics, producer
@@ -119,6 +121,8 @@ class MonitorPipeline:
     next_offsets: dict[int, int]
     """Per partition, the offset of the next record to process: the group's committed offsets at the
     start, then past each batch."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held by ``process`` and ``tick``, which the engines run on threads."""
 
     @classmethod
     def open(
@@ -149,6 +153,8 @@ class MonitorPipeline:
             group=group,
             monitor=Monitor(
                 settings=settings,
+                parts=WindowParts(engine=incidents.store.engine, topic=topic),
+                partitions=len(next_offsets),
                 last_reported=lambda model, version: last_window(scores_root, model, version),
             ),
             joiner=KServeJoiner(feature_names=kserve_features),
@@ -162,18 +168,53 @@ class MonitorPipeline:
         )
 
     def close(self) -> None:
+        try:
+            with self.lock:
+                self.monitor.release()
+        except Exception as error:  # the store is away: the marks say what was read last
+            log.warning("could not release the partitions' marks: %s", error)
         self.incidents.stop()
         self.sender.close()
 
+    def revoked(self, partitions: Collection[int]) -> None:
+        """Forget partitions this monitor no longer reads; whoever reads them next resumes them."""
+        with self.lock:
+            self.monitor.forget(partitions)
+            for partition in partitions:
+                self.next_offsets.pop(partition, None)
+
+    def tick(self) -> None:
+        """Merge and report the windows that other monitors' parts completed (when this one merges)."""
+        with self.lock:
+            if self.monitor.merges:
+                closed = self.monitor.merge_ready()
+                if closed:
+                    self._report(closed)
+
     def process(
-        self, batches: Mapping[int, Sequence[Any]], *, highwater: Mapping[int, int | None]
+        self,
+        batches: Mapping[int, Sequence[Any]],
+        *,
+        highwater: Mapping[int, int | None],
+        positions: Mapping[int, int] | None = None,
     ) -> dict[int, int]:
         """Handle a batch of records of the predictions topic, in offset order per partition (kafka-python,
         aiokafka or faust messages); return per partition the offset up to which all is done.
 
         ``highwater`` is the consumer's last known end offset of each assigned partition (None when not
-        known yet): a partition whose end is past what was processed is behind, and holds the windows
-        open until its records are read (``Monitor.add``)."""
+        known yet), and ``positions`` its position in each (by default, where the last batch ended): a
+        partition whose end is past its position is behind, and holds the windows open until its records
+        are read (``monitors.parts``)."""
+        with self.lock:
+            return self._process(batches, highwater=highwater, positions=positions)
+
+    def _process(
+        self,
+        batches: Mapping[int, Sequence[Any]],
+        *,
+        highwater: Mapping[int, int | None],
+        positions: Mapping[int, int] | None,
+    ) -> dict[int, int]:
         events: list[tuple[PredictionEvent, int, int]] = []
         sources: list[Any] = []
         """The record of each event, for the dead-letter topic."""
@@ -196,15 +237,18 @@ class MonitorPipeline:
                 events += [(prediction, partition, message.offset) for prediction in predictions]
                 sources += [message] * len(predictions)
             if messages:
+                if partition not in self.monitor.reading:
+                    self.monitor.resume(partition)
                 ends[partition] = messages[-1].offset + 1
         self.next_offsets.update(ends)
+        at = {**self.next_offsets, **(positions or {})}
         behind = [
             partition
             for partition, end in highwater.items()
-            if end is None or self.next_offsets.get(partition, end) < end
+            if end is None or partition not in at or at[partition] < end
         ]
         _send_labelled(self.sender, f"{self.topic}.labelled", labelled)
-        closed, rejected = self.monitor.add(events, behind=behind)
+        closed, rejected = self.monitor.add(events, behind=behind, assigned=list(highwater))
         for index, reason in rejected:
             event = events[index][0]
             detail = f"model {event.model} version {event.version}: {reason}"

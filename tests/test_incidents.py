@@ -21,6 +21,7 @@ from features.config import load_config
 from monitors.alerts.store import AlertStore
 from monitors.database import open_store
 from monitors.logger import PredictionLogger
+from monitors.parts import WindowParts
 from monitors.retraining.store import JobStore
 from tests.receiver import Receiver
 from tests.streaming import BOOTSTRAP, delete_topics, sluice, stop
@@ -146,9 +147,10 @@ def test_one_incident_is_one_alert_and_one_job_even_when_a_restarted_monitor_rep
         f"(ks = {alert.value:.4g}, threshold {alert.threshold:g})"
     ]
 
-    # The monitor restarts from the beginning of the topic, with its window scores gone: every window
-    # is scored again, and the alert store sees each one a second time.
+    # The monitor restarts from the beginning of the topic, with its window scores and records gone:
+    # every window is scored again, and the alert store sees each one a second time.
     shutil.rmtree(scores)
+    WindowParts(engine=open_store(config.store_url), topic=topic).reset()
     group = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=f"sluice-monitor-{config.project}")
     partitions = [TopicPartition(topic, number) for number in sorted(group.partitions_for_topic(topic))]
     group.commit({partition: OffsetAndMetadata(0, "", -1) for partition in partitions})
