@@ -174,9 +174,12 @@ def test_worker_verify_and_materialize_on_s3_with_a_sigkill_mid_stream(
     # (pyarrow leaves an empty marker object for a folder whose last file it deleted: not data.)
     keys = [key for key in s3_keys(bucket, "features/card_stats/date=") if not key.endswith("/")]
     assert keys and all(key.endswith(".parquet") for key in keys), keys
-    # The state snapshots are beside the data, in the bucket too: at least one per partition.
+    # The state snapshots are beside the data, in the bucket too, at offsets that were committed. (A
+    # partition the restarted worker had nothing left to read on has none: the first worker was killed
+    # before its first snapshot, and the second never built that partition's state.)
     snapshots = s3_keys(bucket, "features/card_stats/_snapshots/")
-    assert {int(re.findall(r"-(\d{5})-\d{20}\.npz$", key)[0]) for key in snapshots} == set(ends), snapshots
+    taken = [tuple(map(int, re.findall(r"-(\d{5})-(\d{20})\.npz$", key)[0])) for key in snapshots]
+    assert taken and all(0 <= offset <= ends[partition] for partition, offset in taken), snapshots
     for partition, end in ends.items():
         named = [re.search(r"-(\d{5})-(\d{20})-(\d{20})\.parquet$", key) for key in keys]
         ranges = sorted({(int(m[2]), int(m[3])) for m in named if m is not None and int(m[1]) == partition})
