@@ -1,7 +1,8 @@
 """What the monitor does with a scored window after publishing it: alerts, their delivery, retraining.
 
 For each closed window, the alert rules run in the store (one transaction); when an alert fires, the
-window's Evidently report is written first, so the link in the alert works when it arrives. Deliveries
+window's Evidently report is started first, in a process of its own (``ReportRenderer``): the link in
+the alert works when it arrives, and shows the report once it is rendered, while scoring goes on. Deliveries
 leave from the outbox in a background thread. Firing alerts go to the retraining policy when it is
 enabled, and ``tick`` moves queued and running jobs along.
 """
@@ -23,7 +24,7 @@ from monitors.alerts.store import AlertStore
 from monitors.database import open_store
 from monitors.detector import WindowReport
 from monitors.monitor import ClosedWindow
-from monitors.report import drift_report_html, report_link, report_path
+from monitors.report import ReportRenderer, report_link, report_path
 from monitors.retraining.backends import job_backend
 from monitors.retraining.policy import RetrainPolicy
 from monitors.retraining.retrainer import Retrainer
@@ -49,6 +50,7 @@ class Incidents:
         self.deliverer = deliverer
         self.reports_root = reports_root
         self.retrainer = retrainer
+        self.renderer = ReportRenderer()
         self._last_tick = 0.0
 
     @classmethod
@@ -109,6 +111,7 @@ class Incidents:
 
     def stop(self) -> None:
         self.deliverer.stop()
+        self.renderer.close()
 
     def on_windows(self, closed: list[ClosedWindow]) -> list[Alert]:
         changes: list[Alert] = []
@@ -156,9 +159,11 @@ class Incidents:
             window_start_us=report.window_start_us,
         )
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(
-                drift_report_html(item.window.profile, item.window.summary_table()), encoding="utf-8"
+            self.renderer.submit(
+                item.window.profile,
+                summary=item.window.summary_table(),
+                path=path,
+                window_start_us=report.window_start_us,
             )
         except Exception:  # the alert matters more than its report: send it with a dead link, say so
             log.exception("could not write the drift report %s", path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -32,6 +33,9 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
+        # Large fetches: each poll costs the monitor a few store round trips, whatever its size.
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
         **aiokafka_kwargs(config.kafka),
     )
     stopping = asyncio.Event()
@@ -42,6 +46,9 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
         await consumer.start()
         consumer.subscribe([topic], listener=_Forget(pipeline))
         pipeline.incidents.start()
+        # What start-up made (modules, the profiles, the stores) lives as long as the process: keep it
+        # out of the collector's full passes, which the per-event objects trigger over and over.
+        gc.freeze()
         log.info("monitoring %s as group %s", topic, pipeline.group)
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=20_000)

@@ -12,6 +12,7 @@ from numba import njit, prange
 
 __all__ = [
     "bin_counts",
+    "bottom_k",
     "ecdf_steps",
     "ks_sorted",
     "ks_wasserstein_padded",
@@ -153,30 +154,25 @@ def ks_wasserstein_rows(first: np.ndarray, second: np.ndarray) -> np.ndarray:  #
     return result
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _after(keys: np.ndarray, values: np.ndarray, a: int, b: int, feature: int) -> bool:  # pragma: no cover
-    """Whether sample slot ``a`` comes after slot ``b`` in the (key, value) order."""
-    return bool(
-        keys[feature, a] > keys[feature, b]
-        or (keys[feature, a] == keys[feature, b] and values[feature, a] > values[feature, b])
-    )
-
-
 @njit(cache=True, nogil=True)
-def _sift_down(keys: np.ndarray, values: np.ndarray, size: int, feature: int) -> None:  # pragma: no cover
-    """Restore the max-heap below the root of one feature's sample after the root was replaced."""
-    slot = 0
-    while True:
-        largest, left, right = slot, 2 * slot + 1, 2 * slot + 2
-        if left < size and _after(keys, values, left, largest, feature):
-            largest = left
-        if right < size and _after(keys, values, right, largest, feature):
-            largest = right
-        if largest == slot:
-            return
-        keys[feature, slot], keys[feature, largest] = keys[feature, largest], keys[feature, slot]
-        values[feature, slot], values[feature, largest] = values[feature, largest], values[feature, slot]
-        slot = largest
+def bottom_k(keys: np.ndarray, values: np.ndarray, size: int, capacity: int) -> int:  # pragma: no cover
+    """Sort the first ``size`` (key, value) pairs in place by key, then value, and keep the ``capacity``
+    smallest at the front; returns how many are kept."""
+    order = np.argsort(keys[:size], kind="mergesort")
+    sorted_keys = keys[:size][order]
+    sorted_values = values[:size][order]
+    start = 0
+    while start < size:  # pairs with one key (one request id seen twice) go by value
+        end = start + 1
+        while end < size and sorted_keys[end] == sorted_keys[start]:
+            end += 1
+        if end - start > 1:
+            sorted_values[start:end] = np.sort(sorted_values[start:end])
+        start = end
+    kept = min(size, capacity)
+    keys[:kept] = sorted_keys[:kept]
+    values[:kept] = sorted_values[:kept]
+    return kept
 
 
 @njit(cache=True, nogil=True)
@@ -188,55 +184,64 @@ def window_update(
     nulls: np.ndarray,
     sample_keys: np.ndarray,
     sample_values: np.ndarray,
+    filled: np.ndarray,
+    bound_keys: np.ndarray,
+    bound_values: np.ndarray,
     seen: np.ndarray,
     moments: np.ndarray,
+    capacity: int,
 ) -> None:  # pragma: no cover - compiled
     """Add a batch of rows (one column per numeric feature, one 64-bit key per row) to a window, in
     O(1) memory per feature.
 
-    Per feature: a count per reference bin (``edges`` padded with +inf), the nulls, the sample of the
-    values with the smallest (key, value) pairs (bottom-k, a max-heap of ``sample_keys`` and
-    ``sample_values``), the count of values (``seen``), and sum, sum of squares, min and max. The keys
-    are hashes of the events' request ids, so the sample is a uniform one that does not depend on the
-    order of the rows or on how they were split: two windows' samples merge into the one sample of
-    their union (``ServingWindow.merged``).
+    Per feature: a count per reference bin (``edges`` padded with +inf), the nulls, the count of values
+    (``seen``), their sum, sum of squares, min and max, and the sample of the ``capacity`` values with the
+    smallest (key, value) pairs (bottom-k). The keys are hashes of the events' request ids, so the sample
+    is a uniform one that does not depend on the order of the rows or on how they were split: two
+    windows' samples merge into the one sample of their union (``ServingWindow.merged``).
+
+    The sample is a buffer of twice the capacity (``sample_keys``, ``sample_values``; the first
+    ``filled`` in use): a pair that can still be among the smallest is appended, and a full buffer is cut
+    back to the smallest ``capacity`` (``bottom_k``), the largest of which (``bound_keys``,
+    ``bound_values``) a later pair must come before. ``filled`` is negative once a bound holds. That costs
+    O(log capacity) per pair kept, in sequential passes, where a heap paid a sift with scattered reads.
     """
     rows, features = values.shape
-    capacity = sample_keys.shape[1]
-    for row in range(rows):
-        key = row_keys[row]
-        for feature in range(features):
+    buffer = sample_keys.shape[1]
+    for feature in range(features):
+        feature_edges = edges[feature]
+        total = seen[feature]
+        used = filled[feature]
+        bounded = used < 0
+        if bounded:
+            used = -used
+        bound_key = bound_keys[feature]
+        bound_value = bound_values[feature]
+        for row in range(rows):
             value = values[row, feature]
             if value != value:
                 nulls[feature] += 1
                 continue
-            counts[feature, np.searchsorted(edges[feature], value, side="left")] += 1
-            total = seen[feature]
-            if total < capacity:  # not full: add it, and sift it up
-                slot = total
-                sample_keys[feature, slot] = key
-                sample_values[feature, slot] = value
-                while slot > 0 and _after(sample_keys, sample_values, slot, (slot - 1) // 2, feature):
-                    parent = (slot - 1) // 2
-                    sample_keys[feature, slot], sample_keys[feature, parent] = (
-                        sample_keys[feature, parent],
-                        sample_keys[feature, slot],
-                    )
-                    sample_values[feature, slot], sample_values[feature, parent] = (
-                        sample_values[feature, parent],
-                        sample_values[feature, slot],
-                    )
-                    slot = parent
-            elif key < sample_keys[feature, 0] or (
-                key == sample_keys[feature, 0] and value < sample_values[feature, 0]
-            ):
-                sample_keys[feature, 0] = key
-                sample_values[feature, 0] = value
-                _sift_down(sample_keys, sample_values, capacity, feature)
-            seen[feature] = total + 1
+            counts[feature, np.searchsorted(feature_edges, value, side="left")] += 1
+            total += 1
             moments[feature, 0] += value
             moments[feature, 1] += value * value
             if value < moments[feature, 2]:
                 moments[feature, 2] = value
             if value > moments[feature, 3]:
                 moments[feature, 3] = value
+            key = row_keys[row]
+            if bounded and (key > bound_key or (key == bound_key and value >= bound_value)):
+                continue
+            sample_keys[feature, used] = key
+            sample_values[feature, used] = value
+            used += 1
+            if used == buffer:
+                used = bottom_k(sample_keys[feature], sample_values[feature], used, capacity)
+                bounded = True
+                bound_key = sample_keys[feature, used - 1]
+                bound_value = sample_values[feature, used - 1]
+        seen[feature] = total
+        filled[feature] = -used if bounded else used
+        bound_keys[feature] = bound_key
+        bound_values[feature] = bound_value

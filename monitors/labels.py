@@ -13,7 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from monitors.events import LabelEvent, PredictionEvent
+import orjson
+
+from monitors.events import LabelEvent, PredictionEvent, prediction_from_data
 
 __all__ = ["LabelJoiner", "LabelledPrediction"]
 
@@ -54,18 +56,26 @@ class LabelJoiner:
         self.capacity = capacity
         self.forgotten_predictions = 0
         self.forgotten_labels = 0
-        self._predictions: OrderedDict[tuple[str, str], PredictionEvent] = OrderedDict()
+        self._predictions: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        """Unmatched predictions, as JSON data: bytes, which the garbage collector never walks."""
         self._labels: OrderedDict[tuple[str, str], LabelEvent] = OrderedDict()
 
     def add_prediction(self, event: PredictionEvent) -> list[LabelledPrediction]:
-        key = (event.model, event.request_id)
+        return self.add_prediction_json(event.model, event.request_id, orjson.dumps(event.data()))
+
+    def add_prediction_json(self, model: str, request_id: str, data: bytes) -> list[LabelledPrediction]:
+        """``add_prediction`` for a prediction as its JSON data (the record's value, checked by
+        ``events.decode_record``): the monitor's path, which parses it again only when its label comes."""
+        key = (model, request_id)
         label = self._labels.pop(key, None)
         if label is not None:
-            return [LabelledPrediction(prediction=event, label=label)]
-        self._predictions[key] = event
-        self._predictions.move_to_end(key)
-        if len(self._predictions) > self.capacity:
-            self._predictions.popitem(last=False)
+            return [LabelledPrediction(prediction=prediction_from_data(orjson.loads(data)), label=label)]
+        predictions = self._predictions
+        if key in predictions:
+            predictions.move_to_end(key)
+        predictions[key] = data
+        if len(predictions) > self.capacity:
+            predictions.popitem(last=False)
             self.forgotten_predictions += 1
         return []
 
@@ -73,7 +83,9 @@ class LabelJoiner:
         key = (event.model, event.request_id)
         prediction = self._predictions.get(key)
         if prediction is not None:
-            return [LabelledPrediction(prediction=prediction, label=event)]
+            return [
+                LabelledPrediction(prediction=prediction_from_data(orjson.loads(prediction)), label=event)
+            ]
         self._labels[key] = event
         if len(self._labels) > self.capacity:
             self._labels.popitem(last=False)

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from features.config import OfflineStoreConfig
 from monitors.detector import DriftDetector, WindowReport
 from monitors.events import PredictionEvent
 from monitors.parts import Part, PartitionMark, WindowParts
+from monitors.predictions import PredictionBatch, Version
 from monitors.profile import ProfileError, ReferenceProfile
 from monitors.skew import SkewSample, SkewSettings, skew_scores
 from monitors.window import ServingWindow, event_keys
@@ -41,8 +46,6 @@ log = logging.getLogger(__name__)
 _PROFILE_RETRY_S = 30.0
 """How long a model version without a reference profile waits before the monitor looks again."""
 _NEVER = -(2**62)
-
-Version = tuple[str, str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,66 +193,103 @@ class Monitor:
         behind: Collection[int] = (),
         assigned: Collection[int] = (),
     ) -> tuple[list[ClosedWindow], list[tuple[int, str]]]:
-        """Add (event, partition, offset) triples, in offset order per partition; returns the windows
-        that closed, scored (when this monitor merges), and (index, reason) for each event that was not
-        counted (late, or no reference profile).
+        """``add_batches`` for (event, partition, offset) triples, in offset order per partition; the
+        rejections are (index of the event, reason), in the order of the events."""
+        closed, rejected = self.add_batches(
+            PredictionBatch.of_events(events), behind=behind, assigned=assigned
+        )
+        return closed, sorted((index, reason) for index, reason, _ in rejected)
 
-        ``assigned`` are the partitions this monitor reads (by default, those of the events); ``behind``,
-        those with records not read yet.
+    def add_batches(
+        self,
+        batches: Mapping[int, PredictionBatch],
+        *,
+        behind: Collection[int] = (),
+        assigned: Collection[int] = (),
+    ) -> tuple[list[ClosedWindow], list[tuple[Any, str, Version]]]:
+        """Add each partition's batch of events; returns the windows that closed, scored (when this
+        monitor merges), and (record, reason, model version) for each event that was not counted (late,
+        or no reference profile).
+
+        ``assigned`` are the partitions this monitor reads (by default, those of the batches);
+        ``behind``, those with records not read yet.
         """
-        rejected: list[tuple[int, str]] = []
+        rejected: list[tuple[Any, str, Version]] = []
         merged = {key: start + self._window_us for key, start in self.parts.merged_until().items()}
-        batches: dict[tuple[Version, int, int], list[PredictionEvent]] = {}
-        for index, (event, partition, offset) in enumerate(events):
+        for partition, batch in batches.items():
+            if not len(batch):
+                continue
             if partition not in self._read:
                 self.resume(partition)
             read = self._read[partition]
-            event_us = int(event.event_time.timestamp() * 1_000_000)
-            key = (event.model, event.version)
-            if read.stream_time_us is None or event_us > read.stream_time_us:
-                read.stream_time_us = event_us
-            state = self._version(key)
-            if state is None:
-                rejected.append((index, "no_profile"))
-                continue
-            start = event_us - event_us % self._window_us
-            end = start + self._window_us
-            if end <= max(state.floor_us, read.floors.get(key, _NEVER)):
-                continue  # replayed after a restart: its part was saved before
-            latest = read.latest.get(key, _NEVER)
-            read.latest[key] = max(latest, event_us)
-            if end <= latest - self._lateness_us or end <= merged.get(key, _NEVER):
-                rejected.append((index, "late"))  # its part is saved, or the window merged
-                continue
-            slot = (key, start, partition)
-            if slot not in self._open:
-                self._open[slot] = _Part(
-                    window=ServingWindow(
-                        profile=state.detector.profile,
-                        start_us=start,
-                        end_us=end,
-                        sample_size=self.settings.sample_size,
-                    ),
-                    skew=SkewSample(capacity=self.settings.skew.sample_size) if self.settings.skew else None,
-                    first_offset=offset,
-                )
-            batches.setdefault(slot, []).append(event)
-        for slot, batch in batches.items():
-            part = self._open[slot]
-            names = list(part.window.profile.features)
-            keys = event_keys([event.request_id for event in batch])
-            part.window.update(
-                {name: [event.features.get(name) for event in batch] for name in names}, keys=keys
-            )
-            if part.skew is not None:
-                part.skew.add(batch, keys.tolist())
+            times = np.asarray(batch.times, dtype=np.int64)
+            newest = int(times.max())
+            if read.stream_time_us is None or newest > read.stream_time_us:
+                read.stream_time_us = newest
+            for key, positions in batch.versions.items():
+                state = self._version(key)
+                if state is None:
+                    rejected += [(batch.records[index], "no_profile", key) for index in positions]
+                    continue
+                self._route(batch, key, np.asarray(positions, dtype=np.int64), times, state, merged, rejected)
         if assigned:
             self._assigned = set(assigned)
         else:
-            self._assigned |= {partition for _, partition, _ in events} | set(behind)
+            self._assigned |= {partition for partition, batch in batches.items() if len(batch)} | set(behind)
         self.parts.save(parts=self._close_parts(), marks=self._marks(behind=behind))
         closed = self.merge_ready() if self.merges else []
         return closed, rejected
+
+    def _route(
+        self,
+        batch: PredictionBatch,
+        key: Version,
+        positions: NDArray[np.int64],
+        times: NDArray[np.int64],
+        state: _Version,
+        merged: Mapping[Version, int],
+        rejected: list[tuple[Any, str, Version]],
+    ) -> None:
+        """Put one version's events of a partition's batch into their windows' parts. An event of a window
+        whose part was saved before a restart is skipped (replayed); one whose window ended the lateness
+        before the latest time of the version read from the partition before it, or that merged, is late."""
+        partition = batch.partition
+        read = self._read[partition]
+        at = times[positions]
+        starts = at - at % self._window_us
+        ends = starts + self._window_us
+        fresh = ends > max(state.floor_us, read.floors.get(key, _NEVER))
+        if not fresh.all():
+            positions, at, starts, ends = positions[fresh], at[fresh], starts[fresh], ends[fresh]
+        if not len(positions):
+            return
+        running = np.maximum.accumulate(np.concatenate(([read.latest.get(key, _NEVER)], at)))
+        read.latest[key] = int(running[-1])
+        late = (ends <= running[:-1] - self._lateness_us) | (ends <= merged.get(key, _NEVER))
+        if late.any():
+            rejected += [(batch.records[index], "late", key) for index in positions[late].tolist()]
+            positions, starts = positions[~late], starts[~late]
+        windows = np.unique(starts).tolist()
+        for start in windows:
+            chosen = positions if len(windows) == 1 else positions[starts == start]
+            slot = (key, start, partition)
+            part = self._open.get(slot)
+            if part is None:
+                part = self._open[slot] = _Part(
+                    window=ServingWindow(
+                        profile=state.detector.profile,
+                        start_us=start,
+                        end_us=start + self._window_us,
+                        sample_size=self.settings.sample_size,
+                    ),
+                    skew=SkewSample(capacity=self.settings.skew.sample_size) if self.settings.skew else None,
+                    first_offset=batch.offsets[int(chosen[0])],
+                )
+            data = [batch.data[index] for index in chosen.tolist()]
+            keys = event_keys([event["request_id"] for event in data])
+            part.window.update_rows([event["features"] for event in data], keys=keys)
+            if part.skew is not None:
+                part.skew.add(data, keys)
 
     def open_offsets(self) -> dict[int, int]:
         """Per partition, the smallest offset of an event in a part that is still open."""

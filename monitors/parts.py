@@ -32,10 +32,9 @@ import orjson
 from sqlalchemy import ColumnElement, Engine, and_, delete, func, insert, select, update
 
 from monitors.database import merged_windows, partition_marks, window_parts
+from monitors.predictions import Version
 
 __all__ = ["Part", "PartitionMark", "WindowParts"]
-
-Version = tuple[str, str]
 
 _NEVER = -(2**62)
 _ALWAYS = 2**62

@@ -8,7 +8,12 @@ monitor's scores; categories are expanded from their counts, scaled down to at m
 
 from __future__ import annotations
 
+import html
+import logging
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +28,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ReportError",
+    "ReportRenderer",
     "drift_report_html",
     "report_link",
     "report_path",
     "window_frames",
     "window_summary_path",
 ]
+
+
+log = logging.getLogger("sluice.monitor")
+
+PENDING_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>Drift report: rendering</title></head>
+<body><p>The drift report of model {model} version {version}, window from {start} µs, is being rendered;
+this page reloads until it is there.</p>
+<p>If it stays like this, the monitor stopped before the report was done:
+<code>sluice report --model {model} --model-version {version} --window-start {start} --out PATH</code>
+writes it from the window's saved summary.</p></body></html>
+"""
 
 
 class ReportError(LookupError):
@@ -103,6 +122,74 @@ def drift_report_html(profile: ReferenceProfile, summary: pa.Table) -> str:
     reference, current = window_frames(profile, summary)
     snapshot = Report([DataDriftPreset()]).run(current_data=current, reference_data=reference)
     return str(snapshot.get_html_str(as_iframe=False))
+
+
+class ReportRenderer:
+    """Renders drift reports in a process of its own, one at a time, so that scoring never waits on
+    Evidently (an import of seconds, then a render of seconds). The report's path holds a page that
+    says so, and reloads, until the report replaces it.
+
+    >>> import tempfile, pandas as pd
+    >>> profile = ReferenceProfile.build(pd.DataFrame({"x": [1.0, 2.0, 3.0]}), model="m", version="1")
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> renderer = ReportRenderer()
+    >>> future = renderer.submit(profile, summary=None, path=folder / "m" / "window.html", window_start_us=0)
+    >>> "being rendered" in (folder / "m" / "window.html").read_text()
+    True
+    >>> renderer.close()
+    """
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: set[Future[None]] = set()
+
+    def submit(
+        self, profile: ReferenceProfile, *, summary: pa.Table | None, path: Path, window_start_us: int
+    ) -> Future[None] | None:
+        """Write the pending page at ``path`` now, and the report over it once rendered (none without a
+        ``summary``)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _replace(
+            path,
+            PENDING_PAGE.format(
+                model=html.escape(profile.model),
+                version=html.escape(profile.version),
+                start=window_start_us,
+            ),
+        )
+        if summary is None:
+            return None
+        if self._pool is None:
+            # spawn: a fork would copy the monitor's threads and locks into the child.
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        future = self._pool.submit(render_report, profile, summary, path)
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def close(self, *, timeout_s: float = 30.0) -> None:
+        """Wait up to ``timeout_s`` for the reports being rendered, then stop the renderer."""
+        if self._pool is None:
+            return
+        wait_for(list(self._pending), timeout=timeout_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+    def _done(self, future: Future[None]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("could not render a drift report: %r", future.exception())
+
+
+def render_report(profile: ReferenceProfile, summary: pa.Table, path: Path) -> None:
+    """Write the window's drift report at ``path``, whole or not at all."""
+    _replace(path, drift_report_html(profile, summary))
+
+
+def _replace(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
 
 
 def read_summary(path: Path) -> pa.Table:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from features.spec import FeatureViewSpec
 from monitors.detector import FeatureScore
@@ -45,8 +47,19 @@ class SkewSample:
     items: list[tuple[int, bytes]] = field(default_factory=list)
     """(key, the event as JSON), the smallest first once ``events`` or ``merged`` has sorted them."""
 
-    def add(self, events: list[PredictionEvent], keys: list[int]) -> None:
-        self.items += [(key, orjson.dumps(event.data())) for event, key in zip(events, keys, strict=True)]
+    def add(self, events: list[dict[str, Any]], keys: NDArray[np.uint64]) -> None:
+        """Add events, as their JSON data, with their sampling keys; only those that can be among the
+        ``capacity`` smallest keys are kept."""
+        if len(self.items) >= self.capacity:
+            self._trim()
+            bound = self.items[-1][0]
+            chosen = np.flatnonzero(keys <= bound).tolist()
+        else:
+            chosen = list(range(len(events)))
+        if len(chosen) > self.capacity:  # ties at the cut stay: the event's bytes break them, in _trim
+            cut = np.partition(keys[chosen], self.capacity - 1)[self.capacity - 1]
+            chosen = [index for index in chosen if keys[index] <= cut]
+        self.items += [(int(keys[index]), orjson.dumps(events[index])) for index in chosen]
         if len(self.items) > 2 * self.capacity:
             self._trim()
 

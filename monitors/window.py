@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,7 +52,10 @@ class ServingWindow:
     def __init__(
         self, *, profile: ReferenceProfile, start_us: int, end_us: int, sample_size: int = 2000
     ) -> None:
+        if sample_size < 1:
+            raise ValueError(f"a window's sample needs room for at least one value, not {sample_size}")
         self.profile = profile
+        self.sample_size = sample_size
         self.start_us = start_us
         self.end_us = end_us
         self.events = 0
@@ -69,8 +73,12 @@ class ServingWindow:
         self._bins = [count + 1 for count in widths]
         self._counts = np.zeros((features, width + 1), dtype=np.int64)
         self._nulls = np.zeros(features, dtype=np.int64)
-        self._sample_keys = np.zeros((features, sample_size), dtype=np.uint64)
-        self._sample = np.zeros((features, sample_size))
+        # The bottom-k sample's buffer (kernels.window_update): twice the sample, the first |filled| in use.
+        self._sample_keys = np.zeros((features, 2 * sample_size), dtype=np.uint64)
+        self._sample = np.zeros((features, 2 * sample_size))
+        self._filled = np.zeros(features, dtype=np.int64)
+        self._bound_keys = np.zeros(features, dtype=np.uint64)
+        self._bound_values = np.zeros(features)
         self._seen = np.zeros(features, dtype=np.int64)
         self._moments = np.zeros((features, 4))
         self._moments[:, 2], self._moments[:, 3] = np.inf, -np.inf
@@ -88,13 +96,42 @@ class ServingWindow:
         ``keys`` are the events' sampling keys (``event_keys`` of their request ids); by default, those of
         their positions in the window, which makes the sample depend on the order of the events."""
         rows = len(next(iter(columns.values()), []))
+        values = np.full((rows, len(self.numeric)), np.nan)
+        for position, name in enumerate(self.numeric):
+            if name in columns:
+                values[:, position] = _floats(columns[name])
+        categories = {name: list(columns.get(name, [None] * rows)) for name in self.categorical}
+        self._add(values, categories, keys)
+
+    def update_rows(
+        self, rows: Sequence[Mapping[str, Any]], *, keys: NDArray[np.uint64] | None = None
+    ) -> None:
+        """``update`` with the events given as rows: each event's features by name, as served (a
+        missing name is missing). The monitor's path: no column is built per feature in Python.
+
+        >>> import pandas as pd
+        >>> from monitors.profile import ReferenceProfile
+        >>> profile = ReferenceProfile.build(pd.DataFrame({"amount": [1.0, 2.0, 3.0, 4.0]}), model="m",
+        ...                                  version="1", bins=2)
+        >>> window = ServingWindow(profile=profile, start_us=0, end_us=60_000_000)
+        >>> window.update_rows([{"amount": 0.5}, {"amount": 10.0}, {}, {"amount": "n/a"}])
+        >>> window.counts("amount").tolist(), window.null_count("amount")
+        ([1, 1], 2)
+        """
+        values = _matrix(rows, self.numeric)
+        categories = {name: [row.get(name) for row in rows] for name in self.categorical}
+        self._add(values, categories, keys)
+
+    def _add(
+        self,
+        values: NDArray[np.float64],
+        categories: Mapping[str, list[Any]],
+        keys: NDArray[np.uint64] | None,
+    ) -> None:
+        rows = len(values)
         if keys is None:
             keys = event_keys([str(position) for position in range(self.events, self.events + rows)])
         if self.numeric:
-            values = np.full((rows, len(self.numeric)), np.nan)
-            for position, name in enumerate(self.numeric):
-                if name in columns:
-                    values[:, position] = _floats(columns[name])
             kernels.window_update(
                 values,
                 keys,
@@ -103,11 +140,14 @@ class ServingWindow:
                 self._nulls,
                 self._sample_keys,
                 self._sample,
+                self._filled,
+                self._bound_keys,
+                self._bound_values,
                 self._seen,
                 self._moments,
+                self.sample_size,
             )
-        for name in self.categorical:
-            column = list(columns.get(name, [None] * rows))
+        for name, column in categories.items():
             self._categories[name] += category_counts(column, self.profile.features[name].vocabulary)
             self._category_nulls[name] += sum(1 for value in column if value is None)
         self.events += rows
@@ -121,8 +161,25 @@ class ServingWindow:
 
     def sample(self, name: str) -> NDArray[np.float64]:
         """The window's uniform sample of a numeric feature, sorted."""
-        row = self.numeric.index(name)
-        return np.sort(self._sample[row, : min(int(self._seen[row]), self._sample.shape[1])])
+        _, values = self._bottom_k(self.numeric.index(name))
+        return np.sort(values)
+
+    def _bottom_k(self, row: int) -> tuple[NDArray[np.uint64], NDArray[np.float64]]:
+        """A numeric feature's sample as (keys, values), sorted by key then value: its buffer cut back."""
+        kept = kernels.bottom_k(
+            self._sample_keys[row], self._sample[row], abs(int(self._filled[row])), self.sample_size
+        )
+        self._bound(row, kept)
+        return self._sample_keys[row, :kept], self._sample[row, :kept]
+
+    def _bound(self, row: int, kept: int) -> None:
+        """Note that the buffer's first ``kept`` pairs are its sample, sorted: a full one bounds the rest."""
+        if kept == self.sample_size:
+            self._filled[row] = -kept
+            self._bound_keys[row] = self._sample_keys[row, kept - 1]
+            self._bound_values[row] = self._sample[row, kept - 1]
+        else:
+            self._filled[row] = kept
 
     def null_count(self, name: str) -> int:
         if name in self._category_nulls:
@@ -173,9 +230,9 @@ class ServingWindow:
             profile=first.profile,
             start_us=first.start_us,
             end_us=first.end_us,
-            sample_size=first._sample.shape[1],
+            sample_size=first.sample_size,
         )
-        capacity = window._sample.shape[1]
+        capacity = window.sample_size
         for part in parts:
             window.events += part.events
             window._counts += part._counts
@@ -188,29 +245,30 @@ class ServingWindow:
                 window._categories[name] += part._categories[name]
                 window._category_nulls[name] += part._category_nulls[name]
         for row in range(len(window.numeric)):
-            sizes = [min(int(part._seen[row]), capacity) for part in parts]
-            keys = np.concatenate(
-                [part._sample_keys[row, :size] for part, size in zip(parts, sizes, strict=True)]
-            )
-            values = np.concatenate(
-                [part._sample[row, :size] for part, size in zip(parts, sizes, strict=True)]
-            )
+            samples = [part._bottom_k(row) for part in parts]
+            keys = np.concatenate([keys for keys, _ in samples])
+            values = np.concatenate([values for _, values in samples])
             order = np.lexsort((values, keys))[:capacity]
             window._sample_keys[row, : order.size] = keys[order]
             window._sample[row, : order.size] = values[order]
+            window._bound(row, order.size)
         return window
 
     def to_bytes(self) -> bytes:
-        """The window's state as an npz file (read back with ``from_bytes`` and the same profile)."""
+        """The window's state as an npz file (read back with ``from_bytes`` and the same profile); the
+        same events give the same bytes, however they were batched."""
         buffer = io.BytesIO()
         categories: dict[str, Any] = {f"category:{name}": counts for name, counts in self._categories.items()}
+        for row in range(len(self.numeric)):
+            self._bottom_k(row)
         np.savez(
             buffer,
             header=np.array([self.start_us, self.end_us, self.events], dtype=np.int64),
             counts=self._counts,
             nulls=self._nulls,
-            sample_keys=self._sample_keys,
-            sample=self._sample,
+            sample_keys=self._sample_keys[:, : self.sample_size],
+            sample=self._sample[:, : self.sample_size],
+            filled=np.abs(self._filled),
             seen=self._seen,
             moments=self._moments,
             category_nulls=np.array([self._category_nulls[name] for name in self.categorical], np.int64),
@@ -222,15 +280,18 @@ class ServingWindow:
     def from_bytes(cls, data: bytes, *, profile: ReferenceProfile) -> ServingWindow:
         with np.load(io.BytesIO(data), allow_pickle=False) as stored:
             start_us, end_us, events = (int(value) for value in stored["header"])
-            window = cls(
-                profile=profile, start_us=start_us, end_us=end_us, sample_size=stored["sample"].shape[1]
-            )
+            sample_keys, sample = stored["sample_keys"], stored["sample"]
+            size = sample.shape[1]
+            window = cls(profile=profile, start_us=start_us, end_us=end_us, sample_size=size)
             window.events = events
             window._counts = stored["counts"]
             window._nulls = stored["nulls"]
-            window._sample_keys = stored["sample_keys"]
-            window._sample = stored["sample"]
+            window._sample_keys[:, :size] = sample_keys
+            window._sample[:, :size] = sample
             window._seen = stored["seen"]
+            # Parts saved before the buffer kept a heap of min(seen, size) pairs: a sample all the same.
+            filled = stored["filled"] if "filled" in stored.files else np.minimum(window._seen, size)
+            window._filled = np.asarray(filled, dtype=np.int64).copy()
             window._moments = stored["moments"]
             for position, name in enumerate(window.categorical):
                 window._categories[name] = stored[f"category:{name}"]
@@ -254,4 +315,31 @@ def event_keys(request_ids: Sequence[str]) -> NDArray[np.uint64]:
 def _floats(column: Sequence[Any] | NDArray[Any]) -> NDArray[np.float64]:
     if isinstance(column, np.ndarray):
         return column.astype(np.float64, copy=False)
-    return np.asarray([np.nan if value is None else value for value in column], dtype=np.float64)
+    try:
+        return np.asarray([np.nan if value is None else value for value in column], dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.asarray([_float(value) for value in column], dtype=np.float64)
+
+
+def _matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> NDArray[np.float64]:
+    """The rows' values of ``names`` as a (rows, names) float matrix, NaN where missing or None. One
+    C-level pick and conversion per row while every row has every name and only numbers; else per value."""
+    if not names:
+        return np.empty((len(rows), 0))
+    pick = itemgetter(*names)
+    try:
+        picked = [pick(row) for row in rows]
+        matrix = np.array(picked if len(names) > 1 else [(value,) for value in picked], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return np.array([[_float(row.get(name)) for name in names] for row in rows], dtype=np.float64)
+    return matrix.reshape(len(rows), len(names))
+
+
+def _float(value: Any) -> float:
+    """A served value as a number: None, and anything that is not a number, is missing (NaN)."""
+    if value is None or isinstance(value, (dict, list)):
+        return np.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan

@@ -32,12 +32,13 @@ from kafka import TopicPartition
 
 from features.config import SluiceConfig
 from monitors.detector import WindowReport
-from monitors.events import EventError, KServeJoiner, KServePart, LabelEvent, PredictionEvent, decode
+from monitors.events import LABEL_TYPE, PREDICTION_TYPE, EventError, KServeJoiner, decode_record
 from monitors.incidents import Incidents
 from monitors.labels import LabelJoiner, LabelledPrediction
 from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.monitor_metrics import MonitorMetrics
 from monitors.parts import WindowParts
+from monitors.predictions import PredictionBatch
 from monitors.window import ServingWindow
 from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.kafka_clients import consumer, ensure_topics, producer
@@ -215,27 +216,30 @@ class MonitorPipeline:
         highwater: Mapping[int, int | None],
         positions: Mapping[int, int] | None,
     ) -> dict[int, int]:
-        events: list[tuple[PredictionEvent, int, int]] = []
-        sources: list[Any] = []
-        """The record of each event, for the dead-letter topic."""
+        predictions: dict[int, PredictionBatch] = {}
         letters: list[DeadLetter] = []
         labelled: list[LabelledPrediction] = []
         ends: dict[int, int] = {}
+        add_prediction = self.labels.add_prediction_json
         for partition, messages in batches.items():
+            batch = predictions[partition] = PredictionBatch(partition=partition)
             for message in messages:
                 try:
-                    event = decode(_headers(message.headers), message.value)
+                    kind, payload, event_us = decode_record(_headers(message.headers), message.value)
                 except EventError as error:
                     letters.append(DeadLetter(record=message, reason=error.reason, detail=str(error)))
                     continue
-                if isinstance(event, LabelEvent):
-                    labelled += self.labels.add_label(event)
-                    continue
-                predictions = self.joiner.add(event) if isinstance(event, KServePart) else [event]
-                for prediction in predictions:
-                    labelled += self.labels.add_prediction(prediction)
-                events += [(prediction, partition, message.offset) for prediction in predictions]
-                sources += [message] * len(predictions)
+                if kind == PREDICTION_TYPE:
+                    batch.append(payload, event_us=event_us, offset=message.offset, record=message)
+                    labelled += add_prediction(payload["model"], payload["request_id"], message.value)
+                elif kind == LABEL_TYPE:
+                    labelled += self.labels.add_label(payload)
+                else:
+                    for event in self.joiner.add(payload):  # a pair is complete: its request's time
+                        data = event.data()
+                        event_us = int(event.event_time.timestamp() * 1_000_000)
+                        batch.append(data, event_us=event_us, offset=message.offset, record=message)
+                        labelled += self.labels.add_prediction(event)
             if messages:
                 if partition not in self.monitor.reading:
                     self.monitor.resume(partition)
@@ -248,11 +252,10 @@ class MonitorPipeline:
             if end is None or partition not in at or at[partition] < end
         ]
         _send_labelled(self.sender, f"{self.topic}.labelled", labelled)
-        closed, rejected = self.monitor.add(events, behind=behind, assigned=list(highwater))
-        for index, reason in rejected:
-            event = events[index][0]
-            detail = f"model {event.model} version {event.version}: {reason}"
-            letters.append(DeadLetter(record=sources[index], reason=reason, detail=detail))
+        closed, rejected = self.monitor.add_batches(predictions, behind=behind, assigned=list(highwater))
+        for record, reason, (model, version) in rejected:
+            detail = f"model {model} version {version}: {reason}"
+            letters.append(DeadLetter(record=record, reason=reason, detail=detail))
         self.dead_letters.send(letters)
         for letter in letters:
             self.metrics.dead_letters.labels(letter.reason).inc()
