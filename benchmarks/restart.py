@@ -8,13 +8,15 @@ membership), and one new event is produced at once:
 - ``snapshots``: the default, a snapshot at the clean stop's commit; the restart replays nothing;
 - ``snapshots_after_sigkill``: killed after a further backlog, so it replays what followed the last
   snapshot (taken every ``--snapshot-interval`` seconds);
-- ``no_snapshots``: ``--snapshot-interval 0``, the restart replays the whole retained partition,
-  as every restart did before snapshots.
+- ``checkpoints``: ``--snapshot-interval 0``, the restart replays from the event-time checkpoint in the
+  commit's metadata: the view's horizon (1 h window + 10 min slide), ``--step-us`` apart in event time;
+- ``full_replay``: ``--snapshot-interval 0`` and the commit's metadata cleared (as an offset moved by hand
+  leaves it), so the restart replays the whole retained partition, as every restart did before snapshots.
 
 For each it reports the seconds from the process's start to the new row in Redis, and from the
-partition's assignment (the worker's log) to it. The competitor is sluice itself without snapshots:
-Feast has no stream state to restore. 10M records (``--records 10000000``) take about 10 minutes to
-produce and drain here: run it by hand, not in CI.
+partition's assignment (the worker's log) to it, and the records replayed. The competitor is sluice
+itself with a full replay: Feast has no stream state to restore. 10M records (``--records 10000000``)
+take about 10 minutes to produce and drain here: run it by hand, not in CI.
 
 Prints one JSON object on its last line.
 """
@@ -58,6 +60,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--sigkill-backlog", type=int, default=200_000)
+    parser.add_argument(
+        "--step-us", type=int, default=1_000, help="event time between records (1,000: 1,000 events/s)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="sluice-restart-"))
@@ -72,7 +77,7 @@ def main() -> None:
     spec = load_repo(repo).spec("card_stats")
     client = redis.Redis.from_url(REDIS_URL)
     group = f"sluice-{project}"
-    step_us = 1_000  # 1,000 events/s of event time per partition
+    step_us = args.step_us
     start_us = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6)
     produced_at = time.perf_counter()
     for first in range(0, args.records, 500_000):
@@ -97,7 +102,10 @@ def main() -> None:
 
     results: dict[str, dict[str, float]] = {}
     newest_us = start_us + args.records * step_us
-    for case, extra in (("snapshots", ()), ("no_snapshots", ("--snapshot-interval", "0"))):
+    off = ("--snapshot-interval", "0")
+    for case, extra in (("snapshots", ()), ("checkpoints", off), ("full_replay", off)):
+        if case == "full_replay":
+            _clear_metadata(admin, group, topic)
         newest_us += step_us
         results[case] = _restart(
             repo, work / f"{case}.log", extra, client, spec, topic, newest_us, card=10**9 + len(results)
@@ -123,8 +131,6 @@ def main() -> None:
     results["snapshots_after_sigkill"] = _restart(
         repo, work / "after-kill.log", (), client, spec, topic, newest_us, card=10**9 + 9
     )
-    replays = re.findall(r"rebuilt window state from (\d+) records", (work / "after-kill.log").read_text())
-    results["snapshots_after_sigkill"]["replayed_records"] = float(sum(map(int, replays)))
 
     admin.delete_topics([topic, f"{topic}.dlq"])
     admin.close()
@@ -145,8 +151,13 @@ def main() -> None:
                     for case, figures in results.items()
                 },
                 "speedup_from_assignment": round(
-                    results["no_snapshots"]["assignment_to_online_s"]
+                    results["full_replay"]["assignment_to_online_s"]
                     / results["snapshots"]["assignment_to_online_s"],
+                    1,
+                ),
+                "checkpoint_speedup_from_assignment": round(
+                    results["full_replay"]["assignment_to_online_s"]
+                    / results["checkpoints"]["assignment_to_online_s"],
                     1,
                 ),
             }
@@ -184,7 +195,36 @@ def _restart(
         if assigned
         else started
     )
-    return {"start_to_online_s": online - started, "assignment_to_online_s": online - assigned_at}
+    replays = re.findall(r"rebuilt window state from (\d+) records", log.read_text())
+    return {
+        "start_to_online_s": online - started,
+        "assignment_to_online_s": online - assigned_at,
+        "replayed_records": float(sum(map(int, replays))),
+    }
+
+
+def _clear_metadata(admin: KafkaAdminClient, group: str, topic: str) -> None:
+    """Commit the group's offsets again without metadata, once the stopped static member has left (the
+    broker refuses while the group has members: up to the session timeout)."""
+    from kafka import TopicPartition
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+
+    offsets = admin.list_group_offsets(group).get(group, {})
+    bare = {
+        TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(meta.offset, "", -1)
+        for tp, meta in offsets.items()
+        if tp.topic == topic
+    }
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            admin.alter_group_offsets(group, bare)
+            return
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def _worker(repo: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -6,12 +6,20 @@ import ssl
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
 from features.config import KafkaConfig
 
-__all__ = ["admin_client", "aiokafka_kwargs", "consumer", "ensure_topics", "producer", "ssl_context"]
+__all__ = [
+    "admin_client",
+    "aiokafka_kwargs",
+    "committed_metadata",
+    "consumer",
+    "ensure_topics",
+    "producer",
+    "ssl_context",
+]
 
 
 def ssl_context(config: KafkaConfig) -> ssl.SSLContext | None:
@@ -44,6 +52,26 @@ def aiokafka_kwargs(config: KafkaConfig) -> dict[str, Any]:
 
 def admin_client(config: KafkaConfig) -> KafkaAdminClient:
     return KafkaAdminClient(**config.client_kwargs())
+
+
+def committed_metadata(
+    config: KafkaConfig, group: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, str]]:
+    """The group's committed offsets of ``(topic, partition)`` pairs, with each commit's metadata; a
+    partition the group never committed is left out."""
+    wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+    if not wanted:
+        return {}
+    admin = admin_client(config)
+    try:
+        offsets = admin.list_group_offsets({group: wanted}).get(group, {})
+    finally:
+        admin.close()
+    return {
+        (tp.topic, tp.partition): (committed.offset, committed.metadata or "")
+        for tp, committed in offsets.items()
+        if committed.offset is not None and committed.offset >= 0
+    }
 
 
 def producer(config: KafkaConfig, **overrides: Any) -> KafkaProducer:

@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
 
+from features.config import KafkaConfig
 from features.repo import FeatureRepo
-from streams.kafka_clients import aiokafka_kwargs
+from streams.checkpoints import Checkpoint, metadata
+from streams.kafka_clients import aiokafka_kwargs, committed_metadata
 from streams.metrics import WorkerMetrics
 from streams.processor import PartitionProcessor, PreparedBatch
 from streams.worker import ViewRuntime, WorkerSettings, view_runtimes, write_until_done
@@ -49,7 +52,7 @@ class _Writes:
         self.metrics = metrics
         self.in_flight: asyncio.Task[None] | None = None
 
-    def start(self, prepared: list[_Prepared], offsets: dict[Any, int]) -> None:
+    def start(self, prepared: list[_Prepared], offsets: dict[Any, tuple[int, str]]) -> None:
         if self.in_flight is not None and not self.in_flight.done():
             raise RuntimeError("a poll's writes are still in flight")
         self.in_flight = asyncio.create_task(self._write(prepared, offsets))
@@ -60,7 +63,7 @@ class _Writes:
             in_flight, self.in_flight = self.in_flight, None
             await in_flight
 
-    async def _write(self, prepared: list[_Prepared], offsets: dict[Any, int]) -> None:
+    async def _write(self, prepared: list[_Prepared], offsets: dict[Any, tuple[int, str]]) -> None:
         # The partitions' batches side by side: one packs its Redis commands while Redis runs another's.
         await asyncio.gather(
             *(write_until_done(item.processor, item.batch, self.metrics) for item in prepared)
@@ -83,6 +86,7 @@ class _Prepared:
     batch: PreparedBatch
     offset: int
     snapshot: bytes | None
+    checkpoints: list[Checkpoint]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -112,11 +116,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetrics) -> None:
     """Consume until SIGTERM or SIGINT, then finish the poll in flight, commit and leave the group."""
     runtimes = view_runtimes(repo, settings, metrics)
+    group = f"sluice-{repo.config.project}"
     by_topic: dict[str, list[ViewRuntime]] = {}
     for runtime in runtimes:
         by_topic.setdefault(runtime.spec.topic, []).append(runtime)
     consumer = AIOKafkaConsumer(
-        group_id=f"sluice-{repo.config.project}",
+        group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
@@ -154,11 +159,9 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
             if not polled:
                 continue
             async with busy:
-                prepared = await _prepare(polled, by_topic)
+                prepared = await _prepare(polled, by_topic, kafka=repo.config.kafka, group=group)
                 await writes.wait()
-                writes.start(
-                    prepared, {tp: records[-1].offset + 1 for tp, records in polled.items() if records}
-                )
+                writes.start(prepared, _commits(polled, prepared))
                 if sum(map(len, polled.values())) < settings.batch_size:
                     # Caught up: the next poll would be small, and preparing it alongside these writes
                     # only slows them down. Overlap polls only while there is a backlog.
@@ -182,20 +185,59 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
 
 
 async def _prepare(
-    polled: dict[TopicPartition, list[Any]], by_topic: dict[str, list[ViewRuntime]]
+    polled: dict[TopicPartition, list[Any]],
+    by_topic: dict[str, list[ViewRuntime]],
+    *,
+    kafka: KafkaConfig,
+    group: str,
 ) -> list[_Prepared]:
     """Apply one poll's records to each view's window state, in a thread; returns what to write, with
-    the snapshots due (taken before the next poll changes the state, written once committed)."""
+    the snapshots due (taken before the next poll changes the state, written once committed) and each
+    view's checkpoints after the batch. A partition new to a view first gets its processor, which finds
+    its checkpoints in the group's commit of the partition."""
+    fresh = [
+        (tp.topic, tp.partition)
+        for tp, records in polled.items()
+        if records and any(tp.partition not in runtime.processors for runtime in by_topic[tp.topic])
+    ]
+    committed: dict[tuple[str, int], tuple[int, str]] = {}
+    if fresh:
+        try:
+            committed = await asyncio.to_thread(committed_metadata, kafka, group, fresh)
+        except KafkaError as error:  # checkpoints only shorten a replay: go on without them
+            log.warning("could not read the group's commits for checkpoints (%r)", error)
     prepared = []
     for partition, records in polled.items():
         if not records:
             continue
         for runtime in by_topic[partition.topic]:
-            processor = await runtime.processor_async(partition.partition, records[0].offset)
+            processor = await runtime.processor_async(
+                partition.partition,
+                records[0].offset,
+                committed=committed.get((partition.topic, partition.partition)),
+            )
             due = runtime.snapshot_due(partition.partition)
             batch, snapshot = await asyncio.to_thread(_apply, processor, records, due)
-            prepared.append(_Prepared(runtime, processor, batch, processor.applied_until, snapshot))
+            checkpoints = runtime.note_checkpoints(partition.partition, processor.take_checkpoints())
+            prepared.append(
+                _Prepared(runtime, processor, batch, processor.applied_until, snapshot, checkpoints)
+            )
     return prepared
+
+
+def _commits(
+    polled: dict[TopicPartition, list[Any]], prepared: list[_Prepared]
+) -> dict[TopicPartition, tuple[int, str]]:
+    """Each polled partition's next offset, with its views' checkpoints as the commit's metadata."""
+    views: dict[tuple[str, int], dict[str, list[Checkpoint]]] = {}
+    for item in prepared:
+        key = (item.runtime.spec.topic, item.processor.partition)
+        views.setdefault(key, {})[item.runtime.spec.name] = item.checkpoints
+    return {
+        tp: (records[-1].offset + 1, metadata(views.get((tp.topic, tp.partition), {})))
+        for tp, records in polled.items()
+        if records
+    }
 
 
 def _apply(

@@ -30,6 +30,7 @@ from offline_store.materialize import feature_rows
 from online_store.on_demand import StoredOnDemand
 from online_store.writer import FeatureRows, OnlineWriter
 from streams.backfill import Seed
+from streams.checkpoints import Checkpoint, horizon_us
 from streams.dead_letters import DeadLetter, DeadLetterSink, KafkaRecord
 from streams.decoding import DecodedBatch, EventDecoder
 from streams.metrics import WorkerMetrics
@@ -119,6 +120,9 @@ class PartitionProcessor:
         self.pending_files: list[BatchFile] = []
         self.applied_until = -1
         """The offset of the last record applied to the window state: a batch is not applied twice."""
+        horizon = horizon_us(spec)
+        self._checkpoint_spacing = max(horizon // 8, 1) if horizon is not None else None
+        self._passed: list[Checkpoint] = []
 
     def start(self, *, first_offset: int, history: Iterable[KafkaRecord]) -> int:
         """Rebuild window state from ``history`` (the partition before ``first_offset``) and find the
@@ -155,6 +159,23 @@ class PartitionProcessor:
             column: dict(snapshot.vocabularies.get(column, {})) for column in self.vocabularies
         }
         self.applied_until = snapshot.offset
+
+    def resume_at(self, checkpoint: Checkpoint) -> None:
+        """Take up at a checkpoint (``streams.checkpoints``), before ``start`` replays what follows it: the
+        records before it are older than anything the window state can still need."""
+        self.max_event_time = checkpoint.newest_us
+        self.applied_until = checkpoint.offset - 1
+
+    def checkpoint(self) -> Checkpoint:
+        """Where this processor stands: past ``applied_until``, with the newest event time accepted."""
+        return Checkpoint(offset=self.applied_until + 1, newest_us=self.max_event_time)
+
+    def take_checkpoints(self) -> list[Checkpoint]:
+        """The checkpoints passed since the last call: inside the batches (each time the newest event
+        time entered another eighth of the view's horizon, so that a batch of a long backlog still leaves
+        some), then where the processor stands."""
+        passed, self._passed = self._passed, []
+        return [*passed, self.checkpoint()]
 
     def snapshot(self) -> bytes:
         """What this processor knows now, at ``applied_until``, as a snapshot's bytes."""
@@ -218,6 +239,7 @@ class PartitionProcessor:
         # The watermark before each event: the newest event time seen before it, minus the delay.
         live_times = np.where(live, decoded.times, EMPTY_TIME)
         newest_before = np.maximum.accumulate(np.concatenate([[self.max_event_time], live_times]))[:-1]
+        self._note_passed(offsets, newest_before)
         watermark = newest_before.copy()
         seen = newest_before != EMPTY_TIME
         watermark[seen] -= self.delay_us
@@ -241,6 +263,16 @@ class PartitionProcessor:
             )
         self.applied_until = max(self.applied_until, records[-1].offset)
         return decoded, on_time, late, offsets, changes
+
+    def _note_passed(self, offsets: NDArray[np.int64], newest_before: NDArray[np.int64]) -> None:
+        """Checkpoints at the events where the newest time before them entered another spacing."""
+        if self._checkpoint_spacing is None or not len(offsets):
+            return
+        eighths = newest_before // self._checkpoint_spacing
+        for position in (np.flatnonzero(np.diff(eighths)) + 1).tolist():
+            self._passed.append(
+                Checkpoint(offset=int(offsets[position]), newest_us=int(newest_before[position]))
+            )
 
     def _seed(self, keys: list[Any]) -> None:
         """Load the backfill's history of the entities not seen before. Their rows from the cutover up

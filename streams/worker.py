@@ -21,6 +21,7 @@ from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
 from online_store.connection import client as online_redis
 from online_store.writer import OnlineWriter
+from streams.checkpoints import Checkpoint, horizon_us, keep, parse_metadata, replay_start
 from streams.dead_letters import DeadLetterSink, KafkaRecord
 from streams.kafka_clients import aiokafka_kwargs, producer
 from streams.metrics import WorkerMetrics
@@ -66,6 +67,8 @@ class ViewRuntime:
     processors: dict[int, PartitionProcessor] = field(default_factory=dict)
     snapshotted_at: dict[int, float] = field(default_factory=dict)
     """When each partition's state was last snapshotted (monotonic seconds)."""
+    checkpoints: dict[int, list[Checkpoint]] = field(default_factory=dict)
+    """Per partition, the checkpoints to commit with its next offset."""
 
     @property
     def snapshots(self) -> SnapshotStore | None:
@@ -73,8 +76,12 @@ class ViewRuntime:
             return None
         return SnapshotStore(spec=self.spec, root=self.dataset.root)
 
-    def processor(self, partition: int, first_offset: int) -> PartitionProcessor:
-        """The partition's processor; a new one first rebuilds state from the partition's history."""
+    def processor(
+        self, partition: int, first_offset: int, *, committed: tuple[int, str] | None = None
+    ) -> PartitionProcessor:
+        """The partition's processor; a new one first rebuilds state from the partition's history: from
+        its newest usable snapshot, else from the checkpoints in ``committed`` (the group's committed
+        offset and metadata), else from the oldest record retained."""
         existing = self.processors.get(partition)
         if existing is not None:
             return existing
@@ -90,33 +97,62 @@ class ViewRuntime:
         started = time.perf_counter()
         snapshots = self.snapshots
         snapshot = snapshots.newest(partition, before=first_offset) if snapshots is not None else None
+        replay_from, source = 0, "no snapshot, no checkpoint"
+        horizon = horizon_us(self.spec)
+        kept = self._committed_checkpoints(partition, first_offset, committed)
         if snapshot is not None:
             processor.restore(snapshot)
             self.snapshotted_at[partition] = time.monotonic()  # what it would write, it just read
-        replay_from = snapshot.offset + 1 if snapshot is not None else 0
+            replay_from, source = snapshot.offset + 1, f"snapshot at offset {snapshot.offset}"
+        else:
+            start = replay_start(kept, horizon_us=horizon)
+            if start is not None:
+                processor.resume_at(start)
+                replay_from, source = start.offset, f"checkpoint at offset {start.offset}"
+        self.checkpoints[partition] = kept
         replayed = processor.start(
             first_offset=first_offset,
             history=history(self.kafka, self.spec.topic, partition, first_offset, start_offset=replay_from),
         )
         log.info(
             "%s partition %d: rebuilt window state from %d records in %.2f s (%s); resuming at offset %d",
-            self.spec.name, partition, replayed, time.perf_counter() - started,
-            f"snapshot at offset {snapshot.offset}" if snapshot is not None else "no snapshot", first_offset,
+            self.spec.name, partition, replayed, time.perf_counter() - started, source, first_offset,
         )  # fmt: skip
         self.processors[partition] = processor
         return processor
 
-    async def processor_async(self, partition: int, first_offset: int) -> PartitionProcessor:
+    def _committed_checkpoints(
+        self, partition: int, first_offset: int, committed: tuple[int, str] | None
+    ) -> list[Checkpoint]:
+        """The view's checkpoints in the group's commit of the partition, if that commit is where the
+        worker resumes (an offset moved by hand, or by retention, carries none that are valid)."""
+        if committed is None or committed[0] != first_offset:
+            return []
+        kept = parse_metadata(committed[1]).get(self.spec.name, [])
+        return kept if kept and kept[-1].offset == first_offset else []
+
+    def note_checkpoints(self, partition: int, passed: list[Checkpoint]) -> list[Checkpoint]:
+        """Add the checkpoints the partition's processor passed in a batch; returns those to commit."""
+        kept = self.checkpoints.get(partition, [])
+        for checkpoint in passed:
+            kept = keep(kept, checkpoint, horizon_us=horizon_us(self.spec))
+        self.checkpoints[partition] = kept
+        return kept
+
+    async def processor_async(
+        self, partition: int, first_offset: int, *, committed: tuple[int, str] | None = None
+    ) -> PartitionProcessor:
         """``processor`` for the event loop: only a new processor's replay runs in a thread."""
         existing = self.processors.get(partition)
         if existing is not None:
             return existing
-        return await asyncio.to_thread(self.processor, partition, first_offset)
+        return await asyncio.to_thread(self.processor, partition, first_offset, committed=committed)
 
     def forget(self, partition: int) -> None:
         """Drop a partition's state: it was revoked, and its next owner rebuilds it."""
         self.processors.pop(partition, None)
         self.snapshotted_at.pop(partition, None)
+        self.checkpoints.pop(partition, None)
 
     def snapshot_due(self, partition: int) -> bool:
         """Whether the partition's state is to be snapshotted at this batch (and then notes that it is)."""
@@ -140,7 +176,8 @@ class ViewRuntime:
             self.snapshotted_at.pop(partition, None)  # try again at the next batch
 
     def snapshot_partition(self, partition: int) -> None:
-        """Snapshot one partition's state now: call only with every applied batch committed."""
+        """Snapshot one partition's state now. A restart uses it once its offset is committed (see
+        ``SnapshotStore.newest``): call it after the applied batches are committed, or about to be."""
         processor = self.processors.get(partition)
         if processor is not None and self.settings.snapshot_interval_s > 0 and processor.applied_until >= 0:
             self.save_snapshot(partition, processor.snapshot(), offset=processor.applied_until)

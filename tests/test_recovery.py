@@ -240,6 +240,96 @@ def test_a_restart_after_a_clean_stop_replays_nothing_from_its_snapshots_and_sta
     pd.testing.assert_frame_equal(_offline_rows(repo), _offline_rows(whole), rtol=1e-9)
 
 
+def test_the_faust_engine_writes_snapshots_and_restarts_from_them_exactly(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    """faust commits acknowledged offsets on its own schedule: its snapshots are written after the
+    batch is acknowledged and committed, and the restart resumes from one before its commit."""
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    assert sluice(repo, "apply").returncode == 0
+    events = transactions(20_000, cards=500, seed=23)
+    group = f"sluice-{project}"
+    log = tmp_path / "worker.log"
+    engine = ("--engine", "faust", "--snapshot-interval", "1")
+    worker = None
+    try:
+        produce(topic, events[:10_000])
+        worker = start_worker(repo, log, *engine)
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        stop(worker)
+        written = list((repo / "offline" / "card_stats" / "_snapshots").glob("*.npz"))
+        assert written, "the faust engine wrote no snapshot"
+        produce(topic, events[10_000:])
+        worker = start_worker(repo, log, *engine)
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        stop(worker)
+        worker = None
+        caught_up = stream_times(topic)
+    finally:
+        if worker is not None:
+            stop(worker)
+        delete_topics(topic, f"{topic}.dlq")
+    resumed = re.findall(r"\(snapshot at offset (\d+)\)", log.read_text())
+    assert resumed, log.read_text()[-3000:]
+    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    verified = sluice(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+    assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
+
+
+def test_a_restart_without_snapshots_replays_from_its_checkpoint_and_stays_exact(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    """Snapshots off: the restart reads the event-time checkpoints in the group's commit metadata and
+    replays only the last horizon (5 s delay + 60 s window + 10 s slide) of each partition, not the
+    whole of it; the rows are those of a worker that read the stream without stopping."""
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    whole = make_repo(tmp_path / "whole", project=f"{project}_whole", topic=topic)
+    assert sluice(repo, "apply").returncode == 0
+    assert sluice(whole, "apply").returncode == 0
+    events = transactions(40_000, cards=1_000, seed=22)  # 400 s of events, 10 ms apart
+    group = f"sluice-{project}"
+    log = tmp_path / "worker.log"
+    worker = None
+    try:
+        produce(topic, events[:30_000])
+        worker = start_worker(repo, log, "--snapshot-interval", "0")
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        stop(worker)
+        commits = committed(group, topic)
+        produce(topic, events[30_000:])
+        worker = start_worker(repo, log, "--snapshot-interval", "0")
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        stop(worker)
+        worker = start_worker(whole, tmp_path / "whole.log", "--snapshot-interval", "0")
+        wait_until_committed(f"sluice-{project}_whole", topic, workers=[worker], timeout_s=180)
+        stop(worker)
+        worker = None
+        caught_up = stream_times(topic)
+    finally:
+        if worker is not None:
+            stop(worker)
+        delete_topics(topic, f"{topic}.dlq")
+    assert not list((repo / "offline" / "card_stats").glob("_snapshots/*.npz"))
+    second_start = log.read_text().split("consuming ")[-1]
+    resumed = re.findall(
+        r"partition (\d+): rebuilt window state from (\d+) records .*\(checkpoint at offset (\d+)\)",
+        second_start,
+    )
+    assert len(resumed) == len(commits), second_start[-3000:]
+    for partition, replayed, start in resumed:
+        # 300 s before the stop, some 7,500 records a partition; the horizon and an eighth, about 2,100.
+        assert int(replayed) == commits[int(partition)] - int(start)
+        assert int(replayed) < commits[int(partition)] // 2, (partition, replayed, commits)
+    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    verified = sluice(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+    assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
+    pd.testing.assert_frame_equal(_offline_rows(repo), _offline_rows(whole), rtol=1e-9)
+
+
 def _offline_rows(repo: Path) -> pd.DataFrame:
     """The view's value at each (entity, event time) as training sets read it: of the rows at one time,
     the one last in the log. (A row's source offset, and how many rows share a time, follow the batches.)"""
