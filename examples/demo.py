@@ -424,7 +424,7 @@ def summarize(
     jobs = JobStore(engine=open_store(config.store_url)).jobs(model="fraud")
     report = file_path(first.report_url)
     plot = plot_drift(
-        config.state_dir / "monitor" / "scores",
+        Path(config.scores_location),
         config.state_dir / "demo" / "drift-scores.png",
         model="fraud",
         shift_at=live["shift_at"],

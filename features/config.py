@@ -267,6 +267,11 @@ class SluiceConfig(_Model):
     """Where reference profiles are kept, ``<profiles>/<model>/<version>/``: a folder or an object-storage
     URI (``s3://bucket/profiles``); ``<state_dir>/profiles`` when empty."""
 
+    scores: str = ""
+    """Where the monitor writes each closed window's scores and summary as Parquet,
+    ``<scores>/model=<m>/version=<v>/window-<start>.parquet``: a folder or an object-storage URI, so
+    that every host reads what the merging monitor wrote; ``<state_dir>/monitor/scores`` when empty."""
+
     alerts: AlertsConfig = AlertsConfig()
     """Alert rules, the alert store and where alerts are delivered."""
 
@@ -277,6 +282,11 @@ class SluiceConfig(_Model):
     def profiles_location(self) -> str:
         """``profiles``, or the ``profiles`` folder under the state folder."""
         return self.profiles or str(self.state_dir / "profiles")
+
+    @property
+    def scores_location(self) -> str:
+        """``scores``, or the ``monitor/scores`` folder under the state folder."""
+        return self.scores or str(self.state_dir / "monitor" / "scores")
 
     @property
     def store_url(self) -> str:

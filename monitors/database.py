@@ -28,7 +28,13 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
@@ -211,13 +217,15 @@ def _open(url: str) -> Engine:
 
 def _create_tables(engine: Engine, *, attempts: int = 5) -> None:
     """Create the missing tables. Monitors that start together race to create them (each checks, then
-    creates): the loser's CREATE fails with "already exists", and looking again finds the table."""
+    creates): the loser's CREATE fails with "already exists" (PostgreSQL may say "duplicate key" of its
+    catalog instead), and looking again finds the table."""
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
             return
-        except (OperationalError, ProgrammingError) as error:
-            if "already exists" not in str(error) or attempt == attempts - 1:
+        except (OperationalError, ProgrammingError, IntegrityError) as error:
+            raced = "already exists" in str(error) or "duplicate key" in str(error)
+            if not raced or attempt == attempts - 1:
                 raise
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from monitors.profile import OTHER, ReferenceProfile
+from offline_store.storage import Location
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,19 +54,25 @@ class ReportError(LookupError):
     """No such window; the message lists what there is."""
 
 
-def window_summary_path(scores_root: Path, *, model: str, version: str, window_start_us: int | None) -> Path:
+def window_summary_path(
+    scores_root: Location, *, model: str, version: str, window_start_us: int | None
+) -> Location:
     """The saved summary of a window (the latest one when ``window_start_us`` is None)."""
-    folder = scores_root / f"model={model}" / f"version={version}"
-    summaries = sorted(folder.glob("window-*.summary.parquet"))
+    folder = scores_root.child(f"model={model}", f"version={version}")
+    summaries = sorted(
+        (file for file in folder.files(recursive=False) if file.name.endswith(".summary.parquet")),
+        key=lambda file: file.name,
+    )
     if not summaries:
-        raise ReportError(f"no closed windows of model {model!r} version {version!r} under {scores_root}")
+        raise ReportError(f"no closed windows of model {model!r} version {version!r} under {scores_root.uri}")
     if window_start_us is None:
         return summaries[-1]
-    wanted = folder / f"window-{window_start_us:020d}.summary.parquet"
-    if wanted not in summaries:
-        starts = ", ".join(path.name[7:27].lstrip("0") or "0" for path in summaries[-5:])
+    wanted = f"window-{window_start_us:020d}.summary.parquet"
+    found = [file for file in summaries if file.name == wanted]
+    if not found:
+        starts = ", ".join(file.name[7:27].lstrip("0") or "0" for file in summaries[-5:])
         raise ReportError(f"no window starting at {window_start_us} µs; the latest start at: {starts}")
-    return wanted
+    return found[0]
 
 
 def report_path(reports_root: Path, *, model: str, version: str, window_start_us: int) -> Path:
@@ -192,8 +198,8 @@ def _replace(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def read_summary(path: Path) -> pa.Table:
-    return pq.read_table(path)
+def read_summary(location: Location) -> pa.Table:
+    return location.read_parquet()
 
 
 def _expand(labels: Sequence[str | None], counts: Sequence[int], max_rows: int) -> list[object]:

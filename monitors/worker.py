@@ -8,12 +8,12 @@ ones, late ones and those of a model version without a reference profile go to `
 with a ``sluice.reason`` header. Labels are joined to their predictions by request id
 (``monitors.labels``); the pairs go to ``<topic>.labelled``. Closed windows' reports go to
 ``<topic>.scores`` (one JSON record per window, keyed by model, version and window start) and to
-Parquet under ``<state_dir>/monitor/scores/``, one file per window named by the window, so a replay
-rewrites it rather than adding one. ``process`` returns, per partition, the offset below which
-everything is done: below the oldest event of a window still open, after the reports are written.
-An engine commits no further, so a restart replays exactly the open windows, and a window is never
-lost. Scored windows then go through ``monitors.incidents``: alert rules, the delivery outbox, and
-retraining jobs.
+Parquet under ``scores`` (``<state_dir>/monitor/scores/`` by default, or object storage), one file per
+window named by the window, so a replay rewrites it rather than adding one. ``process`` returns, per
+partition, the offset below which everything is done: below the oldest event of a window still open,
+after the reports are written. An engine commits no further, so a restart replays exactly the open
+windows, and a window is never lost. Scored windows then go through ``monitors.incidents``: alert
+rules, the delivery outbox, and retraining jobs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 from kafka import TopicPartition
 
 from features.config import SluiceConfig
@@ -40,6 +39,7 @@ from monitors.monitor_metrics import MonitorMetrics
 from monitors.parts import WindowParts
 from monitors.predictions import PredictionBatch
 from monitors.window import ServingWindow
+from offline_store.storage import Location
 from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.kafka_clients import consumer, ensure_topics, producer
 
@@ -50,11 +50,11 @@ log = logging.getLogger("sluice.monitor")
 
 @dataclass(frozen=True, kw_only=True)
 class ScoresSink:
-    """Writes window reports to the scores topic and to Parquet."""
+    """Writes window reports to the scores topic and to Parquet (a folder or object storage)."""
 
     producer: Any
     topic: str
-    root: Path
+    root: Location
 
     def write(self, closed: list[ClosedWindow]) -> None:
         futures = []
@@ -68,8 +68,7 @@ class ScoresSink:
             future.get(timeout=30)
 
     def _parquet(self, report: WindowReport, window: ServingWindow) -> None:
-        folder = self.root / f"model={report.model}" / f"version={report.version}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self.root.child(f"model={report.model}", f"version={report.version}")
         rows = [
             {
                 "window_start_us": report.window_start_us,
@@ -87,21 +86,22 @@ class ScoresSink:
             for score in report.scores
         ]
         name = f"window-{report.window_start_us:020d}"
-        _write(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
-        _write(window.summary_table(), folder / f"{name}.summary.parquet")
+        # Whole or not at all, and named by the window: a replay writes the same objects again.
+        folder.child(f"{name}.parquet").write_parquet(pa.Table.from_pylist(rows))
+        folder.child(f"{name}.summary.parquet").write_parquet(window.summary_table())
 
 
-def last_window(scores_root: Path, model: str, version: str) -> int | None:
+def last_window(scores_root: Location, model: str, version: str) -> int | None:
     """The start (µs) of the last window of a model version written by ``ScoresSink``, if any."""
-    folder = scores_root / f"model={model}" / f"version={version}"
-    starts = [int(path.name[7:27]) for path in folder.glob("window-*.summary.parquet")]
+    folder = scores_root.child(f"model={model}", f"version={version}")
+    if not folder.exists():
+        return None
+    starts = [
+        int(file.name[7:27])
+        for file in folder.files(recursive=False)
+        if file.name.endswith(".summary.parquet")
+    ]
     return max(starts, default=None)
-
-
-def _write(table: pa.Table, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, temporary)
-    temporary.replace(target)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +137,7 @@ class MonitorPipeline:
         metrics: MonitorMetrics,
     ) -> MonitorPipeline:
         """Create the output topics and the producer, and load the alert, job and offset state."""
-        scores_root = config.state_dir / "monitor" / "scores"
+        scores_root = Location.parse(config.scores_location, config.offline_store)
         group = f"sluice-monitor-{config.project}"
         next_offsets = _start_offsets(config, topic, group=group)
         ensure_topics(

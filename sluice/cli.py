@@ -568,8 +568,9 @@ def report(context: _Context, model: str, model_version: str, window_start: int 
     """Write Evidently's HTML drift report for a closed window against the reference profile."""
     from monitors.profile import ProfileError, ReferenceProfile
     from monitors.report import ReportError, drift_report_html, read_summary, window_summary_path
+    from offline_store.storage import Location, StorageError
 
-    state = context.config.state_dir
+    config = context.config
     try:
         reference = ReferenceProfile.load(
             context.config.profiles_location,
@@ -578,9 +579,12 @@ def report(context: _Context, model: str, model_version: str, window_start: int 
             storage=context.config.offline_store,
         )
         path = window_summary_path(
-            state / "monitor" / "scores", model=model, version=model_version, window_start_us=window_start
+            Location.parse(config.scores_location, config.offline_store),
+            model=model,
+            version=model_version,
+            window_start_us=window_start,
         )
-    except (ProfileError, ReportError) as error:
+    except (ProfileError, ReportError, StorageError) as error:
         raise click.ClickException(str(error)) from None
     out.write_text(drift_report_html(reference, read_summary(path)), encoding="utf-8")
     click.echo(f"wrote {out} for {path.name.split('.')[0]} of {model} {model_version}")

@@ -8,7 +8,7 @@ project and Redis key prefix, so tests never see each other's data.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,32 @@ def redis_client(stack_config: SluiceConfig, unique_name: str) -> Iterator[redis
         if keys:
             client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def postgres_store(stack_config: SluiceConfig, unique_name: str) -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the local stack's PostgreSQL and returns their store URLs; drops them
+    afterwards."""
+    import psycopg
+
+    from sluice.stack.services import LOCAL_POSTGRES_URL
+
+    made: list[str] = []
+
+    def admin() -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(host="127.0.0.1", port=5432, user="sluice", dbname="postgres", autocommit=True)
+
+    def new() -> str:
+        name = f"t_{unique_name.replace('-', '_')[:40]}_{len(made)}".lower()
+        with admin() as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return LOCAL_POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    yield new
+    with admin() as connection:
+        for name in made:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ recomputation from the raw events."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -82,12 +83,13 @@ def run(
     monitors: int,
     seed: int,
     crashes: int = 0,
+    store_url: str = "sqlite://",
 ) -> list[ClosedWindow]:
     """Feed the stream to ``monitors`` monitors sharing a store, each reading some partitions, in random
     batches and order; ``crashes`` times, a monitor is dropped and replaced by a new one that starts at
     its commit offsets (as a restarted process would)."""
     rng = random.Random(seed)
-    parts = WindowParts(engine=open_store("sqlite://"), topic="predictions")
+    parts = WindowParts(engine=open_store(store_url), topic=f"predictions-{monitors}-{crashes}-{seed}")
     settings = MonitorSettings(
         window=timedelta(microseconds=WINDOW_US), lateness=timedelta(microseconds=LATENESS_US), sample_size=50
     )
@@ -153,4 +155,21 @@ def test_any_split_of_the_partitions_gives_one_monitors_reports(seed: int) -> No
     assert counts == expected_counts(partitions)
     for monitors, crashes in ((2, 0), (3, 0), (2, 2), (3, 3)):
         shared = run(partitions, monitors=monitors, seed=seed * 10 + monitors + crashes, crashes=crashes)
+        assert fingerprint(shared) == fingerprint(alone), (monitors, crashes)
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("seed", range(3))
+def test_monitors_sharing_a_postgresql_store_give_one_monitors_reports(
+    seed: int, postgres_store: Callable[[], str]
+) -> None:
+    """The same, with the parts, marks and merged windows in PostgreSQL, as monitors on several hosts
+    keep them."""
+    partitions = stream(100 + seed)
+    url = postgres_store()
+    alone = run(partitions, monitors=1, seed=seed, store_url=url)
+    counts = {(item.report.model, item.report.window_start_us): item.report.events for item in alone}
+    assert counts == expected_counts(partitions)
+    for monitors, crashes in ((2, 1), (3, 2)):
+        shared = run(partitions, monitors=monitors, seed=seed + monitors, crashes=crashes, store_url=url)
         assert fingerprint(shared) == fingerprint(alone), (monitors, crashes)

@@ -12,6 +12,7 @@ from monitors.events import PredictionEvent
 from monitors.monitor import Monitor, MonitorSettings
 from monitors.profile import ReferenceProfile
 from monitors.worker import last_window
+from offline_store.storage import Location
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -52,8 +53,8 @@ def test_last_window_reads_the_saved_window_files(tmp_path: Path) -> None:
     for start in (100, 300, 200):
         (folder / f"window-{start:020d}.parquet").touch()
         (folder / f"window-{start:020d}.summary.parquet").touch()
-    assert last_window(tmp_path, "fraud", "1") == 300
-    assert last_window(tmp_path, "fraud", "2") is None
+    assert last_window(Location.parse(str(tmp_path)), "fraud", "1") == 300
+    assert last_window(Location.parse(str(tmp_path)), "fraud", "2") is None
 
 
 def test_a_profile_saved_after_the_monitor_started_is_picked_up(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ def repo(
     root.mkdir()
     settings = f"project: {project}\ntopics: {{partitions: 3}}\nalerts: {{topic: {topic}.alerts}}\n"
     if profiles == "s3":
-        settings += f"profiles: s3://{request.getfixturevalue('bucket')}/profiles\n"
+        bucket = request.getfixturevalue("bucket")
+        settings += f"profiles: s3://{bucket}/profiles\nscores: s3://{bucket}/scores\n"
     (root / "sluice.yaml").write_text(settings)
     rng = np.random.default_rng(0)
     training = tmp_path / "training.parquet"
@@ -178,7 +179,18 @@ def test_a_monitor_killed_with_a_window_open_finishes_it_whole_after_a_restart(
     ]  # fmt: skip
     assert drifting == list(range(3, 10))
     if profiles == "s3":  # the profile the monitor scored against was read from the bucket
-        assert sorted(s3_keys(config.profiles_location.split("/")[2], "profiles/m/1/")) == [
+        bucket = config.profiles_location.split("/")[2]
+        assert sorted(s3_keys(bucket, "profiles/m/1/")) == [
             "profiles/m/1/profile.json",
             "profiles/m/1/samples.npz",
         ]
+        # and the windows' scores and summaries were written there, one pair per window, whole
+        written = sorted(s3_keys(bucket, "scores/model=m/version=1/"))
+        assert written == sorted(
+            f"scores/model=m/version=1/window-{start:020d}{suffix}"
+            for start in starts
+            for suffix in (".parquet", ".summary.parquet")
+        )
+        made = sluice(repo, "report", "--model", "m", "--version", "1", "--out", str(tmp_path / "r.html"))
+        assert made.returncode == 0, made.stderr
+        assert "f1" in (tmp_path / "r.html").read_text()

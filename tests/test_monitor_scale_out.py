@@ -154,9 +154,18 @@ def wait_for(
         time.sleep(0.5)
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_one_two_or_three_monitors_give_the_same_reports_and_a_killed_one_loses_nothing(
-    repos: list[Path], topic: str, tmp_path: Path
+    repos: list[Path], topic: str, tmp_path: Path, store: str, postgres_store: Callable[[], str]
 ) -> None:
+    """With ``postgresql``, each group's monitors share a PostgreSQL store, as monitors on several hosts
+    do; with ``sqlite``, the file in the group's state folder."""
+    if store == "postgresql":
+        for repo in repos:
+            settings = repo / "sluice.yaml"
+            settings.write_text(
+                settings.read_text().replace("alerts: {", f"alerts: {{store_url: '{postgres_store()}', ")
+            )
     config = load_config(repos[0], environ={**os.environ, **state(repos[0])})
     ensure_topics(config.kafka, [topic], partitions=PARTITIONS)
     logger = PredictionLogger(config=config.kafka, topic=topic, source="tests")

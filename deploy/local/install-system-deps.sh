@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs from Debian's packages, only if it is missing:
-# redis-server, and Java 17 + Maven for the Kafka broker (assembled from Maven Central).
+# redis-server, PostgreSQL, and Java 17 + Maven for the Kafka broker (assembled from Maven Central).
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -20,7 +21,9 @@ fi
 echo "installing ${need[*]} from Debian's packages"
 "${as_root[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# Debian may start its own redis-server service on install; the local stack runs its own.
-if [[ " ${need[*]} " == *" redis-server "* ]] && command -v service >/dev/null 2>&1; then
-  "${as_root[@]}" service redis-server stop >/dev/null 2>&1 || true
-fi
+# Debian may start its own redis-server and postgresql services on install; the local stack runs its own.
+for daemon in redis-server postgresql; do
+  if [[ " ${need[*]} " == *" $daemon "* ]] && command -v service >/dev/null 2>&1; then
+    "${as_root[@]}" service "$daemon" stop >/dev/null 2>&1 || true
+  fi
+done

@@ -1,5 +1,5 @@
-"""The local stack: one Apache Kafka broker, one Redis, one S3 server and a Redis Cluster of six nodes
-(``sluice.stack.cluster``), as plain processes, for hosts without Docker.
+"""The local stack: one Apache Kafka broker, one Redis, one S3 server, one PostgreSQL and a Redis Cluster
+of six nodes (``sluice.stack.cluster``), as plain processes, for hosts without Docker.
 
 ``up`` and ``down`` are idempotent. ``up`` starts only what does not already answer and waits until
 the broker answers a metadata request and Redis answers PING. ``down`` stops only the processes
@@ -10,6 +10,7 @@ service is the user's: it is checked, never started.
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -17,7 +18,7 @@ from typing import Literal
 from features.config import SluiceConfig
 from sluice.stack.cluster import cluster_nodes, form
 from sluice.stack.process import ManagedProcess
-from sluice.stack.services import KafkaBroker, RedisServer, S3Server, Service, StackError
+from sluice.stack.services import KafkaBroker, PostgresServer, RedisServer, S3Server, Service, StackError
 
 __all__ = ["ServiceStatus", "StackError", "down", "status", "up"]
 
@@ -51,6 +52,7 @@ def _services(config: SluiceConfig) -> list[Service]:
     if config.redis.redis_type == "redis":
         services.append(RedisServer(config=config.redis, state_dir=config.state_dir))
     services.append(S3Server(config=config.offline_store, state_dir=config.state_dir))
+    services.append(PostgresServer(state_dir=config.state_dir))
     services += cluster_nodes(config)
     return services
 
@@ -62,6 +64,7 @@ def _process(service: Service, config: SluiceConfig) -> ManagedProcess:
         pid_file=run_dir / f"{service.name}.pid",
         log_file=config.state_dir / "logs" / f"{service.name}.log",
         markers=service.markers,
+        stop_signal=signal.SIGINT if isinstance(service, PostgresServer) else signal.SIGTERM,
     )
 
 
@@ -115,6 +118,9 @@ def up(config: SluiceConfig, *, timeout_s: float = 90.0) -> list[ServiceStatus]:
         started.append((service, process))
     for service, process in started:
         _wait_until_answers(service, process, timeout_s=timeout_s)
+    for service in _services(config):
+        if isinstance(service, PostgresServer):
+            service.ensure_database()
     form(cluster_nodes(config), timeout_s=timeout_s)
     return status(config)
 

@@ -25,6 +25,8 @@ class ManagedProcess:
     pid_file: Path
     log_file: Path
     markers: tuple[str, ...]
+    stop_signal: int = signal.SIGTERM
+    """What asks the daemon to stop (PostgreSQL's fast shutdown is SIGINT; SIGTERM waits for clients)."""
 
     def recorded_pid(self) -> int | None:
         """The pid in the pid file, whether or not that process still runs."""
@@ -58,7 +60,7 @@ class ManagedProcess:
         return process.pid
 
     def stop(self, *, timeout_s: float = 30.0) -> bool:
-        """SIGTERM our process, SIGKILL it after ``timeout_s``; returns whether one was running.
+        """Signal our process to stop, SIGKILL it after ``timeout_s``; returns whether one was running.
 
         The pid file is removed either way, so a crash stops being reported once acknowledged.
         """
@@ -66,7 +68,7 @@ class ManagedProcess:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, self.stop_signal)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and _is_running(pid):
             time.sleep(0.1)

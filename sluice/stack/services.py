@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from features.config import KafkaConfig, OfflineStoreConfig, RedisConfig
 __all__ = [
     "DEFAULT_S3_ENDPOINT",
     "DEPLOY_LOCAL",
+    "LOCAL_POSTGRES_URL",
     "KafkaBroker",
+    "PostgresServer",
     "RedisServer",
     "S3Server",
     "Service",
@@ -41,6 +44,8 @@ class StackError(RuntimeError):
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 DEFAULT_S3_ENDPOINT = "http://127.0.0.1:5000"
 """Where the local stack's S3 server listens when ``offline_store.endpoint_url`` names none."""
+LOCAL_POSTGRES_URL = "postgresql+psycopg://sluice@127.0.0.1:5432/sluice"
+"""The local stack's PostgreSQL, as a ``store_url``: the store that monitors on several hosts share."""
 
 
 class Service(Protocol):
@@ -345,3 +350,116 @@ class S3Server:
             return False
         finally:
             connection.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresServer:
+    """Debian's PostgreSQL: one cluster on loopback, database ``sluice``, user ``sluice``, trusting
+    local connections. A store for monitors and alerts on several hosts to try and test with
+    (``LOCAL_POSTGRES_URL``); point ``alerts.store_url`` at a real one for data that must last.
+
+    PostgreSQL never runs as root: as root, the stack runs it as Debian's ``postgres`` user, with its
+    data under that user's home (a clone in a private folder is out of its reach)."""
+
+    state_dir: Path
+    port: int = 5432
+    name: str = "postgres"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def is_local(self) -> bool:
+        return True
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return ("postgres", str(self.home / "data"))
+
+    @property
+    def home(self) -> Path:
+        if _is_root():
+            digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+            return Path("/var/lib/postgresql/sluice") / digest
+        return self.state_dir / "postgres"
+
+    @property
+    def binaries(self) -> Path | None:
+        """The newest installed PostgreSQL's bin folder (Debian keeps them per major version)."""
+        found = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda path: int(path.parts[-3])
+        )
+        return found[-1].parent if found else None
+
+    def check_prerequisites(self) -> None:
+        if self.binaries is None:
+            raise StackError(
+                "the local stack needs PostgreSQL, which is not installed. "
+                "Install it with: apt-get install -y postgresql"
+            )
+        if _is_root() and shutil.which("setpriv") is None:
+            raise StackError(
+                "as root, the local stack runs PostgreSQL as 'postgres' with setpriv (util-linux)"
+            )
+
+    def prepare(self) -> None:
+        binaries = self.binaries
+        assert binaries is not None
+        data = self.home / "data"
+        if (data / "PG_VERSION").is_file():
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        if _is_root():
+            shutil.chown(self.home, "postgres", "postgres")
+        result = subprocess.run(
+            [*self._as_owner(), str(binaries / "initdb"), "-D", str(data), "-U", "sluice",
+             "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(
+                f"initdb failed ({result.returncode}):\n{(result.stdout + result.stderr)[-2000:]}"
+            )
+
+    def command(self) -> list[str]:
+        binaries = self.binaries
+        assert binaries is not None
+        return [
+            *self._as_owner(), str(binaries / "postgres"), "-D", str(self.home / "data"),
+            "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.home),
+        ]  # fmt: skip
+
+    def answers(self) -> bool:
+        """Whether PostgreSQL accepts a connection to its maintenance database."""
+        try:
+            import psycopg
+        except ModuleNotFoundError:
+            return False
+        try:
+            with psycopg.connect(
+                host="127.0.0.1", port=self.port, user="sluice", dbname="postgres", connect_timeout=1
+            ):
+                return True
+        except psycopg.Error:
+            return False
+
+    def ensure_database(self) -> None:
+        """Create the ``sluice`` database once the server answers."""
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="sluice", dbname="postgres", autocommit=True
+        ) as connection:
+            exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = 'sluice'").fetchone()
+            if exists is None:
+                connection.execute("CREATE DATABASE sluice")
+
+    def _as_owner(self) -> list[str]:
+        if not _is_root():
+            return []
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
