@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -238,6 +240,70 @@ def test_a_restart_after_a_clean_stop_replays_nothing_from_its_snapshots_and_sta
     cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
     assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
     pd.testing.assert_frame_equal(_offline_rows(repo), _offline_rows(whole), rtol=1e-9)
+
+
+def test_a_sigkill_while_a_snapshot_is_written_leaves_a_usable_older_one_and_loses_nothing(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    """The worker is killed the moment a snapshot's temporary file appears (its bytes half written):
+    the restart sweeps the temporary file, starts from the snapshot before it (or its checkpoint), and
+    the rows are exact."""
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic, partitions=1)
+    assert sluice(repo, "apply").returncode == 0
+    events = transactions(110_000, cards=60_000, seed=24)  # many entities: a snapshot of some MB
+    group = f"sluice-{project}"
+    folder = repo / "offline" / "card_stats" / "_snapshots"
+    log = tmp_path / "worker.log"
+    produced = events[:60_000]
+    worker = None
+    caught: list[str] = []
+    try:
+        produce(topic, produced)
+        for attempt in range(5):  # a write takes milliseconds: a few backlogs, a snapshot a second
+            worker = start_worker(repo, log, "--snapshot-interval", "1", "--batch-size", "2000")
+            caught = _kill_when_written(worker, folder, timeout_s=60)
+            if caught:
+                break
+            stop(worker)
+            more = events[60_000 + 10_000 * attempt : 70_000 + 10_000 * attempt]
+            produce(topic, more)
+            produced = produced + more
+        assert caught, "no snapshot write was caught in five tries"
+        assert any(path.name.endswith(".tmp") for path in folder.iterdir())  # the kill left it there
+        worker = start_worker(repo, log, "--snapshot-interval", "1")
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        stop(worker)
+        worker = None
+        caught_up = stream_times(topic)
+    finally:
+        if worker is not None:
+            stop(worker)
+        delete_topics(topic, f"{topic}.dlq")
+    assert not any(path.name.endswith(".tmp") for path in folder.iterdir())
+    restarted = log.read_text().split("consuming ")[-1]
+    assert re.search(r"rebuilt window state from \d+ records .*\(snapshot at offset", restarted), restarted
+    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    verified = sluice(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    cards = sorted({int(event["card_id"]) for event in produced})  # type: ignore[call-overload]
+    assert_same(online_rows(redis_client, repo, cards), reference(produced, repo, caught_up))
+
+
+def _kill_when_written(worker: subprocess.Popen[bytes], folder: Path, *, timeout_s: float) -> list[str]:
+    """SIGKILL the worker as soon as a temporary snapshot file shows in ``folder`` beside a whole one
+    (so that one older snapshot is there to use); its names, or none if the worker wrote none before
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while worker.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            names = [entry.name for entry in os.scandir(folder)]
+            temporary = [name for name in names if name.endswith(".tmp")]
+            if temporary and any(name.endswith(".npz") for name in names):
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.wait()
+                return temporary
+        time.sleep(0.0005)
+    return []
 
 
 def test_the_faust_engine_writes_snapshots_and_restarts_from_them_exactly(
