@@ -36,6 +36,8 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
         # Large fetches: each poll costs the monitor a few store round trips, whatever its size.
         max_partition_fetch_bytes=8 << 20,
         fetch_max_bytes=64 << 20,
+        # Partitions added to the topic show within this, and rebalance the group (Monitor.grow).
+        metadata_max_age_ms=30_000,
         **aiokafka_kwargs(config.kafka),
     )
     stopping = asyncio.Event()
@@ -44,7 +46,7 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
         loop.add_signal_handler(signum, stopping.set)
     try:
         await consumer.start()
-        consumer.subscribe([topic], listener=_Forget(pipeline))
+        consumer.subscribe([topic], listener=_Forget(pipeline, consumer))
         pipeline.incidents.start()
         # What start-up made (modules, the profiles, the stores) lives as long as the process: keep it
         # out of the collector's full passes, which the per-event objects trigger over and over.
@@ -77,13 +79,18 @@ async def run(config: SluiceConfig, pipeline: MonitorPipeline) -> None:
 
 
 class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Tells the pipeline which partitions it lost, before they go to another monitor; logs the new ones."""
+    """Tells the pipeline which partitions it lost, before they go to another monitor, and how many the
+    topic has (partitions added to a subscribed topic cause a rebalance); logs the new ones."""
 
-    def __init__(self, pipeline: MonitorPipeline) -> None:
+    def __init__(self, pipeline: MonitorPipeline, consumer: AIOKafkaConsumer) -> None:
         self.pipeline = pipeline
+        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await asyncio.to_thread(self.pipeline.revoked, [partition.partition for partition in revoked])
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("reading partitions %s", ",".join(str(p.partition) for p in sorted(assigned)) or "none")
+        partitions = self.consumer.partitions_for_topic(self.pipeline.topic)
+        if partitions:
+            await asyncio.to_thread(self.pipeline.assigned, len(partitions))

@@ -163,6 +163,13 @@ class Monitor:
         """Whether this monitor merges the windows: it reads partition 0, or it is the only one."""
         return self._partitions is None or 0 in self._assigned
 
+    def grow(self, partitions: int) -> None:
+        """The topic now has ``partitions`` partitions (Kafka only adds them): windows wait for the new
+        ones' marks too, from now on."""
+        if self._partitions is not None and partitions > self._partitions:
+            log.info("the topic has %d partitions now (was %d)", partitions, self._partitions)
+            self._partitions = partitions
+
     def resume(self, partition: int) -> None:
         """Start reading ``partition`` (at its committed offset), skipping the windows whose part was
         saved, or that were merged, before."""

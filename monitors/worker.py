@@ -177,6 +177,11 @@ class MonitorPipeline:
         self.incidents.stop()
         self.sender.close()
 
+    def assigned(self, partitions: int) -> None:
+        """A rebalance happened, and the topic has ``partitions`` partitions (more when some were added)."""
+        with self.lock:
+            self.monitor.grow(partitions)
+
     def revoked(self, partitions: Collection[int]) -> None:
         """Forget partitions this monitor no longer reads; whoever reads them next resumes them."""
         with self.lock:

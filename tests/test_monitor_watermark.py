@@ -80,3 +80,29 @@ def test_an_event_of_a_window_that_closed_is_late(behind: list[int]) -> None:
     assert counts(closed) == [(0, 20), (10, 20)]
     _, rejected = watcher.add(backlog(1, range(5, 6)), behind=behind)
     assert rejected == [(0, "late")]
+
+
+def test_partitions_added_to_the_topic_hold_the_windows_until_they_are_read() -> None:
+    # A topic of two partitions, read by one monitor; then a third partition is added (Kafka only adds).
+    watcher = Monitor(
+        settings=MonitorSettings(window=timedelta(seconds=10), lateness=timedelta(0)),
+        partitions=2,
+        load_profile=lambda model, version: PROFILE,
+    )
+    closed, _ = watcher.add(backlog(0, range(0, 8)) + backlog(1, range(0, 8)), assigned=[0, 1])
+    assert counts(closed) == []
+    watcher.grow(3)
+    # Partitions 0 and 1 are past window [0, 10), but the new partition 2 has no mark yet: it waits.
+    closed, _ = watcher.add(
+        [(event, partition, offset + 8) for event, partition, offset in backlog(0, range(8, 25))]
+        + [(event, partition, offset + 8) for event, partition, offset in backlog(1, range(8, 25))],
+        assigned=[0, 1, 2],
+        behind=[2],
+    )
+    assert counts(closed) == []
+    # Partition 2's events of the first two windows count in them.
+    closed, rejected = watcher.add(backlog(2, range(0, 25)), assigned=[0, 1, 2])
+    assert rejected == []
+    assert counts(closed) == [(0, 30), (10, 30)]
+    watcher.grow(2)  # a smaller count is not news: partitions are never removed
+    assert watcher.merge_ready() == []
