@@ -117,9 +117,15 @@ class Location:
             return
         for file in self.files():
             moved = target.path + file.path[len(self.path) :]
-            self._call(partial(self.filesystem.move, file.path, moved))
-        # pyarrow keeps a marker object for each folder it empties; the moved folder is gone entirely.
-        self._call(lambda: self.filesystem.delete_dir(self.path))
+            try:
+                self._call(partial(self.filesystem.move, file.path, moved))
+            except NotImplementedError:  # Azure without a hierarchical namespace: copy, then delete
+                self._call(partial(self.filesystem.copy_file, file.path, moved))
+                file.delete()
+        # On S3 pyarrow keeps a marker object for each folder it empties; the moved folder goes entirely.
+        # On GCS and Azure a folder is only its objects' prefix: once they moved, there is nothing left.
+        if self.exists():
+            self._call(lambda: self.filesystem.delete_dir(self.path))
 
     def delete(self) -> None:
         """Delete this file; a file already gone is not an error."""
@@ -215,9 +221,14 @@ def _filesystem(
             kwargs |= {"endpoint_override": parts.netloc, "scheme": parts.scheme}
         return pafs.S3FileSystem(**kwargs)
     if scheme in ("gs", "gcs"):
-        if options.endpoint_url:
-            parts = urlsplit(options.endpoint_url)
-            return pafs.GcsFileSystem(endpoint_override=parts.netloc, scheme=parts.scheme)
+        # STORAGE_EMULATOR_HOST is how Google's SDKs are pointed at an emulator, which takes no credentials.
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        endpoint = options.endpoint_url or emulator
+        if endpoint:
+            parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+            return pafs.GcsFileSystem(
+                endpoint_override=parts.netloc, scheme=parts.scheme, anonymous=bool(emulator)
+            )
         return pafs.GcsFileSystem()
     # abfs://container@account.dfs.core.windows.net/...: the account from the URI, else the environment's.
     account = account or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
