@@ -33,7 +33,9 @@ which the sluice figure includes): Evidently's ``DataDriftPreset`` against the 1
 the first ``--evidently-windows`` windows only (it runs at a steady rate per event; its figure is the
 median over those windows), and a loop of scipy's ``ks_2samp`` per feature on every window. What
 reading the topic with kafka-python and decoding into a DataFrame costs an Evidently pipeline is
-measured apart (``read_decode_events_per_s``, over as many events as the Evidently windows hold).
+measured apart (``read_decode_events_per_s``, over as many events as the Evidently windows hold). And
+the floor under any Python monitor on this machine: aiokafka reading the topic doing nothing else, and
+``orjson.loads`` of the events' data (``floor_*``).
 
 ``--py-spy DIR`` runs each monitor under ``py-spy record`` (raw, collapsed stacks) and writes its profile
 there; the figures of such a run are slowed by the sampling. Prints one JSON object on its last line.
@@ -404,6 +406,7 @@ def compare(
             ks_2samp(reference[name].to_numpy(), frame[name].to_numpy())
         ks_rates.append(len(frame) / (time.perf_counter() - started))
     decode_rate = _read_and_decode(topic, sum(len(frame) for frame in frames[:evidently_windows]))
+    fetch_rate, parse_us = _floor(topic, len(values))
     evidently = statistics.median(evidently_rates)
     return {
         "evidently_version": _version("evidently"),
@@ -415,7 +418,46 @@ def compare(
         "scipy_ks_events_per_s": round(statistics.median(ks_rates)),
         "read_decode_events_per_s": round(decode_rate),
         "evidently_with_decode_events_per_s": round(1 / (1 / evidently + 1 / decode_rate)),
+        "floor_aiokafka_fetch_events_per_s": round(fetch_rate),
+        "floor_json_parse_us_per_event": round(parse_us, 2),
+        "floor_fetch_and_parse_events_per_s": round(1 / (1 / fetch_rate + parse_us / 1e6)),
     }
+
+
+def _floor(topic: str, count: int) -> tuple[float, float]:
+    """What no monitor in Python gets under, on this machine: records/s that aiokafka's ``getmany`` reads
+    from the topic doing nothing else, and µs per event that ``orjson.loads`` takes on the events' data."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    values: list[bytes] = []
+
+    async def fetch() -> float:
+        reader = AIOKafkaConsumer(
+            topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", enable_auto_commit=False,
+            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
+        )  # fmt: skip
+        await reader.start()
+        read, started = 0, None
+        try:
+            while read < count:
+                batches = await reader.getmany(timeout_ms=1000, max_records=20_000)
+                if started is None and batches:
+                    started = time.perf_counter()
+                for records in batches.values():
+                    read += len(records)
+                    if len(values) < 50_000:
+                        values.extend(record.value for record in records[: 50_000 - len(values)])
+            return read / (time.perf_counter() - (started or time.perf_counter()))
+        finally:
+            await reader.stop()
+
+    rate = asyncio.run(fetch())
+    started = time.perf_counter()
+    for value in values:
+        orjson.loads(value)
+    return rate, (time.perf_counter() - started) / len(values) * 1e6
 
 
 def _read_and_decode(topic: str, count: int) -> float:

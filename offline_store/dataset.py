@@ -146,11 +146,10 @@ class OfflineDataset:
     ) -> list[BatchFile]:
         """Write a backfill's rows (no source offset: at one event time a stream row wins), one file
         per event date named by the cutover, replacing any earlier backfill's files."""
-        for file in self.backfill_files():
-            file.location.delete()
-        for orphan in self._files():
-            if orphan.name.startswith(".backfill-") and orphan.name.endswith(".tmp"):
-                orphan.delete()
+        for file in list(self._files()):  # the earlier backfill's files, and its writes a crash cut short
+            earlier = _BACKFILL_NAME.match(file.name) is not None
+            if earlier or (file.name.startswith(".backfill-") and file.name.endswith(".tmp")):
+                file.delete()
         table = self._table(keys, event_times_us, created_times_us, None, features)
         return [
             BatchFile(

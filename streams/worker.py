@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from features.config import KafkaConfig
 from features.repo import FeatureRepo
@@ -70,7 +71,7 @@ class ViewRuntime:
     checkpoints: dict[int, list[Checkpoint]] = field(default_factory=dict)
     """Per partition, the checkpoints to commit with its next offset."""
 
-    @property
+    @cached_property
     def snapshots(self) -> SnapshotStore | None:
         if self.settings.snapshot_interval_s <= 0:
             return None

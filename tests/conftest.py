@@ -11,12 +11,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 import redis
 from hypothesis import settings
 
 from features.config import SluiceConfig, load_config
 from sluice import stack
+from tests.s3 import CREDENTIALS, ENDPOINT
 from tests.streaming import delete_topics, make_repo, sluice
 
 # Numba compiles a kernel on its first call; a per-example deadline would flag that as flaky.
@@ -90,6 +92,23 @@ def postgres_store(stack_config: SluiceConfig, unique_name: str) -> Iterator[Cal
     with admin() as connection:
         for name in made:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def bucket(stack_config: SluiceConfig, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A bucket of this test's own on the stack's S3 server; the worker and the CLI reach it through
+    ``SLUICE_S3_ENDPOINT`` and the AWS variables."""
+    for name, value in {**CREDENTIALS, "SLUICE_S3_ENDPOINT": ENDPOINT}.items():
+        monkeypatch.setenv(name, value)
+    name = f"sluice-{uuid.uuid4().hex[:12]}"
+    admin = pafs.S3FileSystem(
+        endpoint_override=ENDPOINT.split("://")[1],
+        scheme="http",
+        allow_bucket_creation=True,
+        region="us-east-1",
+    )
+    admin.create_dir(name)
+    yield name
 
 
 @pytest.fixture

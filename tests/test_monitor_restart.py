@@ -21,8 +21,8 @@ from features.config import load_config
 from monitors.events import PredictionEvent, decode
 from monitors.logger import PredictionLogger
 from streams.kafka_clients import ensure_topics
+from tests.s3 import s3_keys
 from tests.streaming import BOOTSTRAP, delete_topics, sluice, stop
-from tests.test_object_storage import bucket, s3_keys  # noqa: F401 (bucket: a fixture)
 
 pytestmark = pytest.mark.stack
 

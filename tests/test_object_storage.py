@@ -13,25 +13,21 @@ import os
 import re
 import signal
 import time
-import urllib.request
 import uuid
-import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import redis
 
-from features.config import OfflineStoreConfig, SluiceConfig
+from features.config import OfflineStoreConfig
 from features.repo import load_repo
 from offline_store.dataset import OfflineDataset
 from offline_store.historical import get_historical_features
 from offline_store.storage import Location, StorageError
-from sluice.stack.services import DEFAULT_S3_ENDPOINT
+from tests.s3 import ENDPOINT, s3_keys, s3_object
 from tests.streaming import (
     delete_topics,
     end_offsets,
@@ -45,52 +41,6 @@ from tests.streaming import (
     wait_until_committed,
 )
 from tests.test_stream_worker import assert_same, online_rows, reference, transactions
-
-ENDPOINT = os.environ.get("SLUICE_S3_ENDPOINT", DEFAULT_S3_ENDPOINT)
-# moto takes any credentials; set them so that no SDK goes looking for an instance role.
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "sluice-test",
-    "AWS_SECRET_ACCESS_KEY": "sluice-test",
-    "AWS_REGION": "us-east-1",
-}
-
-
-@pytest.fixture
-def bucket(stack_config: SluiceConfig, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A bucket of this test's own on the stack's S3 server; the worker and the CLI reach it through
-    ``SLUICE_S3_ENDPOINT`` and the AWS variables."""
-    for name, value in {**CREDENTIALS, "SLUICE_S3_ENDPOINT": ENDPOINT}.items():
-        monkeypatch.setenv(name, value)
-    name = f"sluice-{uuid.uuid4().hex[:12]}"
-    admin = pafs.S3FileSystem(
-        endpoint_override=ENDPOINT.split("://")[1],
-        scheme="http",
-        allow_bucket_creation=True,
-        region="us-east-1",
-    )
-    admin.create_dir(name)
-    yield name
-
-
-def s3_keys(bucket: str, prefix: str) -> list[str]:
-    """The bucket's object keys under a prefix, from S3's ListObjectsV2 over plain HTTP."""
-    keys: list[str] = []
-    token = ""
-    while True:
-        query = f"list-type=2&prefix={prefix}" + (f"&continuation-token={token}" if token else "")
-        with urllib.request.urlopen(f"{ENDPOINT}/{bucket}?{query}", timeout=10) as response:
-            root = ElementTree.fromstring(response.read())
-        space = {"s3": root.tag.split("}")[0].strip("{")}
-        keys += [node.text or "" for node in root.findall("s3:Contents/s3:Key", space)]
-        token = root.findtext("s3:NextContinuationToken", default="", namespaces=space)
-        if not token:
-            return keys
-
-
-def s3_object(bucket: str, key: str) -> bytes:
-    with urllib.request.urlopen(f"{ENDPOINT}/{bucket}/{key}", timeout=10) as response:
-        return bytes(response.read())
-
 
 # --- the file-system layer -------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ from offline_store.storage import Location
 from streams.snapshots import PartitionSnapshot, SnapshotStore
 from streams.windows import WindowState
 from tests.emulators import AZURITE_ACCOUNT, AZURITE_KEY, EmulatorUnavailable, azurite, fake_gcs
+from tests.s3 import CREDENTIALS, ENDPOINT
 from tests.streaming import make_repo
-from tests.test_object_storage import CREDENTIALS, ENDPOINT
 
 pytestmark = pytest.mark.stack
 
