@@ -77,8 +77,8 @@ def cold_start() -> float:
     """Seconds for a fresh process to import the metrics and run them once (Numba's cache warm on disk)."""
     code = (
         "import time, numpy as np; started = time.perf_counter(); "
-        "from monitors.metrics import ks_2samp, wasserstein_distance, bin_counts; "
-        "from monitors import kernels; "
+        "from monitors.drift.metrics import ks_2samp, wasserstein_distance, bin_counts; "
+        "from monitors.drift import kernels; "
         "a = np.random.default_rng(0).normal(size=1000); ks_2samp(a, a + 1); wasserstein_distance(a, a); "
         "b = np.sort(np.stack([a, a]), axis=1); kernels.ks_wasserstein_rows(b, b); "
         "print(time.perf_counter() - started)"
@@ -97,9 +97,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from monitors.batch import compare_numeric
-    from monitors.profile import ReferenceProfile
-    from monitors.window import ServingWindow
+    from monitors.drift.profile import ReferenceProfile
+    from monitors.drift.table import compare_numeric
+    from monitors.drift.window import ServingWindow
 
     reference, current = data(args.rows)
     started = time.perf_counter()

@@ -1,13 +1,13 @@
 """The monitor end to end: prediction events/s through ``sluice monitor``, from Kafka to window reports.
 
 A recorded stream: ``--events`` prediction events (CloudEvents 1.0 in Kafka's binary mode, built with
-``monitors.events.encode``) of one model version with 20 numeric features, spread evenly in event time
-over ``--windows`` windows of ``--window`` seconds, round-robin over the ``--partitions`` partitions of a
-fresh topic (so event times increase within each partition); f7 shifts by ``--shift`` (0.5) standard
-deviations in the second half of the windows, which fires an alert: the monitor then renders the window's
-Evidently HTML report as well, once (a few seconds), which the timing includes. Then one event per
-partition a day later, so that every window closes. All of it is produced before any monitor starts,
-and timed apart (``produce_s``).
+``monitors.events.cloudevents.encode``) of one model version with 20 numeric features, spread evenly in
+event time over ``--windows`` windows of ``--window`` seconds, round-robin over the ``--partitions``
+partitions of a fresh topic (so event times increase within each partition); f7 shifts by ``--shift``
+(0.5) standard deviations in the second half of the windows, which fires an alert: the monitor then
+renders the window's Evidently HTML report as well, once (a few seconds), which the timing includes. Then
+one event per partition a day later, so that every window closes. All of it is produced before any
+monitor starts, and timed apart (``produce_s``).
 
 Then ``--processes`` ``sluice monitor`` processes (the default aiokafka engine, default settings but the
 window) start in one consumer group on the topic, with the reference profile (10,000 training rows,
@@ -72,8 +72,8 @@ from kafka.admin import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitors.events import PredictionEvent, decode, encode  # noqa: E402
-from monitors.profile import ReferenceProfile  # noqa: E402
+from monitors.drift.profile import ReferenceProfile  # noqa: E402
+from monitors.events.cloudevents import PredictionEvent, decode, encode  # noqa: E402
 
 BOOTSTRAP = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 FEATURES = [f"f{index}" for index in range(20)]
@@ -485,8 +485,8 @@ def _read_and_decode(topic: str, count: int) -> float:
 def _warm_numba(profile: ReferenceProfile) -> None:
     """Compile the window and metric kernels into Numba's on-disk cache, as a monitor that ran before
     would have: the timed monitors load them instead of compiling."""
-    from monitors.detector import DriftDetector
-    from monitors.window import ServingWindow
+    from monitors.drift.detector import DriftDetector
+    from monitors.drift.window import ServingWindow
 
     window = ServingWindow(profile=profile, start_us=0, end_us=1)
     window.update({name: np.random.default_rng(1).normal(size=5000) for name in FEATURES})

@@ -10,11 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from monitors.detector import DriftDetector, WindowReport
-    from monitors.logger import PredictionLogger
-    from monitors.metrics import metric
-    from monitors.profile import ReferenceProfile
-    from monitors.window import ServingWindow
+    from monitors.drift.detector import DriftDetector, WindowReport
+    from monitors.drift.metrics import metric
+    from monitors.drift.profile import ReferenceProfile
+    from monitors.drift.window import ServingWindow
+    from monitors.events.logger import PredictionLogger
 
 __all__ = [
     "DriftDetector",
@@ -26,12 +26,12 @@ __all__ = [
 ]
 
 _HOMES = {
-    "DriftDetector": "monitors.detector",
-    "PredictionLogger": "monitors.logger",
-    "ReferenceProfile": "monitors.profile",
-    "ServingWindow": "monitors.window",
-    "WindowReport": "monitors.detector",
-    "metric": "monitors.metrics",
+    "DriftDetector": "monitors.drift.detector",
+    "PredictionLogger": "monitors.events.logger",
+    "ReferenceProfile": "monitors.drift.profile",
+    "ServingWindow": "monitors.drift.window",
+    "WindowReport": "monitors.drift.detector",
+    "metric": "monitors.drift.metrics",
 }
 
 

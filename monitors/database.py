@@ -2,7 +2,7 @@
 
 One schema for the monitor's durable state: alerts and the streaks that lead to them, the delivery
 outbox with every attempt, retraining jobs, the model versions they register, and the window parts
-that monitors sharing a topic merge (``monitors.parts``). SQLite runs in WAL
+that monitors sharing a topic merge (``monitors.runtime.parts``). SQLite runs in WAL
 mode with a busy timeout, so the monitor, its delivery thread and ``sluice alerts list`` can share the
 file; several monitors share a PostgreSQL URL instead.
 """

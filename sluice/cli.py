@@ -401,7 +401,7 @@ def profile(
     sample_size: int,
 ) -> None:
     """Build and save the reference profile of a model version from its training set."""
-    from monitors.profile import ProfileError, ReferenceProfile
+    from monitors.drift.profile import ProfileError, ReferenceProfile
 
     try:
         built = ReferenceProfile.build(
@@ -472,8 +472,8 @@ def monitor(
     import asyncio
     from datetime import timedelta
 
-    from monitors.metrics import UnknownMetricError, metric
-    from monitors.monitor import MonitorSettings
+    from monitors.drift.metrics import UnknownMetricError, metric
+    from monitors.runtime.monitor import MonitorSettings
     from streams import ensure_topics
 
     chosen = {}
@@ -487,7 +487,7 @@ def monitor(
             raise click.BadParameter(str(error), param_hint="--metric") from None
     skew = None
     if skew_views:
-        from monitors.skew import SkewSettings
+        from monitors.drift.skew import SkewSettings
 
         repo = _load_repo(context)
         try:
@@ -495,6 +495,7 @@ def monitor(
         except KeyError as error:
             raise click.BadParameter(str(error.args[0]), param_hint="--skew-view") from None
         skew = SkewSettings(views=views, threshold=skew_threshold)
+    _check_metrics(context.config, chosen)
     try:
         settings = MonitorSettings(
             window=timedelta(seconds=window_seconds),
@@ -518,14 +519,14 @@ def monitor(
             f"cannot reach Kafka at {config.kafka.bootstrap_servers}: {error}"
         ) from None
     from monitors.database import StoreError
-    from monitors.monitor_metrics import MonitorMetrics
+    from monitors.runtime.prometheus import MonitorMetrics
 
     counters = MonitorMetrics()
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=counters.registry)
-    from monitors.worker import MonitorPipeline
+    from monitors.runtime.pipeline import MonitorPipeline
 
     try:
         pipeline = MonitorPipeline.open(
@@ -537,18 +538,56 @@ def monitor(
             metrics=counters,
         )
         if engine == "faust":
-            from monitors import faust_monitor
+            from monitors.runtime import faust_engine
 
-            faust_monitor.run(config, pipeline, loglevel=loglevel)
+            faust_engine.run(config, pipeline, loglevel=loglevel)
         else:
-            from monitors import kafka_monitor
+            from monitors.runtime import kafka_engine
 
             _log_at(loglevel)
-            asyncio.run(kafka_monitor.run(config, pipeline))
+            asyncio.run(kafka_engine.run(config, pipeline))
     except (KafkaError, AIOKafkaError) as error:
         raise click.ClickException(f"Kafka at {config.kafka.bootstrap_servers} failed: {error}") from None
     except StoreError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _check_metrics(config: SluiceConfig, chosen: dict[str, str]) -> None:
+    """``--metric FEATURE=METRIC`` against the profiles saved so far: a feature no model has, or a metric
+    for another type of feature, is a mistake to say now, not when a window closes. A model profiled
+    later is checked when it is loaded; what does not fit is logged, counted and left out for it."""
+    if not chosen:
+        return
+    from monitors.drift.detector import DriftDetector
+    from monitors.drift.profile import ProfileError, ReferenceProfile, saved_profiles
+    from offline_store.storage import StorageError
+
+    root, storage = config.profiles_location, config.offline_store
+    try:
+        versions = saved_profiles(root, storage=storage)
+        profiles = [ReferenceProfile.load(root, model=m, version=v, storage=storage) for m, v in versions]
+    except (ProfileError, StorageError, OSError) as error:
+        click.echo(f"warning: cannot read the reference profiles to check --metric: {error}", err=True)
+        return
+    if not profiles:
+        click.echo(
+            f"warning: no reference profiles under {root} yet: --metric is checked as they load", err=True
+        )
+        return
+    known = {name for profile in profiles for name in profile.features}
+    unknown = sorted(set(chosen) - known)
+    if unknown:
+        raise click.BadParameter(
+            f"no model's reference profile has feature {', '.join(map(repr, unknown))}; "
+            f"the profiles under {root} have: {', '.join(sorted(known))}",
+            param_hint="--metric",
+        )
+    for profile in profiles:
+        _, problems = DriftDetector.applicable(profile, chosen)
+        if problems:
+            raise click.BadParameter(
+                f"model {profile.model} version {profile.version}: {problems[0]}", param_hint="--metric"
+            )
 
 
 @cli.command("report")
@@ -566,8 +605,8 @@ def monitor(
 @click.pass_obj
 def report(context: _Context, model: str, model_version: str, window_start: int | None, out: Path) -> None:
     """Write Evidently's HTML drift report for a closed window against the reference profile."""
-    from monitors.profile import ProfileError, ReferenceProfile
-    from monitors.report import ReportError, drift_report_html, read_summary, window_summary_path
+    from monitors.drift.profile import ProfileError, ReferenceProfile
+    from monitors.drift.report import ReportError, drift_report_html, read_summary, window_summary_path
     from offline_store.storage import Location, StorageError
 
     config = context.config

@@ -13,7 +13,7 @@ from monitors.alerts.delivery import Deliverer, WebhookSink
 from monitors.alerts.rules import AlertRules
 from monitors.alerts.store import AlertStore
 from monitors.database import open_store
-from monitors.detector import FeatureScore, WindowReport
+from monitors.drift.detector import FeatureScore, WindowReport
 from tests.receiver import Receiver
 from tests.streaming import sluice
 

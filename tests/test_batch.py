@@ -9,8 +9,8 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitors.batch import compare_numeric
-from monitors.profile import ReferenceProfile
+from monitors.drift.profile import ReferenceProfile
+from monitors.drift.table import compare_numeric
 
 pytestmark = pytest.mark.filterwarnings("ignore:ks_2samp. Exact calculation unsuccessful:RuntimeWarning")
 

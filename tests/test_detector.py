@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitors.detector import DriftDetector
-from monitors.profile import ProfileError, ReferenceProfile
-from monitors.window import ServingWindow
+from monitors.drift.detector import DriftDetector
+from monitors.drift.profile import ProfileError, ReferenceProfile
+from monitors.drift.window import ServingWindow
 
 FEATURES = [f"f{index}" for index in range(20)]
 

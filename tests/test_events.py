@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from features.config import KafkaConfig
-from monitors.events import (
+from monitors.events.cloudevents import (
     EventError,
     KServeJoiner,
     KServePart,
@@ -17,7 +17,7 @@ from monitors.events import (
     decode,
     encode,
 )
-from monitors.logger import PredictionLogger
+from monitors.events.logger import PredictionLogger
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 

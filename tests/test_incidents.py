@@ -20,9 +20,9 @@ from kafka.structs import OffsetAndMetadata
 from features.config import load_config
 from monitors.alerts.store import AlertStore
 from monitors.database import open_store
-from monitors.logger import PredictionLogger
-from monitors.parts import WindowParts
+from monitors.events.logger import PredictionLogger
 from monitors.retraining.store import JobStore
+from monitors.runtime.parts import WindowParts
 from tests.receiver import Receiver
 from tests.streaming import BOOTSTRAP, delete_topics, sluice, stop
 

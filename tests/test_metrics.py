@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from monitors.metrics import (
+from monitors.drift.metrics import (
     METRICS,
     Metric,
     UnknownMetricError,
@@ -181,7 +181,7 @@ def test_a_growing_shift_gives_more_drift_and_then_drift(name: str) -> None:
 
 
 def test_the_kolmogorov_p_value_is_close_to_scipys_asymptotic_one_on_large_samples() -> None:
-    from monitors.metrics import ks_result
+    from monitors.drift.metrics import ks_result
 
     rng = np.random.default_rng(9)
     for shift in (0.0, 0.01, 0.02, 0.05):

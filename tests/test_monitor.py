@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from scipy.stats import binom
 
 from features.config import load_config
-from monitors.logger import PredictionLogger
+from monitors.events.logger import PredictionLogger
 from tests.streaming import BOOTSTRAP, dead_letters, delete_topics, sluice, stop
 
 pytestmark = pytest.mark.stack

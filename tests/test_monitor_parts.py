@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from monitors.database import open_store
-from monitors.events import PredictionEvent
-from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
-from monitors.parts import WindowParts
-from monitors.profile import ReferenceProfile
+from monitors.drift.profile import ReferenceProfile
+from monitors.events.cloudevents import PredictionEvent
+from monitors.runtime.monitor import ClosedWindow, Monitor, MonitorSettings
+from monitors.runtime.parts import WindowParts
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 WINDOW_US = 10_000_000

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monitors.events import PredictionEvent
-from monitors.monitor import Monitor, MonitorSettings
-from monitors.profile import ReferenceProfile
-from monitors.worker import last_window
+from monitors.drift.profile import ReferenceProfile
+from monitors.events.cloudevents import PredictionEvent
+from monitors.runtime.monitor import Monitor, MonitorSettings
+from monitors.runtime.pipeline import last_window
 from offline_store.storage import Location
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -58,7 +58,7 @@ def test_last_window_reads_the_saved_window_files(tmp_path: Path) -> None:
 
 
 def test_a_profile_saved_after_the_monitor_started_is_picked_up(tmp_path: Path) -> None:
-    from monitors.profile import ProfileError
+    from monitors.drift.profile import ProfileError
 
     profile = ReferenceProfile.build(
         pd.DataFrame({"amount": np.random.default_rng(0).normal(size=500)}), model="fraud", version="1"

@@ -18,8 +18,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from features.config import load_config
-from monitors.events import PredictionEvent, decode
-from monitors.logger import PredictionLogger
+from monitors.events.cloudevents import PredictionEvent, decode
+from monitors.events.logger import PredictionLogger
 from streams.kafka_clients import ensure_topics
 from tests.s3 import s3_keys
 from tests.streaming import BOOTSTRAP, delete_topics, sluice, stop

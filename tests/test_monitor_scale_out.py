@@ -29,8 +29,8 @@ from kafka import KafkaConsumer
 from kafka.partitioner.default import murmur2
 
 from features.config import load_config
-from monitors.events import PredictionEvent, decode
-from monitors.logger import PredictionLogger
+from monitors.events.cloudevents import PredictionEvent, decode
+from monitors.events.logger import PredictionLogger
 from streams.kafka_clients import ensure_topics
 from tests.streaming import BOOTSTRAP, delete_topics, sluice, stop
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitors.events import PredictionEvent
-from monitors.monitor import Monitor, MonitorSettings
-from monitors.profile import ReferenceProfile
+from monitors.drift.profile import ReferenceProfile
+from monitors.events.cloudevents import PredictionEvent
+from monitors.runtime.monitor import Monitor, MonitorSettings
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 PROFILE = ReferenceProfile.build(

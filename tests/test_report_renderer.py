@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monitors.profile import ReferenceProfile
-from monitors.report import ReportRenderer, render_report
-from monitors.window import ServingWindow, event_keys
+from monitors.drift.profile import ReferenceProfile
+from monitors.drift.report import ReportRenderer, render_report
+from monitors.drift.window import ServingWindow, event_keys
 
 PROFILE = ReferenceProfile.build(
     pd.DataFrame({"amount": np.random.default_rng(0).normal(0, 1, 500), "country": ["DE", "FR"] * 250}),

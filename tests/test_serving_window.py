@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitors.profile import ReferenceProfile
-from monitors.window import ServingWindow, event_keys
+from monitors.drift.profile import ReferenceProfile
+from monitors.drift.window import ServingWindow, event_keys
 
 PROFILE = ReferenceProfile.build(
     pd.DataFrame(

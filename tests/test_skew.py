@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from features.spec import FeatureViewSpec
-from monitors.events import PredictionEvent
-from monitors.monitor import Monitor, MonitorSettings
-from monitors.profile import ReferenceProfile
-from monitors.skew import SkewSettings, skew_scores
+from monitors.drift.profile import ReferenceProfile
+from monitors.drift.skew import SkewSettings, skew_scores
+from monitors.events.cloudevents import PredictionEvent
+from monitors.runtime.monitor import Monitor, MonitorSettings
 from offline_store.dataset import OfflineDataset
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)

@@ -21,7 +21,7 @@ import pytest
 
 from features.config import OfflineStoreConfig, SluiceConfig
 from features.repo import load_repo
-from monitors.profile import ReferenceProfile
+from monitors.drift.profile import ReferenceProfile
 from offline_store.dataset import OfflineDataset
 from offline_store.storage import Location
 from streams.snapshots import PartitionSnapshot, SnapshotStore

@@ -22,10 +22,13 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["Alert", "Severity", "Status", "fingerprint"]
+__all__ = ["SCORING_ERROR", "Alert", "Severity", "Status", "fingerprint"]
 
 Severity = Literal["warning", "critical"]
 Status = Literal["firing", "resolved"]
+
+SCORING_ERROR = "scoring_error"
+"""The metric of the alert a monitor raises when it cannot score a model version's window."""
 
 
 def fingerprint(*, model: str, version: str, feature: str, metric: str) -> str:
@@ -100,6 +103,9 @@ class Alert:
 
     @property
     def summary(self) -> str:
+        if self.metric == SCORING_ERROR:
+            state = "could not be scored" if self.status == "firing" else "is scored again"
+            return f"{self.model} {self.version}: a window {state}; the monitor's log says why"
         shown = "n/a" if self.value is None else f"{self.value:.4g}"
         state = "drifts" if self.status == "firing" else "is back to normal"
         return (

@@ -7,7 +7,7 @@ windows change nothing: one incident, one alert. The first window back under the
 it. A window with no values for the feature (NaN) is no evidence either way and leaves the streak.
 Windows at or before the last one seen are replays after a restart and are skipped.
 
->>> from monitors.detector import FeatureScore, WindowReport
+>>> from monitors.drift.detector import FeatureScore, WindowReport
 >>> rules = AlertRules(consecutive_windows=2, cooldown_us=0, critical_share=0.5, report_url=lambda r: "")
 >>> def window(start, drift):
 ...     score = FeatureScore(feature="amount", metric="ks", against="reference",
@@ -32,7 +32,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
 from monitors.alerts.alert import Alert, fingerprint
-from monitors.detector import FeatureScore, WindowReport
+from monitors.drift.detector import FeatureScore, WindowReport
 
 __all__ = ["AlertRules", "Streak"]
 

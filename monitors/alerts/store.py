@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from monitors.alerts.alert import Alert
 from monitors.alerts.rules import AlertRules, Streak
 from monitors.database import alert_streaks, alerts, deliveries, delivery_attempts
-from monitors.detector import WindowReport
+from monitors.drift.detector import WindowReport
 
 __all__ = ["AlertStore", "Attempt", "Delivery"]
 
@@ -81,6 +81,27 @@ class AlertStore:
                         )
                     )
         return changes
+
+    def record(
+        self, changes: Sequence[Alert], *, payloads: Callable[[Alert], Sequence[tuple[str, str]]], now: float
+    ) -> None:
+        """Store alerts that fired or resolved outside the rules (the monitor's own failures) and queue
+        their deliveries, in one transaction."""
+        with self.engine.begin() as connection:
+            for alert in changes:
+                self._save_alert(connection, alert)
+                for sink, body in payloads(alert):
+                    connection.execute(
+                        insert(deliveries).values(
+                            alert_id=alert.id,
+                            alert_status=alert.status,
+                            sink=sink,
+                            payload=body,
+                            state="pending",
+                            attempts=0,
+                            next_attempt_at=now,
+                        )
+                    )
 
     def alerts(self, *, model: str | None = None, status: str | None = None, limit: int = 100) -> list[Alert]:
         """The latest alerts first."""

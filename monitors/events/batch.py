@@ -5,7 +5,7 @@ The monitor's hot path builds no object per event: each event is its checked JSO
 topic), and the positions of each model version's events.
 
 >>> from datetime import UTC, datetime
->>> from monitors.events import PredictionEvent
+>>> from monitors.events.cloudevents import PredictionEvent
 >>> at = datetime(2026, 1, 1, tzinfo=UTC)
 >>> batches = PredictionBatch.of_events([
 ...     (PredictionEvent(model="m", version="1", request_id="a", features={"x": 1.0}, event_time=at), 0, 7),
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from monitors.events import PredictionEvent
+from monitors.events.cloudevents import PredictionEvent
 
 __all__ = ["PredictionBatch", "Version"]
 

@@ -11,7 +11,7 @@ how they were split: the windows of the partitions of a topic merge (``ServingWi
 the window one reader of every partition would have built, bit for bit when merged in partition order.
 
 >>> import pandas as pd
->>> from monitors.profile import ReferenceProfile
+>>> from monitors.drift.profile import ReferenceProfile
 >>> training = pd.DataFrame({"amount": [1.0, 2.0, 3.0, 4.0]})
 >>> profile = ReferenceProfile.build(training, model="m", version="1", bins=2)
 >>> window = ServingWindow(profile=profile, start_us=0, end_us=60_000_000)
@@ -40,8 +40,8 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     import pyarrow as pa
 
-from monitors import kernels
-from monitors.profile import OTHER, ReferenceProfile, category_counts
+from monitors.drift import kernels
+from monitors.drift.profile import OTHER, ReferenceProfile, category_counts
 
 __all__ = ["ServingWindow", "event_keys"]
 
@@ -110,7 +110,7 @@ class ServingWindow:
         missing name is missing). The monitor's path: no column is built per feature in Python.
 
         >>> import pandas as pd
-        >>> from monitors.profile import ReferenceProfile
+        >>> from monitors.drift.profile import ReferenceProfile
         >>> profile = ReferenceProfile.build(pd.DataFrame({"amount": [1.0, 2.0, 3.0, 4.0]}), model="m",
         ...                                  version="1", bins=2)
         >>> window = ServingWindow(profile=profile, start_us=0, end_us=60_000_000)
@@ -188,7 +188,7 @@ class ServingWindow:
 
     def summary_table(self) -> pa.Table:
         """The window's sample and counts in long form: (feature, value, category, count) rows, one per
-        sampled numeric value (count 1) and one per category. ``monitors.report`` reads it back."""
+        sampled numeric value (count 1) and one per category. ``monitors.drift.report`` reads it back."""
         import pyarrow as pa
 
         features: list[str] = []

@@ -30,14 +30,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from features.config import OfflineStoreConfig
-from monitors.metrics import bin_counts, quantile_edges
+from monitors.drift.metrics import bin_counts, quantile_edges
 from offline_store.storage import Location
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["FeatureProfile", "ProfileError", "ReferenceProfile", "category_counts"]
+__all__ = ["FeatureProfile", "ProfileError", "ReferenceProfile", "category_counts", "saved_profiles"]
 
 OTHER = "__other__"
 
@@ -203,6 +203,17 @@ class ReferenceProfile:
         return cls(
             model=document["model"], version=document["version"], features=features, rows=document["rows"]
         )
+
+
+def saved_profiles(root: Path | str, *, storage: OfflineStoreConfig | None = None) -> list[tuple[str, str]]:
+    """(model, version) of every profile saved under ``root``."""
+    base = Location.parse(str(root), storage)
+    found = set()
+    for file in base.files():
+        parts = file.path[len(base.path) + 1 :].split("/")
+        if len(parts) == 3 and parts[2] == "profile.json":
+            found.add((parts[0], parts[1]))
+    return sorted(found)
 
 
 def category_counts(values: list[Any], vocabulary: tuple[str, ...]) -> NDArray[np.int64]:

@@ -1,6 +1,6 @@
 """Compare a whole current dataset with a reference profile, every numeric feature at once.
 
-The window path (``monitors.window``) summarises a stream; this is the path for a full table: a
+The window path (``monitors.drift.window``) summarises a stream; this is the path for a full table: a
 day of predictions, a candidate training set. The reference's sorted samples are stacked once, the
 current columns are sorted together, and KS, Wasserstein and the bin counts for PSI and
 Jensen-Shannon run in Numba, one feature per thread.
@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.typing import NDArray
 
-from monitors import kernels
-from monitors.metrics import KSMethod, jensen_shannon, ks_result, psi
-from monitors.profile import ReferenceProfile
+from monitors.drift import kernels
+from monitors.drift.metrics import KSMethod, jensen_shannon, ks_result, psi
+from monitors.drift.profile import ReferenceProfile
 
 __all__ = ["compare_numeric"]
 

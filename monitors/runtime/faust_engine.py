@@ -7,7 +7,7 @@ is acknowledged, and acknowledges per record; so the agent holds each record unt
 says it is done, that is, until its window has closed and been reported, and acknowledges the held
 records of a partition in offset order. This engine therefore keeps the open windows' records in
 memory (the aiokafka engine keeps only their offsets), and faust's per-event machinery caps it at a
-few thousand events per second; ``monitors.kafka_monitor`` is the default.
+few thousand events per second; ``monitors.runtime.kafka_engine`` is the default.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import faust
 
 from features.config import SluiceConfig
-from monitors.worker import MonitorPipeline
+from monitors.runtime.pipeline import MonitorPipeline
 from streams.faust_worker import new_app
 
 __all__ = ["add_monitor", "run"]

@@ -1,6 +1,6 @@
-"""The Numba kernels behind ``monitors.metrics``: sorted-sample statistics and binned distances.
+"""The Numba kernels behind ``monitors.drift.metrics``: sorted-sample statistics and binned distances.
 
-Every kernel takes plain NumPy arrays that the typed functions in ``monitors.metrics`` have
+Every kernel takes plain NumPy arrays that the typed functions in ``monitors.drift.metrics`` have
 checked (finite values, sorted where it says so), and is compiled once per machine (``cache=True``).
 The ``*_rows`` kernels take one feature per row and run one feature per thread (``prange``).
 """

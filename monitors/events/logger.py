@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from features.config import KafkaConfig
-from monitors.events import LabelEvent, PredictionEvent, encode
+from monitors.events.cloudevents import LabelEvent, PredictionEvent, encode
 
 __all__ = ["LoggerStats", "PredictionLogger"]
 

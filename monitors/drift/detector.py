@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from monitors.metrics import Metric, default_metric, metric
-from monitors.profile import ReferenceProfile
-from monitors.window import ServingWindow
+from monitors.drift.metrics import Metric, default_metric, metric
+from monitors.drift.profile import ReferenceProfile
+from monitors.drift.window import ServingWindow
 
 __all__ = ["DriftDetector", "FeatureScore", "WindowReport", "adjust_pvalues"]
 
@@ -75,8 +75,8 @@ class DriftDetector:
         correction: Correction = "benjamini-hochberg",
         drift_share: float = 0.5,
     ) -> None:
-        """``metrics`` maps a feature to a metric name (see ``monitors.metrics.METRICS``); ``alpha`` is the
-        level for p-value metrics, ``correction`` how it is shared across features."""
+        """``metrics`` maps a feature to a metric name (see ``monitors.drift.metrics.METRICS``); ``alpha``
+        is the level for p-value metrics, ``correction`` how it is shared across features."""
         self.profile = profile
         self.alpha = alpha
         self.correction = correction
@@ -93,6 +93,31 @@ class DriftDetector:
                 allowed = ", ".join(sorted(item.feature_types))
                 raise ValueError(f"metric {chosen!r} is for {allowed} features; {name!r} is {feature.kind}")
             self._chosen[name] = item
+
+    @staticmethod
+    def applicable(profile: ReferenceProfile, metrics: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+        """The chosen metrics that fit this profile, and why the others do not: a feature it does not have
+        is another model's (left out, not a problem); a metric for another type of feature is one.
+
+        >>> import pandas as pd
+        >>> profile = ReferenceProfile.build(pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"]}), model="m",
+        ...                                  version="1")
+        >>> DriftDetector.applicable(profile, {"x": "ks", "c": "wasserstein", "other": "psi"})
+        ({'x': 'ks'}, ["metric 'wasserstein' is for numeric features; 'c' is categorical"])
+        """
+        usable: dict[str, str] = {}
+        problems: list[str] = []
+        for name, chosen in metrics.items():
+            feature = profile.features.get(name)
+            if feature is None:
+                continue
+            item = metric(chosen)
+            if feature.kind not in item.feature_types:
+                allowed = ", ".join(sorted(item.feature_types))
+                problems.append(f"metric {chosen!r} is for {allowed} features; {name!r} is {feature.kind}")
+            else:
+                usable[name] = chosen
+        return usable, problems
 
     def evaluate(self, window: ServingWindow, previous: ServingWindow | None = None) -> WindowReport:
         scores = self._compare(window, against="reference")

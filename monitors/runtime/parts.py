@@ -32,7 +32,7 @@ import orjson
 from sqlalchemy import ColumnElement, Engine, and_, delete, func, insert, select, update
 
 from monitors.database import merged_windows, partition_marks, window_parts
-from monitors.predictions import Version
+from monitors.events.batch import Version
 
 __all__ = ["Part", "PartitionMark", "WindowParts"]
 
@@ -201,9 +201,10 @@ class WindowParts:
             ).all()
         return {((model, version), partition): start for model, version, partition, start in rows}
 
-    def merge(self, version: Version, start_us: int, *, window: bytes) -> None:
-        """Record a window as merged, keeping its merged state (the next window is compared with it), and
-        drop its parts and the merged state of the version's older windows."""
+    def merge(self, version: Version, start_us: int, *, window: bytes | None) -> None:
+        """Record a window as merged, keeping its merged state (the next window is compared with it; none
+        for a window that could not be scored), and drop its parts and the merged state of the version's
+        older windows."""
         with self.engine.begin() as connection:
             connection.execute(delete(window_parts).where(self._of(*version, start_us)))
             connection.execute(

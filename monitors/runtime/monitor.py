@@ -3,14 +3,14 @@
 Windows are tumbling, in event time, per (model, version), and are built per partition of the
 predictions topic: one part per (version, window, partition). An event whose window ended at least the
 lateness before the latest event time of its version read from its partition is late (it goes to the
-dead-letter topic with reason "late"), and a part is saved (``monitors.parts``) once that time has
+dead-letter topic with reason "late"), and a part is saved (``monitors.runtime.parts``) once that time has
 passed its window's end by the lateness, with the partition's mark. The
 monitor that reads partition 0 merges a window once every partition's mark has passed it
 (``PartitionMark.hold_us``), and scores it against the reference profile and the version's previous
 window. Lateness is decided per partition, from that partition's records alone, and the parts merge in
 partition order: one monitor or several, the reports are the same, bit for bit.
 
-This module knows nothing about Kafka; ``monitors.worker`` feeds it records and commits offsets only
+This module knows nothing about Kafka; ``monitors.runtime.pipeline`` feeds it records and commits offsets only
 below the oldest record of a part not saved yet, so a restart replays exactly the open parts. It needs
 no other state: every event before the committed offset is in a saved part or was late, so skipping
 the events of the windows already saved decides every replayed event as it was decided before.
@@ -30,16 +30,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from features.config import OfflineStoreConfig
-from monitors.detector import DriftDetector, WindowReport
-from monitors.events import PredictionEvent
-from monitors.parts import Part, PartitionMark, WindowParts
-from monitors.predictions import PredictionBatch, Version
-from monitors.profile import ProfileError, ReferenceProfile
-from monitors.skew import SkewSample, SkewSettings, skew_scores
-from monitors.window import ServingWindow, event_keys
+from monitors.drift.detector import DriftDetector, WindowReport
+from monitors.drift.profile import ProfileError, ReferenceProfile
+from monitors.drift.skew import SkewSample, SkewSettings, skew_scores
+from monitors.drift.window import ServingWindow, event_keys
+from monitors.events.batch import PredictionBatch, Version
+from monitors.events.cloudevents import PredictionEvent
+from monitors.runtime.parts import Part, PartitionMark, WindowParts
 from offline_store.storage import StorageError
 
-__all__ = ["ClosedWindow", "Monitor", "MonitorSettings"]
+__all__ = ["ClosedWindow", "Failure", "Monitor", "MonitorSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,20 @@ class MonitorSettings:
             raise ValueError(f"the window must be at least one second, not {self.window.total_seconds()} s")
         if self.lateness < timedelta(0):
             raise ValueError("the lateness cannot be negative")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    """Something about one model version the monitor could not do; the other versions go on."""
+
+    model: str
+    version: str
+    stage: str
+    """``scoring``: a window could not be merged and scored (its parts are dropped, the next window goes
+    on); ``config``: a setting does not fit the version's profile (the version goes on without it)."""
+    error: str
+    window_start_us: int | None = None
+    window_end_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +166,7 @@ class Monitor:
         self._open: dict[tuple[Version, int, int], _Part] = {}
         """(version, window start, partition) to the part still open."""
         self._assigned: set[int] = set()
+        self._failures: list[Failure] = []
 
     @property
     def reading(self) -> frozenset[int]:
@@ -321,8 +336,24 @@ class Monitor:
             state = self._version(key)
             if state is None:
                 continue  # its profile cannot be read now: the window waits
-            closed.append(self._merge(key, start, state))
+            try:
+                closed.append(self._merge(key, start, state))
+            except Exception as error:  # one version's window: the rest go on, and this one is said
+                log.exception("%s %s: the window from %d µs could not be scored", *key, start)
+                reason = f"{type(error).__name__}: {error}"
+                self._failures.append(
+                    Failure(
+                        model=key[0], version=key[1], stage="scoring", error=reason,
+                        window_start_us=start, window_end_us=start + self._window_us,
+                    )
+                )  # fmt: skip
+                self.parts.merge(key, start, window=None)
         return closed
+
+    def take_failures(self) -> list[Failure]:
+        """What failed since the last call (``Failure``), for the pipeline to log, count and alert."""
+        failures, self._failures = self._failures, []
+        return failures
 
     def _merge(self, key: Version, start: int, state: _Version) -> ClosedWindow:
         profile = state.detector.profile
@@ -415,9 +446,11 @@ class Monitor:
                 self._missing[key] = self._clock()
                 return None
             self._missing.pop(key, None)
-            detector = DriftDetector(
-                profile=profile, metrics=self.settings.metrics, alpha=self.settings.alpha
-            )
+            usable, problems = DriftDetector.applicable(profile, self.settings.metrics)
+            for problem in problems:
+                log.error("%s %s: %s; scored with the default metric instead", *key, problem)
+                self._failures.append(Failure(model=key[0], version=key[1], stage="config", error=problem))
+            detector = DriftDetector(profile=profile, metrics=usable, alpha=self.settings.alpha)
             reported = self._last_reported(*key)
             self._versions[key] = _Version(
                 detector=detector,

@@ -1,4 +1,4 @@
-"""Drift metrics: small typed functions over NumPy arrays, with the heavy lifting in ``monitors.kernels``.
+"""Drift metrics: small typed functions over NumPy arrays, the heavy lifting in ``monitors.drift.kernels``.
 
 Where scipy has the statistic, the function has scipy's name and scipy's result:
 
@@ -12,7 +12,7 @@ Where scipy has the statistic, the function has scipy's name and scipy's result:
 0.3076
 
 The binned metrics compare counts over the same bins (quantile bins of the reference for a numeric
-feature, the reference's vocabulary for a categorical one; see ``monitors.profile``):
+feature, the reference's vocabulary for a categorical one; see ``monitors.drift.profile``):
 
 >>> round(psi([50, 30, 20], [20, 30, 50]), 4), round(l_infinity([50, 30, 20], [20, 30, 50]), 2)
 (0.5498, 0.3)
@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from monitors import kernels
+from monitors.drift import kernels
 
 __all__ = [
     "METRICS",

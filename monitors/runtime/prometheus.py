@@ -7,7 +7,7 @@ import math
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitors.detector import WindowReport
+from monitors.drift.detector import WindowReport
 
 __all__ = ["MonitorMetrics"]
 
@@ -33,6 +33,13 @@ class MonitorMetrics:
             "sluice_monitor_labelled_total",
             "Predictions joined with their label.",
             ["model"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "sluice_monitor_errors_total",
+            "What the monitor could not do for one model version (the others went on): a window it could "
+            "not score (stage scoring), or a setting that does not fit the version's profile (stage config).",
+            ["model", "version", "stage"],
             registry=self.registry,
         )
         self.windows = Counter(

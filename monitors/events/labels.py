@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from monitors.events import LabelEvent, PredictionEvent, prediction_from_data
+from monitors.events.cloudevents import LabelEvent, PredictionEvent, prediction_from_data
 
 __all__ = ["LabelJoiner", "LabelledPrediction"]
 

@@ -1,18 +1,18 @@
 """What both monitor engines share: the per-batch pipeline, and where window reports go.
 
 ``sluice monitor`` consumes the predictions topic in consumer group ``sluice-monitor-<project>``,
-with one of two engines: ``monitors.kafka_monitor`` (aiokafka, the default) or
-``monitors.faust_monitor`` (a faust-streaming agent). Both hand each batch of records to
-``MonitorPipeline.process``. Each record is decoded as a CloudEvent (``monitors.events``); invalid
+with one of two engines: ``monitors.runtime.kafka_engine`` (aiokafka, the default) or
+``monitors.runtime.faust_engine`` (a faust-streaming agent). Both hand each batch of records to
+``MonitorPipeline.process``. Each record is decoded as a CloudEvent (``monitors.events.cloudevents``); invalid
 ones, late ones and those of a model version without a reference profile go to ``<topic>.dlq``
 with a ``sluice.reason`` header. Labels are joined to their predictions by request id
-(``monitors.labels``); the pairs go to ``<topic>.labelled``. Closed windows' reports go to
+(``monitors.events.labels``); the pairs go to ``<topic>.labelled``. Closed windows' reports go to
 ``<topic>.scores`` (one JSON record per window, keyed by model, version and window start) and to
 Parquet under ``scores`` (``<state_dir>/monitor/scores/`` by default, or object storage), one file per
 window named by the window, so a replay rewrites it rather than adding one. ``process`` returns, per
 partition, the offset below which everything is done: below the oldest event of a window still open,
 after the reports are written. An engine commits no further, so a restart replays exactly the open
-windows, and a window is never lost. Scored windows then go through ``monitors.incidents``: alert
+windows, and a window is never lost. Scored windows then go through ``monitors.runtime.incidents``: alert
 rules, the delivery outbox, and retraining jobs.
 """
 
@@ -30,15 +30,15 @@ import pyarrow as pa
 from kafka import TopicPartition
 
 from features.config import SluiceConfig
-from monitors.detector import WindowReport
-from monitors.events import LABEL_TYPE, PREDICTION_TYPE, EventError, KServeJoiner, decode_record
-from monitors.incidents import Incidents
-from monitors.labels import LabelJoiner, LabelledPrediction
-from monitors.monitor import ClosedWindow, Monitor, MonitorSettings
-from monitors.monitor_metrics import MonitorMetrics
-from monitors.parts import WindowParts
-from monitors.predictions import PredictionBatch
-from monitors.window import ServingWindow
+from monitors.drift.detector import WindowReport
+from monitors.drift.window import ServingWindow
+from monitors.events.batch import PredictionBatch
+from monitors.events.cloudevents import LABEL_TYPE, PREDICTION_TYPE, EventError, KServeJoiner, decode_record
+from monitors.events.labels import LabelJoiner, LabelledPrediction
+from monitors.runtime.incidents import Incidents
+from monitors.runtime.monitor import ClosedWindow, Monitor, MonitorSettings
+from monitors.runtime.parts import WindowParts
+from monitors.runtime.prometheus import MonitorMetrics
 from offline_store.storage import Location
 from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.kafka_clients import consumer, ensure_topics, producer
@@ -196,6 +196,7 @@ class MonitorPipeline:
                 closed = self.monitor.merge_ready()
                 if closed:
                     self._report(closed)
+                self._failed()
 
     def process(
         self,
@@ -210,7 +211,7 @@ class MonitorPipeline:
         ``highwater`` is the consumer's last known end offset of each assigned partition (None when not
         known yet), and ``positions`` its position in each (by default, where the last batch ended): a
         partition whose end is past its position is behind, and holds the windows open until its records
-        are read (``monitors.parts``)."""
+        are read (``monitors.runtime.parts``)."""
         with self.lock:
             return self._process(batches, highwater=highwater, positions=positions)
 
@@ -268,8 +269,17 @@ class MonitorPipeline:
             self.metrics.labelled.labels(pair.prediction.model).inc()
         if closed:
             self._report(closed)
+        self._failed()
         open_offsets = self.monitor.open_offsets()
         return {partition: min(end, open_offsets.get(partition, end)) for partition, end in ends.items()}
+
+    def _failed(self) -> None:
+        """Count what failed for one model version, and alert on windows that could not be scored."""
+        failures = self.monitor.take_failures()
+        for failure in failures:
+            self.metrics.errors.labels(failure.model, failure.version, failure.stage).inc()
+        for alert in self.incidents.on_failures(failures):
+            self.metrics.alerts.labels(alert.model, alert.severity, alert.status).inc()
 
     def _report(self, closed: list[ClosedWindow]) -> None:
         self.sink.write(closed)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from monitors.profile import OTHER, ReferenceProfile
+from monitors.drift.profile import OTHER, ReferenceProfile
 from offline_store.storage import Location
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import signal
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from features.config import SluiceConfig
-from monitors.worker import MonitorPipeline
+from monitors.runtime.pipeline import MonitorPipeline
 from streams.kafka_clients import aiokafka_kwargs
 
 __all__ = ["run"]

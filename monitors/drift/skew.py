@@ -20,8 +20,8 @@ import orjson
 from numpy.typing import NDArray
 
 from features.spec import FeatureViewSpec
-from monitors.detector import FeatureScore
-from monitors.events import PredictionEvent, prediction_from_data
+from monitors.drift.detector import FeatureScore
+from monitors.events.cloudevents import PredictionEvent, prediction_from_data
 
 __all__ = ["SkewSample", "SkewSettings", "skew_scores"]
 

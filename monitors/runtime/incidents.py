@@ -17,18 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from features.config import SluiceConfig
-from monitors.alerts.alert import Alert
+from monitors.alerts.alert import SCORING_ERROR, Alert
 from monitors.alerts.delivery import Deliverer, KafkaAlertSink, Sink, WebhookSink
 from monitors.alerts.rules import AlertRules
 from monitors.alerts.store import AlertStore
 from monitors.database import open_store
-from monitors.detector import WindowReport
-from monitors.monitor import ClosedWindow
-from monitors.report import ReportRenderer, report_link, report_path
+from monitors.drift.detector import WindowReport
+from monitors.drift.report import ReportRenderer, report_link, report_path
 from monitors.retraining.backends import job_backend
 from monitors.retraining.policy import RetrainPolicy
 from monitors.retraining.retrainer import Retrainer
 from monitors.retraining.store import JobStore
+from monitors.runtime.monitor import ClosedWindow, Failure
 
 __all__ = ["Incidents"]
 
@@ -113,8 +113,36 @@ class Incidents:
         self.deliverer.stop()
         self.renderer.close()
 
+    def on_failures(self, failures: list[Failure]) -> list[Alert]:
+        """Fire a critical alert for each version with a window it could not score, unless one fires
+        already; the version's next scored window resolves it."""
+        changes: list[Alert] = []
+        for failure in failures:
+            if failure.stage != "scoring" or failure.window_start_us is None or failure.window_end_us is None:
+                continue
+            if self._firing_error(failure.model, failure.version) or any(
+                (alert.model, alert.version) == (failure.model, failure.version) for alert in changes
+            ):
+                continue
+            changes.append(
+                Alert.firing(
+                    model=failure.model, version=failure.version, feature="*", metric=SCORING_ERROR,
+                    severity="critical", value=None, threshold=0.0, window_start_us=failure.window_start_us,
+                    window_end_us=failure.window_end_us, report_url="",
+                )
+            )  # fmt: skip
+        self._record(changes)
+        return changes
+
     def on_windows(self, closed: list[ClosedWindow]) -> list[Alert]:
         changes: list[Alert] = []
+        resolved: list[Alert] = []
+        for item in closed:
+            report = item.report
+            firing = self._firing_error(report.model, report.version)
+            if firing is not None:
+                resolved.append(firing.resolved(window_start_us=report.window_start_us, value=None))
+        self._record(resolved)
         for item in closed:
             changes += self.store.apply(
                 item.report,
@@ -129,6 +157,20 @@ class Incidents:
             self.deliverer.wake()
             self._retrain(changes)
         return changes
+
+    def _firing_error(self, model: str, version: str) -> Alert | None:
+        firing = self.store.alerts(model=model, status="firing", limit=1000)
+        return next(
+            (alert for alert in firing if alert.metric == SCORING_ERROR and alert.version == version), None
+        )
+
+    def _record(self, changes: list[Alert]) -> None:
+        if not changes:
+            return
+        self.store.record(changes, payloads=self.deliverer.payloads, now=time.time())
+        for alert in changes:
+            log.warning("alert %s: %s", alert.status, alert.summary)
+        self.deliverer.wake()
 
     def tick(self, *, every_s: float = 1.0) -> None:
         """Move retraining jobs along, at most once per ``every_s``."""
