@@ -429,6 +429,13 @@ def profile(
 @click.option("--metric", "metrics", multiple=True, help="FEATURE=METRIC, e.g. amount=ks (repeatable).")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Level of the p-value tests.")
 @click.option(
+    "--quality-alpha",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Chance of a false data-quality flag in a window like the reference (0: no quality checks).",
+)
+@click.option(
     "--kserve-feature", "kserve_features", multiple=True, help="Names of KServe list inputs, in order."
 )
 @click.option(
@@ -461,6 +468,7 @@ def monitor(
     lateness_seconds: float,
     metrics: tuple[str, ...],
     alpha: float,
+    quality_alpha: float,
     kserve_features: tuple[str, ...],
     engine: str,
     skew_views: tuple[str, ...],
@@ -504,6 +512,7 @@ def monitor(
             storage=context.config.offline_store,
             metrics=chosen,
             alpha=alpha,
+            quality_alpha=quality_alpha,
             skew=skew,
         )
     except ValueError as error:

@@ -70,7 +70,15 @@ def test_a_window_holds_the_bottom_k_and_the_counts_of_its_events(seed: int) -> 
         present = np.array([row[name] for row in rows if isinstance(row.get(name), float)])
         # What the window holds: a bin count per reference bin, the rest as nulls, and the sample.
         assert window.counts(name).sum() == len(present)
-        assert window.null_count(name) == len(rows) - len(present)
+        wrong = sum(1 for row in rows if isinstance(row.get(name), str))
+        assert window.type_errors(name) == wrong  # there but not a number: neither null nor binned
+        assert window.null_count(name) == len(rows) - len(present) - wrong
+        below, above = window.outside(name)
+        reference = PROFILE.features[name]
+        assert (below, above) == (
+            int((present < reference.minimum).sum()),
+            int((present > reference.maximum).sum()),
+        )
         # A value equal to an edge counts in the bin below it.
         edges = PROFILE.features[name].edges
         expected = np.bincount(np.searchsorted(edges, present, side="left"), minlength=len(edges) + 1)
@@ -105,6 +113,8 @@ def test_parts_of_a_window_merge_into_the_window_bit_for_bit(seed: int) -> None:
         assert merged.sample(name).tolist() == whole.sample(name).tolist()
         assert merged.counts(name).tolist() == whole.counts(name).tolist()
         assert merged.null_count(name) == whole.null_count(name)
+        assert merged.type_errors(name) == whole.type_errors(name)
+        assert merged.outside(name) == whole.outside(name)
     assert merged.to_bytes() == again.to_bytes()
     assert merged.events == whole.events == len(rows)
 

@@ -22,13 +22,20 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["SCORING_ERROR", "Alert", "Severity", "Status", "fingerprint"]
+__all__ = ["RATES", "SCORING_ERROR", "Alert", "Severity", "Status", "fingerprint"]
 
 Severity = Literal["warning", "critical"]
 Status = Literal["firing", "resolved"]
 
 SCORING_ERROR = "scoring_error"
 """The metric of the alert a monitor raises when it cannot score a model version's window."""
+RATES = {
+    "null_rate": "null rate",
+    "type_error_rate": "share of values of the wrong type",
+    "out_of_range_share": "share outside the training range",
+    "new_category_share": "share of categories unseen in training",
+}
+"""Data-quality metrics (``monitors.drift.quality``), as an alert names them."""
 
 
 def fingerprint(*, model: str, version: str, feature: str, metric: str) -> str:
@@ -107,6 +114,12 @@ class Alert:
             state = "could not be scored" if self.status == "firing" else "is scored again"
             return f"{self.model} {self.version}: a window {state}; the monitor's log says why"
         shown = "n/a" if self.value is None else f"{self.value:.4g}"
+        if self.metric in RATES:
+            state = "is above" if self.status == "firing" else "is back under"
+            return (
+                f"{self.model} {self.version}: feature {self.feature}'s {RATES[self.metric]} "
+                f"({shown}) {state} {self.threshold:.4g}"
+            )
         state = "drifts" if self.status == "firing" else "is back to normal"
         return (
             f"{self.model} {self.version}: feature {self.feature} {state} "

@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
-from monitors.alerts.alert import Alert, fingerprint
+from monitors.alerts.alert import Alert, Severity, fingerprint
 from monitors.drift.detector import FeatureScore, WindowReport
 
 __all__ = ["AlertRules", "Streak"]
@@ -100,7 +100,7 @@ class AlertRules:
                 version=report.version,
                 feature=score.feature,
                 metric=_metric(score),
-                severity="critical" if report.drift_share >= self.critical_share else "warning",
+                severity=_severity(report, score, self.critical_share),
                 value=value,
                 threshold=score.threshold,
                 window_start_us=report.window_start_us,
@@ -115,9 +115,17 @@ class AlertRules:
 
 
 def _alertable(report: WindowReport) -> list[FeatureScore]:
-    """Drift against the training profile, and skew against the offline store; window-to-window
-    changes are context in the report, not alerts."""
+    """Drift and data quality against the training profile, and skew against the offline store;
+    window-to-window changes are context in the report, not alerts."""
     return [score for score in report.scores if score.against in ("reference", "offline")]
+
+
+def _severity(report: WindowReport, score: FeatureScore, critical_share: float) -> Severity:
+    """Drift is critical when it reaches ``critical_share`` of the features; a data-quality problem is a
+    warning, but for values of the wrong type, which a model cannot read."""
+    if score.kind == "quality":
+        return "critical" if score.metric == "type_error_rate" else "warning"
+    return "critical" if report.drift_share >= critical_share else "warning"
 
 
 def _metric(score: FeatureScore) -> str:

@@ -35,6 +35,10 @@ class FeatureScore:
     """The p-value (after correction) or the distance; NaN when a side had no values."""
     threshold: float
     drift: bool
+    """Whether the score crossed its threshold: drift, skew, or a data-quality problem (see ``kind``)."""
+    kind: Literal["drift", "quality"] = "drift"
+    """A distribution's change (``drift``, skew included), or a data-quality rate
+    (``monitors.drift.quality``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +56,18 @@ class WindowReport:
 
     @property
     def drifted_features(self) -> list[str]:
-        return [score.feature for score in self.scores if score.against == "reference" and score.drift]
+        return [
+            score.feature
+            for score in self.scores
+            if score.against == "reference" and score.drift and score.kind == "drift"
+        ]
+
+    @property
+    def quality_problems(self) -> list[tuple[str, str]]:
+        """(feature, metric) of every data-quality rate flagged."""
+        return [
+            (score.feature, score.metric) for score in self.scores if score.kind == "quality" and score.drift
+        ]
 
     def to_record(self) -> dict[str, Any]:
         record = asdict(self)

@@ -190,13 +190,16 @@ def window_update(
     seen: np.ndarray,
     moments: np.ndarray,
     capacity: int,
+    ranges: np.ndarray,
+    outside: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Add a batch of rows (one column per numeric feature, one 64-bit key per row) to a window, in
     O(1) memory per feature.
 
     Per feature: a count per reference bin (``edges`` padded with +inf), the nulls, the count of values
-    (``seen``), their sum, sum of squares, min and max, and the sample of the ``capacity`` values with the
-    smallest (key, value) pairs (bottom-k). The keys are hashes of the events' request ids, so the sample
+    (``seen``), their sum, sum of squares, min and max, how many fall below and above the reference's range
+    (``ranges`` in, ``outside`` out), and the sample of the ``capacity`` values with the smallest (key,
+    value) pairs (bottom-k). The keys are hashes of the events' request ids, so the sample
     is a uniform one that does not depend on the order of the rows or on how they were split: two
     windows' samples merge into the one sample of their union (``ServingWindow.merged``).
 
@@ -217,6 +220,7 @@ def window_update(
             used = -used
         bound_key = bound_keys[feature]
         bound_value = bound_values[feature]
+        low, high = ranges[feature, 0], ranges[feature, 1]
         for row in range(rows):
             value = values[row, feature]
             if value != value:
@@ -230,6 +234,10 @@ def window_update(
                 moments[feature, 2] = value
             if value > moments[feature, 3]:
                 moments[feature, 3] = value
+            if value < low:
+                outside[feature, 0] += 1
+            elif value > high:
+                outside[feature, 1] += 1
             key = row_keys[row]
             if bounded and (key > bound_key or (key == bound_key and value >= bound_value)):
                 continue

@@ -30,6 +30,7 @@ the window one reader of every partition would have built, bit for bit when merg
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,15 @@ class ServingWindow:
         self._seen = np.zeros(features, dtype=np.int64)
         self._moments = np.zeros((features, 4))
         self._moments[:, 2], self._moments[:, 3] = np.inf, -np.inf
+        # Data quality: the reference's range (none where it had no values), what fell below and above
+        # it, and the values that were there but not numbers.
+        self._ranges = np.array(
+            [_range(profile.features[name].minimum, profile.features[name].maximum) for name in self.numeric],
+            dtype=np.float64,
+        ).reshape(features, 2)
+        self._outside = np.zeros((features, 2), dtype=np.int64)
+        self._type_errors = np.zeros(features, dtype=np.int64)
+        self._category_type_errors = dict.fromkeys(self.categorical, 0)
         self._categories = {
             name: np.zeros(len(profile.features[name].vocabulary) + 1, dtype=np.int64)
             for name in self.categorical
@@ -97,11 +107,12 @@ class ServingWindow:
         their positions in the window, which makes the sample depend on the order of the events."""
         rows = len(next(iter(columns.values()), []))
         values = np.full((rows, len(self.numeric)), np.nan)
+        errors = np.zeros(len(self.numeric), dtype=np.int64)
         for position, name in enumerate(self.numeric):
             if name in columns:
-                values[:, position] = _floats(columns[name])
+                values[:, position], errors[position] = _floats(columns[name])
         categories = {name: list(columns.get(name, [None] * rows)) for name in self.categorical}
-        self._add(values, categories, keys)
+        self._add(values, errors, categories, keys)
 
     def update_rows(
         self, rows: Sequence[Mapping[str, Any]], *, keys: NDArray[np.uint64] | None = None
@@ -115,19 +126,24 @@ class ServingWindow:
         ...                                  version="1", bins=2)
         >>> window = ServingWindow(profile=profile, start_us=0, end_us=60_000_000)
         >>> window.update_rows([{"amount": 0.5}, {"amount": 10.0}, {}, {"amount": "n/a"}])
-        >>> window.counts("amount").tolist(), window.null_count("amount")
-        ([1, 1], 2)
+        >>> window.counts("amount").tolist(), window.null_count("amount"), window.type_errors("amount")
+        ([1, 1], 1, 1)
+        >>> window.outside("amount")  # below 1.0 and above 4.0, the reference's range
+        (1, 1)
         """
-        values = _matrix(rows, self.numeric)
+        values, errors = _matrix(rows, self.numeric)
         categories = {name: [row.get(name) for row in rows] for name in self.categorical}
-        self._add(values, categories, keys)
+        self._add(values, errors, categories, keys)
 
     def _add(
         self,
         values: NDArray[np.float64],
+        type_errors: NDArray[np.int64],
         categories: Mapping[str, list[Any]],
         keys: NDArray[np.uint64] | None,
     ) -> None:
+        """``values`` has NaN where a value was missing or not a number, ``type_errors`` counts the latter
+        per column (the kernel counts both as nulls at first)."""
         rows = len(values)
         if keys is None:
             keys = event_keys([str(position) for position in range(self.events, self.events + rows)])
@@ -146,8 +162,17 @@ class ServingWindow:
                 self._seen,
                 self._moments,
                 self.sample_size,
+                self._ranges,
+                self._outside,
             )
+            self._nulls -= type_errors
+            self._type_errors += type_errors
         for name, column in categories.items():
+            wrong = [value for value in column if isinstance(value, (dict, list))]
+            if wrong:
+                self._category_type_errors[name] += len(wrong)
+                column = [None if isinstance(value, (dict, list)) else value for value in column]
+                self._category_nulls[name] -= len(wrong)
             self._categories[name] += category_counts(column, self.profile.features[name].vocabulary)
             self._category_nulls[name] += sum(1 for value in column if value is None)
         self.events += rows
@@ -182,9 +207,22 @@ class ServingWindow:
             self._filled[row] = kept
 
     def null_count(self, name: str) -> int:
+        """Events without a value for the feature (missing or null)."""
         if name in self._category_nulls:
             return self._category_nulls[name]
         return int(self._nulls[self.numeric.index(name)])
+
+    def type_errors(self, name: str) -> int:
+        """Events whose value was there but not of the feature's type (not a number; an object or list
+        for a category): counted here, and neither as null nor in the bins."""
+        if name in self._category_type_errors:
+            return self._category_type_errors[name]
+        return int(self._type_errors[self.numeric.index(name)])
+
+    def outside(self, name: str) -> tuple[int, int]:
+        """A numeric feature's values below and above the reference's minimum and maximum."""
+        below, above = self._outside[self.numeric.index(name)]
+        return int(below), int(above)
 
     def summary_table(self) -> pa.Table:
         """The window's sample and counts in long form: (feature, value, category, count) rows, one per
@@ -237,6 +275,8 @@ class ServingWindow:
             window.events += part.events
             window._counts += part._counts
             window._nulls += part._nulls
+            window._outside += part._outside
+            window._type_errors += part._type_errors
             window._seen += part._seen
             window._moments[:, :2] += part._moments[:, :2]
             window._moments[:, 2] = np.minimum(window._moments[:, 2], part._moments[:, 2])
@@ -244,6 +284,7 @@ class ServingWindow:
             for name in window.categorical:
                 window._categories[name] += part._categories[name]
                 window._category_nulls[name] += part._category_nulls[name]
+                window._category_type_errors[name] += part._category_type_errors[name]
         for row in range(len(window.numeric)):
             samples = [part._bottom_k(row) for part in parts]
             keys = np.concatenate([keys for keys, _ in samples])
@@ -272,6 +313,11 @@ class ServingWindow:
             seen=self._seen,
             moments=self._moments,
             category_nulls=np.array([self._category_nulls[name] for name in self.categorical], np.int64),
+            outside=self._outside,
+            type_errors=self._type_errors,
+            category_type_errors=np.array(
+                [self._category_type_errors[name] for name in self.categorical], np.int64
+            ),
             **categories,
         )
         return buffer.getvalue()
@@ -293,9 +339,14 @@ class ServingWindow:
             filled = stored["filled"] if "filled" in stored.files else np.minimum(window._seen, size)
             window._filled = np.asarray(filled, dtype=np.int64).copy()
             window._moments = stored["moments"]
+            if "outside" in stored.files:  # parts saved before data quality have none: zeros
+                window._outside = stored["outside"]
+                window._type_errors = stored["type_errors"]
             for position, name in enumerate(window.categorical):
                 window._categories[name] = stored[f"category:{name}"]
                 window._category_nulls[name] = int(stored["category_nulls"][position])
+                if "category_type_errors" in stored.files:
+                    window._category_type_errors[name] = int(stored["category_type_errors"][position])
         return window
 
 
@@ -312,27 +363,48 @@ def event_keys(request_ids: Sequence[str]) -> NDArray[np.uint64]:
     return keys
 
 
-def _floats(column: Sequence[Any] | NDArray[Any]) -> NDArray[np.float64]:
+def _floats(column: Sequence[Any] | NDArray[Any]) -> tuple[NDArray[np.float64], int]:
+    """A column as floats (NaN where missing or not a number), and how many were not a number."""
     if isinstance(column, np.ndarray):
-        return column.astype(np.float64, copy=False)
+        return column.astype(np.float64, copy=False), 0
     try:
-        return np.asarray([np.nan if value is None else value for value in column], dtype=np.float64)
+        return np.asarray([np.nan if value is None else value for value in column], dtype=np.float64), 0
     except (TypeError, ValueError):
-        return np.asarray([_float(value) for value in column], dtype=np.float64)
+        floats = np.asarray([_float(value) for value in column], dtype=np.float64)
+        return floats, int(np.isnan(floats).sum()) - sum(_missing(value) for value in column)
 
 
-def _matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> NDArray[np.float64]:
-    """The rows' values of ``names`` as a (rows, names) float matrix, NaN where missing or None. One
-    C-level pick and conversion per row while every row has every name and only numbers; else per value."""
+def _matrix(
+    rows: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """The rows' values of ``names`` as a (rows, names) float matrix, NaN where missing, None or not a
+    number, and per name how many were not a number. One C-level pick and conversion per row while every
+    row has every name and only numbers; else per value."""
+    none = np.zeros(len(names), dtype=np.int64)
     if not names:
-        return np.empty((len(rows), 0))
+        return np.empty((len(rows), 0)), none
     pick = itemgetter(*names)
     try:
         picked = [pick(row) for row in rows]
         matrix = np.array(picked if len(names) > 1 else [(value,) for value in picked], dtype=np.float64)
     except (KeyError, TypeError, ValueError):
-        return np.array([[_float(row.get(name)) for name in names] for row in rows], dtype=np.float64)
-    return matrix.reshape(len(rows), len(names))
+        raw = [[row.get(name) for name in names] for row in rows]
+        matrix = np.array([[_float(value) for value in values] for values in raw], dtype=np.float64)
+        missing = np.array([[_missing(value) for value in values] for values in raw], dtype=bool)
+        errors = np.isnan(matrix).sum(axis=0) - missing.reshape(len(rows), len(names)).sum(axis=0)
+        return matrix.reshape(len(rows), len(names)), errors.astype(np.int64)
+    return matrix.reshape(len(rows), len(names)), none
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _range(minimum: float, maximum: float) -> tuple[float, float]:
+    """The reference's range, or none at all (every value inside) where it had no values."""
+    if math.isnan(minimum) or math.isnan(maximum):
+        return -math.inf, math.inf
+    return minimum, maximum
 
 
 def _float(value: Any) -> float:

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from features.config import OfflineStoreConfig
 from monitors.drift.detector import DriftDetector, WindowReport
 from monitors.drift.profile import ProfileError, ReferenceProfile
+from monitors.drift.quality import quality_scores
 from monitors.drift.skew import SkewSample, SkewSettings, skew_scores
 from monitors.drift.window import ServingWindow, event_keys
 from monitors.events.batch import PredictionBatch, Version
@@ -61,6 +62,10 @@ class MonitorSettings:
     metrics: dict[str, str] = field(default_factory=dict)
     """Feature to metric name; unlisted features get Evidently's default for their type and size."""
     alpha: float = 0.05
+    """The level of the drift tests, shared over a window's features (``monitors.drift.detector``)."""
+    quality_alpha: float = 0.01
+    """The chance that a window of data like the reference raises a false data-quality flag
+    (``monitors.drift.quality``); 0 turns the quality checks off."""
     sample_size: int = 2000
     """Values a window keeps per numeric feature for KS and Wasserstein."""
     skew: SkewSettings | None = None
@@ -71,6 +76,12 @@ class MonitorSettings:
             raise ValueError(f"the window must be at least one second, not {self.window.total_seconds()} s")
         if self.lateness < timedelta(0):
             raise ValueError("the lateness cannot be negative")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be between 0 and 1, not {self.alpha}")
+        if not 0 <= self.quality_alpha < 1:
+            raise ValueError(
+                f"the quality checks' alpha must be at least 0 and under 1, not {self.quality_alpha}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -367,6 +378,9 @@ class Monitor:
             if last is not None and last[0] < start:
                 previous = ServingWindow.from_bytes(last[1], profile=profile)
         report = state.detector.evaluate(window, previous=previous)
+        if self.settings.quality_alpha > 0:
+            quality = quality_scores(profile, window, alpha=self.settings.quality_alpha)
+            report = replace(report, scores=report.scores + quality)
         if self.settings.skew is not None:
             samples = [
                 SkewSample.from_bytes(part.skew, capacity=self.settings.skew.sample_size)

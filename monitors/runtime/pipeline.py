@@ -77,6 +77,7 @@ class ScoresSink:
                 "drift_share": report.drift_share,
                 "dataset_drift": report.dataset_drift,
                 "feature": score.feature,
+                "kind": score.kind,
                 "metric": score.metric,
                 "against": score.against,
                 "score": score.score,

@@ -67,6 +67,20 @@ class MonitorMetrics:
             ["model", "version", "feature", "metric", "against"],
             registry=self.registry,
         )
+        self.quality = Gauge(
+            "sluice_data_quality",
+            "The latest closed window's data-quality rate per feature (null_rate, type_error_rate, "
+            "out_of_range_share, new_category_share); see the metric label.",
+            ["model", "version", "feature", "metric"],
+            registry=self.registry,
+        )
+        self.quality_flag = Gauge(
+            "sluice_data_quality_problem",
+            "1 when the latest closed window's data-quality rate is above what the reference makes "
+            "expected (monitors.drift.quality), else 0.",
+            ["model", "version", "feature", "metric"],
+            registry=self.registry,
+        )
         self.dataset_drift = Gauge(
             "sluice_dataset_drift",
             "1 when at least the drift share of the latest window's features drifted, else 0.",
@@ -86,6 +100,11 @@ class MonitorMetrics:
         self.dataset_drift.labels(report.model, report.version).set(1 if report.dataset_drift else 0)
         self.drift_share.labels(report.model, report.version).set(report.drift_share)
         for score in report.scores:
+            if score.kind == "quality":
+                quality = (report.model, report.version, score.feature, score.metric)
+                self.quality.labels(*quality).set(score.score)
+                self.quality_flag.labels(*quality).set(1 if score.drift else 0)
+                continue
             labels = (report.model, report.version, score.feature, score.metric, score.against)
             self.score.labels(*labels).set(score.score if not math.isnan(score.score) else math.nan)
             self.drift.labels(*labels).set(1 if score.drift else 0)
