@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from monitors.drift.calibration import CALIBRATED, Calibration, Permutation
 from monitors.drift.metrics import Metric, default_metric, metric
 from monitors.drift.profile import ReferenceProfile
 from monitors.drift.window import ServingWindow
@@ -89,6 +90,7 @@ class DriftDetector:
         alpha: float = 0.05,
         correction: Correction = "benjamini-hochberg",
         drift_share: float = 0.5,
+        calibrated: bool = True,
     ) -> None:
         """``metrics`` maps a feature to a metric name (see ``monitors.drift.metrics.METRICS``); ``alpha``
         is the level for p-value metrics, ``correction`` how it is shared across features."""
@@ -96,6 +98,9 @@ class DriftDetector:
         self.alpha = alpha
         self.correction = correction
         self.drift_share = drift_share
+        self.calibration = Calibration(profile) if calibrated else None
+        """Null distributions for the distances (``monitors.drift.calibration``); None keeps the fixed
+        thresholds of the metrics' registry (Evidently's)."""
         self._chosen: dict[str, Metric] = {}
         for name, chosen in (metrics or {}).items():
             feature = profile.features.get(name)
@@ -162,7 +167,10 @@ class DriftDetector:
         against: Literal["reference", "previous"],
         previous: ServingWindow | None = None,
     ) -> list[FeatureScore]:
-        raw: list[tuple[str, Metric, float]] = []
+        raw: list[tuple[str, Metric, float, int]] = []
+        """(feature, metric, the test's p-value or the distance, values on the window's side)."""
+        compared: list[tuple[Any, Any]] = []
+        """What each metric compared: the reference's and the window's samples or counts."""
         for name, feature in self.profile.features.items():
             item = self.metric_for(name, window.events)
             if against == "reference":
@@ -171,15 +179,52 @@ class DriftDetector:
                 assert previous is not None
                 base = previous.sample(name) if item.input == "samples" else previous.counts(name)
             current = window.sample(name) if item.input == "samples" else window.counts(name)
-            raw.append((name, item, item.compute(base, current)))
-        tests = [index for index, (_, item, _) in enumerate(raw) if item.drift_when == "below"]
-        adjusted = adjust_pvalues([raw[index][2] for index in tests], self.correction)
-        corrected = dict(zip(tests, adjusted, strict=True))
+            compared.append((base, current))
+            raw.append(
+                (
+                    name,
+                    item,
+                    item.compute(base, current),
+                    int(len(current) if item.input == "samples" else current.sum()),
+                )
+            )
+        # Every test against the reference is a p-value: a test's own, or a distance's tail under the null
+        # (monitors.drift.calibration); one correction over them all keeps the window's false-alarm rate.
+        pvalues: dict[int, float] = {}
+        permuted: dict[int, Permutation] = {}
+        for index, (name, item, value, values) in enumerate(raw):
+            if item.drift_when == "below":
+                pvalues[index] = value
+            elif self.calibration is not None and against == "reference" and item.name in CALIBRATED:
+                pvalues[index] = self.calibration.tail(name, item, window_values=values, observed=value)
+                if pvalues[index] <= self.alpha:  # through the screen: the exact permutation test decides
+                    reference, current = compared[index]
+                    test = self.calibration.permutation(name, item, reference, current, seed=window.start_us)
+                    permuted[index], pvalues[index] = test, test.pvalue
+        tested = list(pvalues)
+        adjusted = dict(
+            zip(tested, adjust_pvalues([pvalues[index] for index in tested], self.correction), strict=True)
+        )
+        cutoff = _cutoff(
+            [pvalues[index] for index in tested],
+            [adjusted[index] for index in tested],
+            self.alpha,
+            self.correction,
+        )
         scores = []
-        for index, (name, item, value) in enumerate(raw):
-            if index in corrected:
-                score, threshold = corrected[index], self.alpha
+        for index, (name, item, value, values) in enumerate(raw):
+            if index in adjusted and item.drift_when == "below":
+                score, threshold = adjusted[index], self.alpha
                 drift = not math.isnan(score) and score < threshold
+            elif index in adjusted:  # a calibrated distance: shown as itself, flagged by its tail
+                assert self.calibration is not None
+                score = value
+                threshold = (
+                    permuted[index].critical(cutoff)
+                    if index in permuted
+                    else self.calibration.critical(name, item, window_values=values, level=cutoff)
+                )
+                drift = not math.isnan(adjusted[index]) and adjusted[index] < self.alpha
             else:
                 score, threshold = value, item.default_threshold
                 drift = item.is_drift(score)
@@ -194,6 +239,20 @@ class DriftDetector:
                 )
             )
         return scores
+
+
+def _cutoff(pvalues: list[float], adjusted: list[float], alpha: float, correction: Correction) -> float:
+    """The raw p-value at or under which a feature is flagged: the largest one flagged, or when none
+    is, the smallest that would have been (``alpha`` over the tests; ``alpha`` with no correction)."""
+    flagged = [
+        p
+        for p, corrected in zip(pvalues, adjusted, strict=True)
+        if not math.isnan(corrected) and corrected < alpha
+    ]
+    if flagged:
+        return max(flagged)
+    tests = sum(not math.isnan(p) for p in pvalues)
+    return alpha if correction == "none" or tests == 0 else alpha / tests
 
 
 def adjust_pvalues(pvalues: list[float], correction: Correction) -> list[float]:

@@ -38,6 +38,7 @@ from monitors.drift import kernels
 
 __all__ = [
     "METRICS",
+    "PSI_FLOOR",
     "Metric",
     "UnknownMetricError",
     "bin_counts",
@@ -56,7 +57,7 @@ __all__ = [
 
 FeatureType = Literal["numeric", "categorical"]
 # Evidently's smoothing for empty bins in PSI: a share of zero would make the log infinite.
-_PSI_FLOOR = 1e-4
+PSI_FLOOR = 1e-4
 
 
 class UnknownMetricError(KeyError):
@@ -150,7 +151,7 @@ def psi(reference_counts: ArrayLike, current_counts: ArrayLike) -> float:
     pair = _pair(reference_counts, current_counts)
     if pair is None:
         return math.nan
-    reference, current = (np.maximum(side, _PSI_FLOOR) for side in pair)
+    reference, current = (np.maximum(side, PSI_FLOOR) for side in pair)
     return float(np.sum((current - reference) * np.log(current / reference)))
 
 
