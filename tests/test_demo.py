@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,15 @@ def test_the_demo_alerts_on_the_shift_retrains_and_switches_to_version_2(tmp_pat
     # fails otherwise), it reached both webhooks and the Python subscriber, and the job succeeded.
     assert any(line.startswith("   alert ") and "feature amount drifts" in line for line in lines), output
     assert "the first alert is for the window that starts 0 windows after the shift" in output
-    assert "webhooks received 2 posts; the Python subscriber 1 alerts" in output
+    # Each alert reaches both webhooks and the subscriber: the drift alert at least; also, as the data
+    # allows, the shifted prices' share outside the training range, or version 2's own alerts.
+    posts, heard = (
+        int(number)
+        for number in re.findall(
+            r"webhooks received (\d+) posts; the Python subscriber (\d+) alerts", output
+        )[0]
+    )
+    assert heard >= 1 and posts == 2 * heard, output
     assert any(" (local): succeeded in " in line for line in lines), output
     assert "scoring switched to version 2" in output
     state = tmp_path / "state"
