@@ -390,6 +390,11 @@ def serve(
 @click.option("--feature", "features", multiple=True, help="Only this column (repeatable); default: all.")
 @click.option("--bins", type=int, default=20, show_default=True)
 @click.option("--sample-size", type=int, default=10_000, show_default=True)
+@click.option(
+    "--prediction-column",
+    help="The model's output on these rows (a validation set), for its reference performance.",
+)
+@click.option("--label-column", help="The true values of these rows. With --prediction-column.")
 @click.pass_obj
 def profile(
     context: _Context,
@@ -399,6 +404,8 @@ def profile(
     features: tuple[str, ...],
     bins: int,
     sample_size: int,
+    prediction_column: str | None,
+    label_column: str | None,
 ) -> None:
     """Build and save the reference profile of a model version from its training set."""
     from monitors.drift.profile import ProfileError, ReferenceProfile
@@ -411,6 +418,8 @@ def profile(
             features=list(features) or None,
             bins=bins,
             sample_size=sample_size,
+            prediction_column=prediction_column,
+            label_column=label_column,
         )
     except ProfileError as error:
         raise click.ClickException(str(error)) from None
@@ -418,7 +427,9 @@ def profile(
     kinds = [feature.kind for feature in built.features.values()]
     click.echo(
         f"profiled {built.rows} rows of {model} {model_version}: {kinds.count('numeric')} numeric and "
-        f"{kinds.count('categorical')} categorical features -> {folder}"
+        f"{kinds.count('categorical')} categorical features"
+        + (f", {len(built.predictions)} reference outcomes" if built.predictions is not None else "")
+        + f" -> {folder}"
     )
 
 

@@ -37,7 +37,7 @@ class FeatureScore:
     threshold: float
     drift: bool
     """Whether the score crossed its threshold: drift, skew, or a data-quality problem (see ``kind``)."""
-    kind: Literal["drift", "quality"] = "drift"
+    kind: Literal["drift", "quality", "performance"] = "drift"
     """A distribution's change (``drift``, skew included), or a data-quality rate
     (``monitors.drift.quality``)."""
 
@@ -54,6 +54,9 @@ class WindowReport:
     scores: list[FeatureScore] = field(default_factory=list)
     drift_share: float = 0.0
     dataset_drift: bool = False
+    stage: Literal["drift", "provisional", "final"] = "drift"
+    """A drift window's report, or a performance window's, provisional (some labels may still come) or
+    final (``monitors.runtime.performance``)."""
 
     @property
     def drifted_features(self) -> list[str]:

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 __all__ = ["FeatureProfile", "ProfileError", "ReferenceProfile", "category_counts", "saved_profiles"]
 
 OTHER = "__other__"
+_PREDICTIONS, _LABELS = "__predictions__", "__labels__"
+"""The reference outcomes' names in ``samples.npz`` (a feature's name cannot start with two underscores
+there: Feast refuses such names)."""
 
 
 class ProfileError(ValueError):
@@ -90,6 +93,12 @@ class ReferenceProfile:
     version: str
     features: dict[str, FeatureProfile]
     rows: int
+    predictions: NDArray[np.float64] | None = None
+    """The model's outputs on its validation set (for a binary classifier, the probability of the
+    positive class), at most ``sample_size`` of them: the reference of its performance
+    (``monitors.performance``) and of the estimate before labels come. None when not given."""
+    labels: NDArray[np.float64] | None = None
+    """The true values of the same rows."""
 
     def padded_samples(self, names: list[str]) -> NDArray[np.float64]:
         """The samples of these numeric features as rows ending with +inf (built once, then cached)."""
@@ -120,12 +129,28 @@ class ReferenceProfile:
         sample_size: int = 10_000,
         vocabulary_size: int = 50,
         seed: int = 0,
+        prediction_column: str | None = None,
+        label_column: str | None = None,
     ) -> ReferenceProfile:
         """Profile a training set: a DataFrame, an Arrow table (``get_historical_features(...).to_arrow()``)
-        or a Parquet path. ``features`` defaults to every numeric, boolean and string column."""
+        or a Parquet path. ``features`` defaults to every numeric, boolean and string column but the
+        prediction and label columns. With ``prediction_column`` and ``label_column`` (a validation set's
+        outputs and true values), the profile also keeps the model's reference performance."""
         table = _as_arrow(training)
         rng = np.random.default_rng(seed)
-        names = features or [name for name in table.column_names if _kind(table.schema.field(name).type)]
+        outcome = [name for name in (prediction_column, label_column) if name is not None]
+        for name in outcome:
+            if name not in table.column_names:
+                raise ProfileError(
+                    f"the training set has no column {name!r}; it has {', '.join(table.column_names)}"
+                )
+        if (prediction_column is None) != (label_column is None):
+            raise ProfileError("give both the prediction column and the label column, or neither")
+        names = features or [
+            name
+            for name in table.column_names
+            if _kind(table.schema.field(name).type) and name not in outcome
+        ]
         profiles = {}
         for name in names:
             if name not in table.column_names:
@@ -142,7 +167,19 @@ class ReferenceProfile:
                 profiles[name] = _numeric(name, column, bins=bins, sample_size=sample_size, rng=rng)
             else:
                 profiles[name] = _categorical(name, column, vocabulary_size=vocabulary_size)
-        return cls(model=model, version=version, features=profiles, rows=table.num_rows)
+        predictions = labels = None
+        if prediction_column is not None and label_column is not None:
+            predictions, labels = _outcomes(
+                table.column(prediction_column), table.column(label_column), sample_size=sample_size, rng=rng
+            )
+        return cls(
+            model=model,
+            version=version,
+            features=profiles,
+            rows=table.num_rows,
+            predictions=predictions,
+            labels=labels,
+        )
 
     def save(self, root: Path | str, *, storage: OfflineStoreConfig | None = None) -> str:
         """Write ``<root>/<model>/<version>/`` (profile.json and samples.npz), on a local disk or at an
@@ -157,6 +194,8 @@ class ReferenceProfile:
         samples = {
             name: profile.sample for name, profile in self.features.items() if profile.kind == "numeric"
         }
+        if self.predictions is not None and self.labels is not None:
+            samples |= {_PREDICTIONS: self.predictions, _LABELS: self.labels}
         archive = io.BytesIO()
         np.savez(archive, **samples)  # type: ignore[arg-type]
         # The samples first: a profile.json is only ever next to its samples.
@@ -200,8 +239,14 @@ class ReferenceProfile:
                 minimum=item["minimum"],
                 maximum=item["maximum"],
             )
+        outcomes = _PREDICTIONS in samples.files and _LABELS in samples.files
         return cls(
-            model=document["model"], version=document["version"], features=features, rows=document["rows"]
+            model=document["model"],
+            version=document["version"],
+            features=features,
+            rows=document["rows"],
+            predictions=samples[_PREDICTIONS] if outcomes else None,
+            labels=samples[_LABELS] if outcomes else None,
         )
 
 
@@ -241,6 +286,24 @@ def _as_arrow(training: Any) -> pa.Table:
     if hasattr(training, "to_arrow"):
         return training.to_arrow()
     return pa.Table.from_pandas(training, preserve_index=False)
+
+
+def _outcomes(
+    predictions: Any, labels: Any, *, sample_size: int, rng: np.random.Generator
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The validation rows' outputs and true values as numbers (booleans and 0/1 classes alike), the rows
+    where either is missing left out, at most ``sample_size`` of them."""
+    try:
+        outputs = np.asarray(predictions.to_numpy(zero_copy_only=False), dtype=np.float64)
+        truth = np.asarray(labels.to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ProfileError(f"the prediction and label columns must be numbers or booleans: {error}") from None
+    present = ~np.isnan(outputs) & ~np.isnan(truth)
+    outputs, truth = outputs[present], truth[present]
+    if len(outputs) > sample_size:
+        chosen = np.sort(rng.choice(len(outputs), sample_size, replace=False))
+        outputs, truth = outputs[chosen], truth[chosen]
+    return outputs, truth
 
 
 def _kind(dtype: Any) -> Literal["numeric", "categorical"] | None:
