@@ -450,6 +450,28 @@ def profile(
     "--kserve-feature", "kserve_features", multiple=True, help="Names of KServe list inputs, in order."
 )
 @click.option(
+    "--performance",
+    "performance",
+    multiple=True,
+    help="MODEL=binary:OUTPUT or MODEL=regression:OUTPUT: judge that output against the labels (repeatable).",
+)
+@click.option("--performance-window-seconds", type=float, default=3600.0, show_default=True)
+@click.option(
+    "--label-delay-seconds",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="How long after a performance window's end its labels may come; it is final then.",
+)
+@click.option(
+    "--performance-tolerance",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="How much worse than the reference (relative) a metric may be before it alerts.",
+)
+@click.option("--min-labels", type=int, default=100, show_default=True, help="Fewer labels alert nothing.")
+@click.option(
     "--engine",
     type=click.Choice(["kafka", "faust"]),
     default="kafka",
@@ -480,6 +502,11 @@ def monitor(
     metrics: tuple[str, ...],
     alpha: float,
     quality_alpha: float,
+    performance: tuple[str, ...],
+    performance_window_seconds: float,
+    label_delay_seconds: float,
+    performance_tolerance: float,
+    min_labels: int,
     kserve_features: tuple[str, ...],
     engine: str,
     skew_views: tuple[str, ...],
@@ -493,6 +520,7 @@ def monitor(
 
     from monitors.drift.metrics import UnknownMetricError, metric
     from monitors.runtime.monitor import MonitorSettings
+    from monitors.runtime.performance import PerformanceSettings
     from streams import ensure_topics
 
     chosen = {}
@@ -515,6 +543,7 @@ def monitor(
             raise click.BadParameter(str(error.args[0]), param_hint="--skew-view") from None
         skew = SkewSettings(views=views, threshold=skew_threshold)
     _check_metrics(context.config, chosen)
+    tasks = _performance_tasks(performance)
     try:
         settings = MonitorSettings(
             window=timedelta(seconds=window_seconds),
@@ -525,6 +554,15 @@ def monitor(
             alpha=alpha,
             quality_alpha=quality_alpha,
             skew=skew,
+            performance=PerformanceSettings(
+                tasks=tasks,
+                window=timedelta(seconds=performance_window_seconds),
+                label_delay=timedelta(seconds=label_delay_seconds),
+                tolerance=performance_tolerance,
+                min_labels=min_labels,
+            )
+            if tasks
+            else None,
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
@@ -570,6 +608,24 @@ def monitor(
         raise click.ClickException(f"Kafka at {config.kafka.bootstrap_servers} failed: {error}") from None
     except StoreError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _performance_tasks(flags: tuple[str, ...]) -> dict[str, Any]:
+    """``--performance MODEL=TASK:OUTPUT`` flags as tasks, each checked."""
+    from monitors.runtime.performance import PerformanceTask
+
+    tasks = {}
+    for flag in flags:
+        model, equals, rest = flag.partition("=")
+        task, colon, output = rest.partition(":")
+        if not equals or not colon or not model or not output or task not in ("binary", "regression"):
+            raise click.BadParameter(
+                f"{flag!r} is not MODEL=binary:OUTPUT or MODEL=regression:OUTPUT (for example "
+                "fraud=binary:score, where score is the output that holds the positive class's probability)",
+                param_hint="--performance",
+            )
+        tasks[model] = PerformanceTask(task=task, output=output)  # type: ignore[arg-type]
+    return tasks
 
 
 def _check_metrics(config: SluiceConfig, chosen: dict[str, str]) -> None:

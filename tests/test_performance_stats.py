@@ -78,3 +78,11 @@ def test_regression_metrics_equal_scikit_learns(seed: int) -> None:
 def test_empty_stats_are_no_evidence() -> None:
     assert all(np.isnan(value) for value in BinaryStats().metrics().values())
     assert all(np.isnan(value) for value in RegressionStats().metrics().values())
+
+
+def test_the_alerts_know_every_performance_metric_and_which_way_is_worse() -> None:
+    from monitors.alerts.alert import LOWER_IS_BETTER, PERFORMANCE
+    from monitors.performance.stats import METRICS
+
+    assert set(PERFORMANCE) == set(METRICS)
+    assert LOWER_IS_BETTER == {name for name, item in METRICS.items() if not item.higher_is_better}

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["RATES", "SCORING_ERROR", "Alert", "Severity", "Status", "fingerprint"]
+__all__ = ["PERFORMANCE", "RATES", "SCORING_ERROR", "Alert", "Severity", "Status", "fingerprint"]
 
 Severity = Literal["warning", "critical"]
 Status = Literal["firing", "resolved"]
@@ -36,6 +36,9 @@ RATES = {
     "new_category_share": "share of categories unseen in training",
 }
 """Data-quality metrics (``monitors.drift.quality``), as an alert names them."""
+LOWER_IS_BETTER = frozenset({"log_loss", "calibration_error", "mae", "rmse", "mape"})
+PERFORMANCE = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2", *LOWER_IS_BETTER})
+"""Performance metrics (``monitors.performance``): an alert says the model got worse."""
 
 
 def fingerprint(*, model: str, version: str, feature: str, metric: str) -> str:
@@ -114,6 +117,13 @@ class Alert:
             state = "could not be scored" if self.status == "firing" else "is scored again"
             return f"{self.model} {self.version}: a window {state}; the monitor's log says why"
         shown = "n/a" if self.value is None else f"{self.value:.4g}"
+        if self.metric in PERFORMANCE:
+            worse = "above" if self.metric in LOWER_IS_BETTER else "under"
+            state = f"is {worse}" if self.status == "firing" else "is back within"
+            return (
+                f"{self.model} {self.version}: {self.metric} of the labelled predictions ({shown}) {state} "
+                f"{self.threshold:.4g} (the reference's, with the tolerance)"
+            )
         if self.metric in RATES:
             state = "is above" if self.status == "firing" else "is back under"
             return (

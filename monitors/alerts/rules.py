@@ -115,8 +115,8 @@ class AlertRules:
 
 
 def _alertable(report: WindowReport) -> list[FeatureScore]:
-    """Drift and data quality against the training profile, and skew against the offline store;
-    window-to-window changes are context in the report, not alerts."""
+    """Drift, data quality and performance against the training profile, and skew against the offline
+    store; window-to-window changes are context in the report, not alerts."""
     return [score for score in report.scores if score.against in ("reference", "offline")]
 
 
@@ -125,6 +125,8 @@ def _severity(report: WindowReport, score: FeatureScore, critical_share: float) 
     warning, but for values of the wrong type, which a model cannot read."""
     if score.kind == "quality":
         return "critical" if score.metric == "type_error_rate" else "warning"
+    if score.kind == "performance":
+        return "critical"
     return "critical" if report.drift_share >= critical_share else "warning"
 
 

@@ -191,7 +191,7 @@ class Incidents:
             log.exception("starting retraining for %d alerts failed", len(alerts))
 
     def _write_report(self, item: ClosedWindow, alerts: list[Alert]) -> None:
-        if not any(alert.status == "firing" for alert in alerts):
+        if item.window is None or not any(alert.status == "firing" for alert in alerts):
             return
         report: WindowReport = item.report
         path = report_path(

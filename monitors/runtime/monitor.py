@@ -38,6 +38,7 @@ from monitors.drift.window import ServingWindow, event_keys
 from monitors.events.batch import PredictionBatch, Version
 from monitors.events.cloudevents import PredictionEvent
 from monitors.runtime.parts import Part, PartitionMark, WindowParts
+from monitors.runtime.performance import PerformanceSettings
 from offline_store.storage import StorageError
 
 __all__ = ["ClosedWindow", "Failure", "Monitor", "MonitorSettings"]
@@ -70,6 +71,8 @@ class MonitorSettings:
     """Values a window keeps per numeric feature for KS and Wasserstein."""
     skew: SkewSettings | None = None
     """Compare a sample of served values with the offline store; None to skip."""
+    performance: PerformanceSettings | None = None
+    """Performance windows from delayed labels, per model (``monitors.runtime.performance``); None to skip."""
 
     def __post_init__(self) -> None:
         if self.window < timedelta(seconds=1):
@@ -100,10 +103,11 @@ class Failure:
 
 @dataclass(frozen=True)
 class ClosedWindow:
-    """A window that closed: its scores, and its summaries (for the report a person can look at)."""
+    """A window that closed: its scores, and its summaries (for the report a person can look at); a
+    performance window has none."""
 
     report: WindowReport
-    window: ServingWindow
+    window: ServingWindow | None = None
 
 
 @dataclass
@@ -161,7 +165,7 @@ class Monitor:
         self.parts = parts
         self._partitions = partitions
         self._last_reported = last_reported or (lambda model, version: None)
-        self._load = load_profile or (
+        self.load_profile = load_profile or (
             lambda model, version: ReferenceProfile.load(
                 settings.profiles, model=model, version=version, storage=settings.storage
             )
@@ -453,7 +457,7 @@ class Monitor:
             if failed_at is not None and self._clock() - failed_at < _PROFILE_RETRY_S:
                 return None
             try:
-                profile = self._load(*key)
+                profile = self.load_profile(*key)
             except (ProfileError, StorageError) as error:  # missing, or its store is away: try later
                 if failed_at is None:
                     log.warning("%s", error)

@@ -38,6 +38,7 @@ from monitors.events.labels import LabelJoiner, LabelledPrediction
 from monitors.runtime.incidents import Incidents
 from monitors.runtime.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.runtime.parts import WindowParts
+from monitors.runtime.performance import LabelledBatch, PerformanceTracker
 from monitors.runtime.prometheus import MonitorMetrics
 from offline_store.storage import Location
 from streams.dead_letters import DeadLetter, DeadLetterSink
@@ -60,14 +61,15 @@ class ScoresSink:
         futures = []
         for item in closed:
             report = item.report
-            key = f"{report.model}/{report.version}/{report.window_start_us}".encode()
+            stage = "" if report.stage == "drift" else f"/{report.stage}"
+            key = f"{report.model}/{report.version}/{report.window_start_us}{stage}".encode()
             futures.append(self.producer.send(self.topic, key=key, value=orjson.dumps(report.to_record())))
             self._parquet(report, item.window)
         self.producer.flush()
         for future in futures:
             future.get(timeout=30)
 
-    def _parquet(self, report: WindowReport, window: ServingWindow) -> None:
+    def _parquet(self, report: WindowReport, window: ServingWindow | None) -> None:
         folder = self.root.child(f"model={report.model}", f"version={report.version}")
         rows = [
             {
@@ -76,6 +78,7 @@ class ScoresSink:
                 "events": report.events,
                 "drift_share": report.drift_share,
                 "dataset_drift": report.dataset_drift,
+                "stage": report.stage,
                 "feature": score.feature,
                 "kind": score.kind,
                 "metric": score.metric,
@@ -87,9 +90,12 @@ class ScoresSink:
             for score in report.scores
         ]
         name = f"window-{report.window_start_us:020d}"
+        if report.stage != "drift":  # a performance window: window-<start>.performance[-provisional]
+            name += ".performance" + ("-provisional" if report.stage == "provisional" else "")
         # Whole or not at all, and named by the window: a replay writes the same objects again.
         folder.child(f"{name}.parquet").write_parquet(pa.Table.from_pylist(rows))
-        folder.child(f"{name}.summary.parquet").write_parquet(window.summary_table())
+        if window is not None:
+            folder.child(f"{name}.summary.parquet").write_parquet(window.summary_table())
 
 
 def last_window(scores_root: Location, model: str, version: str) -> int | None:
@@ -123,6 +129,8 @@ class MonitorPipeline:
     next_offsets: dict[int, int]
     """Per partition, the offset of the next record to process: the group's committed offsets at the
     start, then past each batch."""
+    performance: PerformanceTracker | None = None
+    """Performance windows from delayed labels, for the models that have a task (``MonitorSettings``)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held by ``process`` and ``tick``, which the engines run on threads."""
 
@@ -150,15 +158,29 @@ class MonitorPipeline:
         except Exception:
             sender.close()
             raise
+        monitor = Monitor(
+            settings=settings,
+            parts=WindowParts(engine=incidents.store.engine, topic=topic),
+            partitions=len(next_offsets),
+            last_reported=lambda model, version: last_window(scores_root, model, version),
+        )
+        performance = None
+        if settings.performance is not None:
+            performance = PerformanceTracker(
+                settings=settings.performance,
+                lateness=settings.lateness,
+                provisional=WindowParts(
+                    engine=incidents.store.engine, topic=f"{topic}/performance-provisional"
+                ),
+                final=WindowParts(engine=incidents.store.engine, topic=f"{topic}/performance"),
+                partitions=len(next_offsets),
+                load_profile=monitor.load_profile,
+            )
         return cls(
             topic=topic,
             group=group,
-            monitor=Monitor(
-                settings=settings,
-                parts=WindowParts(engine=incidents.store.engine, topic=topic),
-                partitions=len(next_offsets),
-                last_reported=lambda model, version: last_window(scores_root, model, version),
-            ),
+            monitor=monitor,
+            performance=performance,
             joiner=KServeJoiner(feature_names=kserve_features),
             labels=LabelJoiner(),
             sink=ScoresSink(producer=sender, topic=f"{topic}.scores", root=scores_root),
@@ -173,6 +195,8 @@ class MonitorPipeline:
         try:
             with self.lock:
                 self.monitor.release()
+                if self.performance is not None:
+                    self.performance.release()
         except Exception as error:  # the store is away: the marks say what was read last
             log.warning("could not release the partitions' marks: %s", error)
         self.incidents.stop()
@@ -182,11 +206,15 @@ class MonitorPipeline:
         """A rebalance happened, and the topic has ``partitions`` partitions (more when some were added)."""
         with self.lock:
             self.monitor.grow(partitions)
+            if self.performance is not None:
+                self.performance.grow(partitions)
 
     def revoked(self, partitions: Collection[int]) -> None:
         """Forget partitions this monitor no longer reads; whoever reads them next resumes them."""
         with self.lock:
             self.monitor.forget(partitions)
+            if self.performance is not None:
+                self.performance.forget(partitions)
             for partition in partitions:
                 self.next_offsets.pop(partition, None)
 
@@ -195,6 +223,8 @@ class MonitorPipeline:
         with self.lock:
             if self.monitor.merges:
                 closed = self.monitor.merge_ready()
+                if self.performance is not None:
+                    closed += [ClosedWindow(report) for report in self.performance.merge_ready()]
                 if closed:
                     self._report(closed)
                 self._failed()
@@ -224,6 +254,7 @@ class MonitorPipeline:
         positions: Mapping[int, int] | None,
     ) -> dict[int, int]:
         predictions: dict[int, PredictionBatch] = {}
+        labels: dict[int, LabelledBatch] = {}
         letters: list[DeadLetter] = []
         labelled: list[LabelledPrediction] = []
         ends: dict[int, int] = {}
@@ -241,6 +272,12 @@ class MonitorPipeline:
                     labelled += add_prediction(payload["model"], payload["request_id"], message.value)
                 elif kind == LABEL_TYPE:
                     labelled += self.labels.add_label(payload)
+                    labels.setdefault(partition, LabelledBatch(partition=partition)).append(
+                        model=payload.model,
+                        request_id=payload.request_id,
+                        label=payload.label,
+                        event_us=event_us,
+                    )
                 else:
                     for event in self.joiner.add(payload):  # a pair is complete: its request's time
                         data = event.data()
@@ -260,6 +297,9 @@ class MonitorPipeline:
         ]
         _send_labelled(self.sender, f"{self.topic}.labelled", labelled)
         closed, rejected = self.monitor.add_batches(predictions, behind=behind, assigned=list(highwater))
+        if self.performance is not None:
+            reports = self.performance.add(predictions, labels, behind=behind, assigned=list(highwater))
+            closed += [ClosedWindow(report) for report in reports]
         for record, reason, (model, version) in rejected:
             detail = f"model {model} version {version}: {reason}"
             letters.append(DeadLetter(record=record, reason=reason, detail=detail))
@@ -271,8 +311,13 @@ class MonitorPipeline:
         if closed:
             self._report(closed)
         self._failed()
-        open_offsets = self.monitor.open_offsets()
-        return {partition: min(end, open_offsets.get(partition, end)) for partition, end in ends.items()}
+        held = [self.monitor.open_offsets()]
+        if self.performance is not None:
+            held.append(self.performance.open_offsets())
+        return {
+            partition: min([end, *(offsets[partition] for offsets in held if partition in offsets)])
+            for partition, end in ends.items()
+        }
 
     def _failed(self) -> None:
         """Count what failed for one model version, and alert on windows that could not be scored."""
@@ -283,6 +328,8 @@ class MonitorPipeline:
             self.metrics.alerts.labels(alert.model, alert.severity, alert.status).inc()
 
     def _report(self, closed: list[ClosedWindow]) -> None:
+        """Write the closed windows' reports; the final ones (drift, and performance once all labels are
+        in) go on to the alert rules, a provisional performance window only to the reports."""
         self.sink.write(closed)
         for report in (item.report for item in closed):
             self.metrics.record(report)
@@ -295,7 +342,9 @@ class MonitorPipeline:
                 report.events,
                 ", ".join(report.drifted_features) or "none",
             )
-        for alert in self.incidents.on_windows(closed):
+        for alert in self.incidents.on_windows(
+            [item for item in closed if item.report.stage != "provisional"]
+        ):
             self.metrics.alerts.labels(alert.model, alert.severity, alert.status).inc()
 
 

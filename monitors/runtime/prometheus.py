@@ -81,6 +81,20 @@ class MonitorMetrics:
             ["model", "version", "feature", "metric"],
             registry=self.registry,
         )
+        self.performance = Gauge(
+            "sluice_model_performance",
+            "The latest performance window's metric per model version (accuracy, roc_auc, log_loss, ... "
+            "and label_coverage), provisional at its close and final once its labels are in.",
+            ["model", "version", "metric", "stage"],
+            registry=self.registry,
+        )
+        self.performance_problem = Gauge(
+            "sluice_model_performance_problem",
+            "1 when the latest final performance window's metric is worse than the reference's by more "
+            "than the tolerance, else 0.",
+            ["model", "version", "metric"],
+            registry=self.registry,
+        )
         self.dataset_drift = Gauge(
             "sluice_dataset_drift",
             "1 when at least the drift share of the latest window's features drifted, else 0.",
@@ -95,6 +109,15 @@ class MonitorMetrics:
         )
 
     def record(self, report: WindowReport) -> None:
+        if report.stage != "drift":
+            for score in report.scores:
+                self.performance.labels(report.model, report.version, score.metric, report.stage).set(
+                    score.score
+                )
+                if report.stage == "final" and score.metric != "label_coverage":
+                    flag = 1 if score.drift else 0
+                    self.performance_problem.labels(report.model, report.version, score.metric).set(flag)
+            return
         self.windows.labels(report.model, report.version).inc()
         self.events.labels(report.model, report.version).inc(report.events)
         self.dataset_drift.labels(report.model, report.version).set(1 if report.dataset_drift else 0)
