@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -65,33 +66,40 @@ def state(repo: Path) -> dict[str, str]:
     return {"SLUICE_STATE_DIR": str(repo / ".sluice")}
 
 
-def produce(logger: PredictionLogger) -> None:
+class Stream:
     """Predictions through the windows, each labelled 0.5 to 3 s later (10% never); from window 4 on the
-    model scores at random. Then a tick an hour later, so every window is final."""
-    rng = random.Random(1)
-    pending: list[tuple[datetime, str, int]] = []
-    for index in range(WINDOWS * PER_WINDOW):
-        at = T0 + timedelta(seconds=index * WINDOW_S / PER_WINDOW)
-        while pending and pending[0][0] <= at:
-            label_at, request, truth = pending.pop(0)
+    model scores at random."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random(1)
+        self.pending: list[tuple[datetime, str, int]] = []
+
+    def produce(self, logger: PredictionLogger, indexes: range) -> None:
+        for index in indexes:
+            at = T0 + timedelta(seconds=index * WINDOW_S / PER_WINDOW)
+            while self.pending and self.pending[0][0] <= at:
+                label_at, request, truth = self.pending.pop(0)
+                logger.log_label(model="m", request_id=request, label=truth, event_time=label_at)
+            truth = int(self.rng.random() < 0.3)
+            separation = 0.5 if index < 4 * PER_WINDOW else 0.0
+            noise = self.rng.gauss(0, 0.15) + (0.25 if not separation else 0)
+            score = min(1.0, max(0.0, 0.2 + separation * truth + noise))
+            request = f"r{index}"
+            logger.log(model="m", version="1", request_id=request, features={"amount": self.rng.gauss(0, 1)},
+                       outputs={"score": score}, event_time=at)  # fmt: skip
+            if self.rng.random() < 0.9:
+                self.pending.append((at + timedelta(seconds=self.rng.uniform(0.5, 3.0)), request, truth))
+                self.pending.sort()
+        assert logger.flush(60)
+
+    def finish(self, logger: PredictionLogger) -> None:
+        """The labels still due, then a tick an hour later, so that every window is final."""
+        for label_at, request, truth in self.pending:
             logger.log_label(model="m", request_id=request, label=truth, event_time=label_at)
-        truth = int(rng.random() < 0.3)
-        separation = 0.5 if index < 4 * PER_WINDOW else 0.0
-        score = min(
-            1.0, max(0.0, 0.2 + separation * truth + rng.gauss(0, 0.15) + (0.25 if not separation else 0))
-        )
-        request = f"r{index}"
-        logger.log(model="m", version="1", request_id=request, features={"amount": rng.gauss(0, 1)},
-                   outputs={"score": score}, event_time=at)  # fmt: skip
-        if rng.random() < 0.9:
-            pending.append((at + timedelta(seconds=rng.uniform(0.5, 3.0)), request, truth))
-            pending.sort()
-    for label_at, request, truth in pending:
-        logger.log_label(model="m", request_id=request, label=truth, event_time=label_at)
-    for tick in range(9):
-        logger.log(model="m", version="1", request_id=f"tick-{tick}", features={}, outputs={},
-                   event_time=T0 + timedelta(hours=1))  # fmt: skip
-    assert logger.flush(60)
+        for tick in range(9):
+            logger.log(model="m", version="1", request_id=f"tick-{tick}", features={}, outputs={},
+                       event_time=T0 + timedelta(hours=1))  # fmt: skip
+        assert logger.flush(60)
 
 
 def brute_force(topic: str) -> dict[int, dict[str, float]]:
@@ -145,26 +153,41 @@ def test_performance_windows_from_delayed_labels_alert_when_the_model_gets_worse
     config = load_config(repo, environ={**os.environ, **state(repo)})
     ensure_topics(config.kafka, [topic], partitions=3)
     logger = PredictionLogger(config=config.kafka, topic=topic, source="tests")
-    produce(logger)
-    logger.close()
+    stream = Stream()
     log = tmp_path / "monitor.log"
-    with log.open("wb") as output:
-        monitor = subprocess.Popen(
-            [sys.executable, "-m", "sluice", "--repo", str(repo), "monitor", "--topic", topic,
-             "--window-seconds", str(WINDOW_S), "--lateness-seconds", str(LATENESS_S),
-             "--performance", "m=binary:score", "--performance-window-seconds", str(WINDOW_S),
-             "--label-delay-seconds", str(DELAY_S), "--min-labels", "50"],
-            stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **state(repo)},
-        )  # fmt: skip
+
+    def monitor() -> subprocess.Popen[bytes]:
+        with log.open("ab") as output:
+            return subprocess.Popen(
+                [sys.executable, "-m", "sluice", "--repo", str(repo), "monitor", "--topic", topic,
+                 "--window-seconds", str(WINDOW_S), "--lateness-seconds", str(LATENESS_S),
+                 "--performance", "m=binary:score", "--performance-window-seconds", str(WINDOW_S),
+                 "--label-delay-seconds", str(DELAY_S), "--min-labels", "50"],
+                stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **state(repo)},
+            )  # fmt: skip
+
+    # Half the stream; the monitor is killed once some windows are provisional, with predictions of
+    # windows not final still waiting for labels in its memory. The rest of the stream comes after.
+    stream.produce(logger, range(0, 4 * PER_WINDOW))
+    first = monitor()
     try:
-        deadline = time.monotonic() + 120
-        while len([r for r in records(f"{topic}.scores") if r.get("stage") == "final"]) < WINDOWS:
-            assert monitor.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
+        wait_for(lambda: any(r.get("stage") == "provisional" for r in records(f"{topic}.scores")), first, log)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    stream.produce(logger, range(4 * PER_WINDOW, WINDOWS * PER_WINDOW))
+    stream.finish(logger)
+    logger.close()
+    second = monitor()
+    try:
+        wait_for(
+            lambda: len([r for r in records(f"{topic}.scores") if r.get("stage") == "final"]) >= WINDOWS,
+            second,
+            log,
+        )
         time.sleep(2)
     finally:
-        stop(monitor)
+        stop(second)
     reports = records(f"{topic}.scores")
     final = {int(r["window_start_us"]): r for r in reports if r.get("stage") == "final"}  # type: ignore[call-overload]
     provisional = {int(r["window_start_us"]) for r in reports if r.get("stage") == "provisional"}  # type: ignore[call-overload]
@@ -180,3 +203,11 @@ def test_performance_windows_from_delayed_labels_alert_when_the_model_gets_worse
     worse = {int(r["window_start_us"]) for r in alerts if r["metric"] in ("accuracy", "roc_auc")}  # type: ignore[call-overload]
     assert all(r["severity"] == "critical" for r in alerts if r["metric"] in ("accuracy", "roc_auc"))
     assert worse and min(worse) >= starts[4] and starts[4] in worse, (worse, starts)
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
