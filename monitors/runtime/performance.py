@@ -47,12 +47,8 @@ from monitors.drift.detector import FeatureScore, WindowReport
 from monitors.drift.profile import ProfileError, ReferenceProfile
 from monitors.drift.window import event_keys
 from monitors.events.batch import PredictionBatch, Version
-from monitors.performance.stats import (
-    METRICS,
-    Task,
-    stats_for,
-    stats_from_bytes,
-)
+from monitors.performance.estimate import Calibration, histogram
+from monitors.performance.stats import BINS, METRICS, Task, stats_for, stats_from_bytes
 from monitors.runtime.parts import Part, PartitionMark, WindowParts
 from offline_store.storage import StorageError
 
@@ -172,9 +168,16 @@ class _Part:
         usable = ~np.isnan(labels)
         stats = stats_for(self.task.task, threshold=self.task.threshold)
         stats.add(outputs[usable], labels[usable])  # type: ignore[arg-type]
-        return orjson.dumps(
-            {"predictions": self.predictions, "labelled": int(usable.sum()), "stats": stats.to_bytes().hex()}
-        )
+        payload: dict[str, Any] = {
+            "predictions": self.predictions,
+            "labelled": int(usable.sum()),
+            "stats": stats.to_bytes().hex(),
+        }
+        if self.task.task == "binary":  # every prediction's score, labelled or not: the estimate's input
+            counts = histogram(outputs)
+            present = np.flatnonzero(counts)
+            payload["scores"] = [present.tolist(), counts[present].tolist()]
+        return orjson.dumps(payload)
 
 
 @dataclass
@@ -211,6 +214,7 @@ class PerformanceTracker:
         self._open: dict[tuple[Version, int, int], _Part] = {}
         self._assigned: set[int] = set()
         self._references: dict[Version, dict[str, float] | None] = {}
+        self._calibrations: dict[Version, Calibration | None] = {}
         self.late_labels = 0
         self.unmatched_labels = 0
         self.invalid_labels = 0
@@ -457,15 +461,20 @@ class PerformanceTracker:
             return None
         stats = stats_for(task.task, threshold=task.threshold)
         predictions = labelled = 0
+        scores = np.zeros(BINS, dtype=np.int64)
         for item in stored:  # in partition order: the same sums whoever merges
             payload = orjson.loads(item.window)
             predictions += payload["predictions"]
             labelled += payload["labelled"]
             stats.merge(stats_from_bytes(bytes.fromhex(payload["stats"])))  # type: ignore[arg-type]
+            if "scores" in payload:
+                bins, counts = payload["scores"]
+                scores[np.asarray(bins, dtype=np.int64)] += np.asarray(counts, dtype=np.int64)
         parts.merge(key, start, window=None)
         reference = self._reference(key, task)
         alerting = self.settings.alerting(task.task)
-        scores = []
+        estimated = self._estimate(key, task, scores)
+        scores_out: list[FeatureScore] = []
         for name, value in stats.metrics().items():
             expected = (
                 reference.get(name, math.nan) if reference is not None and name in alerting else math.nan
@@ -484,14 +493,21 @@ class PerformanceTracker:
                 and not math.isnan(threshold)
                 and bool(worse)
             )
-            scores.append(
+            scores_out.append(
                 FeatureScore(
                     feature=task.output, metric=name, against="reference", score=value,
                     threshold=threshold, drift=flagged, kind="performance",
                 )
             )  # fmt: skip
+        for name, value in estimated.items():
+            scores_out.append(
+                FeatureScore(
+                    feature=task.output, metric=f"estimated_{name}", against="reference", score=value,
+                    threshold=math.nan, drift=False, kind="performance",
+                )
+            )  # fmt: skip
         coverage = labelled / predictions if predictions else math.nan
-        scores.append(
+        scores_out.append(
             FeatureScore(
                 feature=task.output, metric="label_coverage", against="reference", score=coverage,
                 threshold=math.nan, drift=False, kind="performance",
@@ -503,9 +519,28 @@ class PerformanceTracker:
             window_start_us=start,
             window_end_us=start + self._window_us,
             events=predictions,
-            scores=scores,
+            scores=scores_out,
             stage="final" if final else "provisional",
         )
+
+    def _estimate(self, key: Version, task: PerformanceTask, scores: NDArray[np.int64]) -> dict[str, float]:
+        """The binary classifier's metrics expected from its scores alone (``monitors.performance.estimate``),
+        calibrated on the reference's validation outcomes; none for a regressor or without them."""
+        if task.task != "binary":
+            return {}
+        if key not in self._calibrations:
+            try:
+                profile = self._load(*key)
+            except (ProfileError, StorageError):
+                return {}
+            usable = profile.predictions is not None and profile.labels is not None
+            self._calibrations[key] = (
+                Calibration.fit(profile.predictions, profile.labels)  # type: ignore[arg-type]
+                if usable
+                else None
+            )
+        calibration = self._calibrations[key]
+        return calibration.estimate(scores, threshold=task.threshold) if calibration is not None else {}
 
     def _reference(self, key: Version, task: PerformanceTask) -> dict[str, float] | None:
         """The reference's metrics for the version, from its profile's validation outcomes."""
