@@ -85,4 +85,4 @@ def test_the_alerts_know_every_performance_metric_and_which_way_is_worse() -> No
     from monitors.performance.stats import METRICS
 
     assert set(PERFORMANCE) == set(METRICS)
-    assert LOWER_IS_BETTER == {name for name, item in METRICS.items() if not item.higher_is_better}
+    assert {name for name, item in METRICS.items() if not item.higher_is_better} == LOWER_IS_BETTER
