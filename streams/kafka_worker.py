@@ -38,7 +38,7 @@ from streams.worker import ViewRuntime, WorkerSettings, view_runtimes, write_unt
 
 __all__ = ["run"]
 
-STOP_GRACE_S = 8.0
+STOP_GRACE_S = 6.0
 """After SIGTERM, how long the writes in flight may keep failing before the worker stops without them."""
 
 log = logging.getLogger("sluice.worker")

@@ -145,12 +145,15 @@ def window_files(repo: Path) -> dict[str, Path]:
 
 
 def wait_for(
-    condition: Callable[[], bool], processes: list[subprocess.Popen[bytes]], log: Path, timeout: float = 240
+    condition: Callable[[], bool],
+    processes: list[subprocess.Popen[bytes]],
+    describe: Callable[[], str],
+    timeout: float = 240,
 ) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert all(process.poll() is None for process in processes), log.read_text()[-4000:]
-        assert time.monotonic() < deadline, log.read_text()[-4000:]
+        assert all(process.poll() is None for process in processes), describe()
+        assert time.monotonic() < deadline, describe()
         time.sleep(0.5)
 
 
@@ -185,11 +188,16 @@ def test_one_two_or_three_monitors_give_the_same_reports_and_a_killed_one_loses_
 
     groups = [[monitor(repo) for _ in range(count)] for repo, count in zip(repos, (1, 2, 3), strict=True)]
     everyone = [process for group in groups for process in group]
-    every_log = tmp_path / "all.log"
+
+    def describe() -> str:
+        """What a failed wait shows: each group's window files, and the end of each monitor's log."""
+        found = [sorted(window_files(repo)) for repo in repos]
+        tails = [f"== {log.name}\n" + "\n".join(log.read_text().splitlines()[-40:]) for log in logs]
+        return f"window files per group: {[len(names) for names in found]}\n{found}\n" + "\n".join(tails)
+
     try:
         # Wait for the third group to have split the partitions three ways and reported some windows.
         def split_three_ways() -> bool:
-            every_log.write_text("".join(log.read_text() for log in logs))
             last = [re.findall(r"reading partitions ([\d,]+|none)", log.read_text())[-1:] for log in logs[3:]]
             return all(last) and sorted(",".join(found[0] for found in last).split(",")) == [
                 "0",
@@ -198,8 +206,8 @@ def test_one_two_or_three_monitors_give_the_same_reports_and_a_killed_one_loses_
                 "3",
             ]
 
-        wait_for(split_three_ways, everyone, every_log)
-        wait_for(lambda: len(window_files(repos[2])) >= 2 * 2 * 2, everyone, every_log)
+        wait_for(split_three_ways, everyone, describe)
+        wait_for(lambda: len(window_files(repos[2])) >= 2 * 2 * 2, everyone, describe)
         # Kill the monitor of the third group that reads partition 0: the one that merges.
         merger = next(
             index for index, log in enumerate(logs[3:])
@@ -212,7 +220,7 @@ def test_one_two_or_three_monitors_give_the_same_reports_and_a_killed_one_loses_
         ticks(logger)
         logger.close()
         expected = 2 * 12 * 2  # two models, twelve windows, a report and a summary each
-        wait_for(lambda: all(len(window_files(repo)) >= expected for repo in repos), everyone, every_log)
+        wait_for(lambda: all(len(window_files(repo)) >= expected for repo in repos), everyone, describe)
         time.sleep(3)  # what a window reported twice would need to show up
     finally:
         for process in everyone:
