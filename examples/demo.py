@@ -3,22 +3,29 @@
 1. `sluice apply` registers the card features with Feast and creates the topics.
 2. A stream worker computes windowed card features into Redis and Parquet from the payments topic,
    starting with 15 minutes of history (and a few bad messages, for the dead-letter topic).
-3. Model version 1 is trained on a point-in-time training set; Feast and sluice's OnlineClient read the
-   same features back; `sluice verify` proves Redis holds the latest Parquet row of every card.
-4. `sluice monitor` watches the prediction events in 5-second windows, with alerts and retraining on.
-5. A scoring loop reads each card's features with OnlineClient, scores the payment, and logs the
-   prediction and (at once, as the demo knows the truth) its label.
-6. Halfway, prices triple. The monitor fires an alert within one window; the local webhook receiver
-   and a Python subscriber show it; a retraining job trains on the labelled predictions of the drifted
-   window and registers version 2, and scoring switches to it.
+3. Model version 1 is trained on a point-in-time training set, logged as an MLflow run and registered in
+   MLflow's registry (the embedded store, SQLite in the state folder); the promotion gate makes it the
+   `champion`. Feast and sluice's OnlineClient read the same features back; `sluice verify` proves Redis
+   holds the latest Parquet row of every card.
+4. `sluice monitor` watches the prediction events in 5-second windows: drift, and the model's
+   performance from its labels, with alerts and retraining on.
+5. A scoring loop loads `models:/fraud@champion`, reads each card's features with OnlineClient, scores
+   the payment, and logs the prediction and (at once, as the demo knows the truth) its label.
+6. Halfway, prices triple. The monitor fires an alert within one window, and the model's log loss and
+   accuracy drop; the local webhook receiver and a Python subscriber show the alerts. A retraining job
+   trains on the labelled predictions of the drifted window, logs its run and registers version 2 as
+   the `challenger`; the promotion gate finds it beats the champion on held-out payments and moves
+   `champion` to it, and scoring follows.
 7. A summary, the window's Evidently report, and a PNG of drift scores over time.
 
-Run it twice and it starts over cleanly: it clears its own earlier models, profiles, alerts and jobs.
+Run it twice and it starts over cleanly: it clears its own earlier models, profiles, alerts and jobs
+(MLflow keeps the earlier runs, in their experiment).
 SLUICE_DEMO_QUICK=1 runs a shorter version (the test suite does).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -53,6 +60,8 @@ BEFORE_SHIFT = 2 if QUICK else 4
 AFTER_SWITCH = 2 if QUICK else 4
 """Windows scored by version 2 before the demo ends."""
 ALPHA = 0.001
+LABEL_DELAY_S = 2
+"""How long after a window the monitor waits for its labels before its performance is final."""
 TOPIC = "fraud.predictions"
 WEBHOOK_PORT = 8787
 
@@ -106,6 +115,9 @@ def clear_earlier_runs() -> None:
         client.delete(key)
     client.close()
     shutil.rmtree(REPO / "data" / "card_transaction_stats", ignore_errors=True)
+    from monitors.retraining.mlflow import open_registry
+
+    open_registry(config).delete_model("fraud")
     state = config.state_dir
     for path in ("sluice.db", "sluice.db-wal", "sluice.db-shm"):
         (state / path).unlink(missing_ok=True)
@@ -171,7 +183,12 @@ def train_version_1(traffic: Traffic, history: list[Any]) -> dict[str, Any]:
             "is_fraud": [traffic.is_fraud(payment) for payment in recent],
         }
     )
-    return fit_and_register(labels, repo_path=REPO, model="fraud")
+    trained = fit_and_register(labels, repo_path=REPO, model="fraud")
+    from monitors.retraining.gate import promote
+    from monitors.retraining.mlflow import open_registry
+
+    decision = promote(open_registry(load_config(REPO)), "fraud")
+    return {**trained, "gate": decision.reason}
 
 
 def compare_reads() -> None:
@@ -239,18 +256,17 @@ class WebhookReceiver:
 
 def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen[bytes]) -> dict[str, Any]:
     """Score payments as they come, switch to each new model version, shift prices halfway."""
-    from model import SERVED, FraudModel, log_loss
+    from model import SERVED, log_loss
 
     from monitors import PredictionLogger
-    from monitors.database import open_store
-    from monitors.retraining.store import ModelRegistry
+    from monitors.retraining.mlflow import open_registry
     from online_store import OnlineClient
 
     config = load_config(REPO)
-    registry = ModelRegistry(engine=open_store(config.store_url))
-    current = registry.latest("fraud")
-    assert current is not None
-    model = FraudModel.load(file_path(current.uri))
+    registry = open_registry(config)
+    champion = registry.alias("fraud", "champion")
+    assert champion is not None
+    model = load_version(registry, champion)
     # Payments went on while version 1 was trained: catch the stream up to now at the same rate, and
     # let the worker count them before scoring reads the counts.
     produce(traffic.between(history_end, datetime.now(UTC), per_second=RATE))
@@ -259,7 +275,8 @@ def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen
     sender = producer(config.kafka, linger_ms=5)
     shift_at = window_start(datetime.now(UTC), WINDOW_S) + timedelta(seconds=WINDOW_S * (BEFORE_SHIFT + 1))
     print(
-        f"5. scoring {RATE} payments/s with version {current.version}; prices triple at {shift_at:%H:%M:%S}"
+        f"5. scoring {RATE} payments/s with models:/fraud@champion (version {model.version}); "
+        f"prices triple at {shift_at:%H:%M:%S}"
     )
     latencies: list[float] = []
     outcomes: dict[str, list[tuple[dict[str, Any], int]]] = {}
@@ -309,11 +326,13 @@ def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen
                 scored += 1
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + 1
-                latest = registry.latest("fraud")
-                if latest is not None and latest.version != model.version:
-                    model = FraudModel.load(file_path(latest.uri))
+                champion = registry.alias("fraud", "champion")
+                if champion is not None and champion != model.version:
+                    model = load_version(registry, champion)
                     switched_at = datetime.now(UTC)
-                    print(f"9. {switched_at:%H:%M:%S} scoring switched to version {model.version}")
+                    print(
+                        f"7. {switched_at:%H:%M:%S} champion is now version {model.version}; scoring follows"
+                    )
             if switched_at is not None and datetime.now(UTC) > switched_at + timedelta(
                 seconds=WINDOW_S * (AFTER_SWITCH + 1.5)
             ):
@@ -329,7 +348,7 @@ def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen
     served = [row for row, _ in after]
     truth = np.asarray([label for _, label in after], dtype=float)
     losses = {
-        entry.version: log_loss(FraudModel.load(file_path(entry.uri)), served, truth)
+        entry.version: log_loss(load_version(registry, entry.version), served, truth)
         for entry in registry.versions("fraud")
     }
     return {
@@ -339,6 +358,42 @@ def score_live(traffic: Traffic, history_end: datetime, worker: subprocess.Popen
         "switched_at": switched_at,
         "losses": losses,
     }
+
+
+def final_performance(config: Any, shift_at: datetime) -> dict[tuple[str, bool], dict[str, float]]:
+    """The monitor's final performance windows of each version, before and after the shift: the mean of
+    each metric over the windows (from the scores topic)."""
+    reader = consumer(
+        config.kafka, f"{TOPIC}.scores", group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=2000
+    )
+    found: dict[tuple[str, bool], list[dict[str, float]]] = {}
+    for record in reader:
+        report = orjson.loads(record.value)
+        if report.get("stage") != "final":
+            continue
+        after = report["window_start_us"] >= shift_at.timestamp() * 1e6
+        scores = {item["metric"]: item["score"] for item in report["scores"] if item["score"] is not None}
+        found.setdefault((report["version"], after), []).append(scores)
+    reader.close()
+    return {
+        key: {
+            **{
+                name: float(np.mean([window[name] for window in windows if name in window]))
+                for name in ("log_loss", "accuracy", "roc_auc")
+            },
+            "windows": float(len(windows)),
+        }
+        for key, windows in found.items()
+    }
+
+
+def load_version(registry: Any, version: str) -> Any:
+    """A version of the fraud model, from its files in MLflow."""
+    from model import FraudModel
+
+    folder = load_config(REPO).state_dir / "demo" / "models" / version
+    shutil.rmtree(folder, ignore_errors=True)
+    return FraudModel.load(registry.download("fraud", version, folder) / "model.json")
 
 
 def file_path(uri: str) -> Path:
@@ -378,7 +433,8 @@ def main() -> None:
         version_1 = train_version_1(traffic, history)
         print(
             f"3. trained fraud version {version_1['version']} ({version_1['trainer']}) on a point-in-time "
-            f"training set of {version_1['rows']:.0f} payments in {version_1['seconds']:.1f} s"
+            f"training set of {version_1['rows']:.0f} payments in {version_1['seconds']:.1f} s, "
+            f"registered in MLflow ({config.mlflow_tracking_uri}); promotion gate: {version_1['gate']}"
         )
         compare_reads()
 
@@ -390,9 +446,12 @@ def main() -> None:
         monitor = start(
             "monitor", "monitor", "--topic", TOPIC, "--window-seconds", str(WINDOW_S),
             "--lateness-seconds", "1", "--alpha", str(ALPHA), "--loglevel", "info",
+            "--performance", "fraud=binary:fraud_probability", "--performance-window-seconds", str(WINDOW_S),
+            "--label-delay-seconds", str(LABEL_DELAY_S),
         )  # fmt: skip
         print(
-            f"4. sluice monitor watches {TOPIC} in {WINDOW_S}-second windows (log: {config.state_dir}/logs)"
+            f"4. sluice monitor watches {TOPIC} in {WINDOW_S}-second windows, drift and performance "
+            f"(log: {config.state_dir}/logs)"
         )
         live = score_live(traffic, history_end, worker)
         time.sleep(1)
@@ -411,14 +470,16 @@ def summarize(
     config: Any, live: dict[str, Any], heard: list[Any], webhooks: list[Any], started: float
 ) -> None:
     from demo_plot import plot_drift
+    from model import SERVED
 
     from monitors.database import open_store
     from monitors.retraining.store import JobStore
 
     firing = [alert for alert in heard if alert.status == "firing"]
-    if not firing:
-        raise SystemExit("the monitor sent no alert after the shift; see the monitor's log")
-    first = min(firing, key=lambda alert: alert.window_start_us)
+    drifted = [alert for alert in firing if alert.feature in SERVED]
+    if not drifted:
+        raise SystemExit("the monitor sent no drift alert after the shift; see the monitor's log")
+    first = min(drifted, key=lambda alert: alert.window_start_us)
     fired_window = datetime.fromtimestamp(first.window_start_us / 1e6, UTC)
     windows_late = (fired_window - live["shift_at"]).total_seconds() / WINDOW_S
     jobs = JobStore(engine=open_store(config.store_url)).jobs(model="fraud")
@@ -442,12 +503,24 @@ def summarize(
     print(f"   webhooks received {len(webhooks)} posts; the Python subscriber {len(heard)} alerts")
     for job in jobs:
         took = "-" if job.duration_s is None else f"{job.duration_s:.1f} s"
-        print(f"   job {job.job_id} ({job.backend}): {job.state} in {took}")
+        print(f"   job {job.job_id} ({job.backend}): {job.state} in {took}; {job.detail}")
+    performance = final_performance(config, live["shift_at"])
+    for (version, after), metrics in sorted(performance.items()):
+        when = "after the shift" if after else "before the shift"
+        print(
+            f"   version {version} {when}: log loss {metrics['log_loss']:.3f}, accuracy "
+            f"{metrics['accuracy']:.3f}, ROC AUC {metrics['roc_auc']:.3f} (final, from the labels; "
+            f"{metrics['windows']:.0f} windows)"
+        )
     losses = ", ".join(f"v{version} {loss:.3f}" for version, loss in sorted(live["losses"].items()))
     print(f"   log loss on the payments after the shift: {losses}")
     print(f"   Evidently report of the drifted window: {report}")
     print(f"   drift scores over time: {plot}")
-    if not 0 <= windows_late <= 1 or not report.exists() or not any(job.state == "succeeded" for job in jobs):
+    promoted = any(job.state == "succeeded" and "promoted to champion" in job.detail for job in jobs)
+    worse = performance.get(("1", True), {}).get("log_loss", 0.0) > performance.get(("1", False), {}).get(
+        "log_loss", math.inf
+    )
+    if not 0 <= windows_late <= 1 or not report.exists() or not promoted or not worse:
         raise SystemExit("the demo did not go as it should: see above")
     print(f"demo ok in {time.monotonic() - started:.0f} s")
 

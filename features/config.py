@@ -10,6 +10,7 @@ their own cluster:
 - ``SLUICE_STATE_DIR``: the folder for local state (broker data, pid files, alert store).
 - ``SLUICE_S3_ENDPOINT``: an S3-compatible server for offline data at ``s3://``, for example
   ``http://minio.internal:9000``.
+- ``MLFLOW_TRACKING_URI``: the MLflow tracking store (a server's URL or a database URI), as MLflow reads it.
 
 >>> config = SluiceConfig.model_validate({"kafka": {"bootstrap_servers": "k1:9092"}})
 >>> config.kafka.client_kwargs()["bootstrap_servers"]
@@ -36,6 +37,7 @@ __all__ = [
     "OBJECT_STORE_SCHEMES",
     "ConfigError",
     "KafkaConfig",
+    "MlflowConfig",
     "OfflineStoreConfig",
     "RedisConfig",
     "RegistryConfig",
@@ -239,6 +241,22 @@ class RegistryConfig(_Model):
         return str(repo_path / self.path)
 
 
+class MlflowConfig(_Model):
+    """MLflow, the model registry: versions, their runs, and the ``champion`` and ``challenger`` aliases."""
+
+    tracking_uri: str = ""
+    """Where runs and model versions are kept: empty for the embedded store, SQLite in the state folder
+    (``sqlite:///<state_dir>/mlflow/mlflow.db``, no server needed), or the URL of a tracking server
+    (``http://mlflow.internal:5000``); ``MLFLOW_TRACKING_URI`` overrides it. Credentials for a server
+    come from ``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``,
+    as MLflow's own clients read them."""
+    experiment: str = "sluice-retraining"
+    """The experiment that retraining runs are logged in."""
+    server: str = "http://127.0.0.1:5001"
+    """Where ``sluice stack up`` runs MLflow's tracking server and UI, on the embedded store's database:
+    the runs and versions of the embedded store are seen there, and a client may use either."""
+
+
 class SluiceConfig(_Model):
     """Everything a sluice process needs to know about its surroundings."""
 
@@ -275,6 +293,9 @@ class SluiceConfig(_Model):
     alerts: AlertsConfig = AlertsConfig()
     """Alert rules, the alert store and where alerts are delivered."""
 
+    mlflow: MlflowConfig = MlflowConfig()
+    """The MLflow tracking server whose model registry holds the model versions."""
+
     retraining: RetrainingConfig = RetrainingConfig()
     """Which alerts start a retraining job, and where it runs."""
 
@@ -282,6 +303,11 @@ class SluiceConfig(_Model):
     def profiles_location(self) -> str:
         """``profiles``, or the ``profiles`` folder under the state folder."""
         return self.profiles or str(self.state_dir / "profiles")
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """``mlflow.tracking_uri``, or the embedded store's SQLite database under the state folder."""
+        return self.mlflow.tracking_uri or f"sqlite:///{(self.state_dir / 'mlflow' / 'mlflow.db').resolve()}"
 
     @property
     def scores_location(self) -> str:
@@ -313,6 +339,7 @@ def load_config(repo_path: Path | None = None, *, environ: Mapping[str, str] | N
     _override(raw, ("redis", "redis_type"), env.get("SLUICE_REDIS_TYPE"))
     _override(raw, ("state_dir",), env.get("SLUICE_STATE_DIR"))
     _override(raw, ("offline_store", "endpoint_url"), env.get("SLUICE_S3_ENDPOINT"))
+    _override(raw, ("mlflow", "tracking_uri"), env.get("MLFLOW_TRACKING_URI"))
     try:
         config = SluiceConfig.model_validate(raw)
     except ValidationError as error:

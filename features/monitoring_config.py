@@ -5,6 +5,8 @@ secrets come from here (use ``${ENV_VAR}`` for secrets), never from event data.
 
 >>> AlertsConfig.model_validate({"webhooks": [{"kind": "slack", "url": "https://hooks.example/T0"}]}).webhooks[0].kind
 'slack'
+>>> RetrainingConfig().promotion.metric
+'log_loss'
 >>> RetrainingConfig().backend
 'local'
 """
@@ -17,7 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "AlertsConfig",
+    "KfpJobConfig",
     "KubernetesJobConfig",
+    "MetaflowJobConfig",
+    "PromotionConfig",
     "RayJobConfig",
     "RetrainingConfig",
     "WebhookConfig",
@@ -116,6 +121,86 @@ class KubernetesJobConfig(_Model):
     memory: str = "8Gi"
 
 
+class MetaflowJobConfig(_Model):
+    """How the ``metaflow`` backend runs jobs: as runs of sluice's retraining flow, through Metaflow's
+    Runner API, from Metaflow's own virtual environment."""
+
+    python: str = ""
+    """The Metaflow environment's Python; ``<state_dir>/tools/metaflow/bin/python`` (``make
+    pipeline-tools``) when empty."""
+
+    datastore_root: str = ""
+    """Metaflow's local datastore and metadata (``METAFLOW_DATASTORE_SYSROOT_LOCAL``);
+    ``<state_dir>/metaflow`` when empty."""
+
+    decorators: list[str] = Field(default_factory=list)
+    """Added to every step with ``--with``: ``kubernetes`` or ``batch`` sends the training step to a
+    cluster, with the job's GPUs (``@resources``); Metaflow's own configuration says which cluster."""
+
+
+class KfpJobConfig(_Model):
+    """How the ``kfp`` backend runs jobs: each a run of a one-step Kubeflow Pipelines pipeline (the
+    training command in ``image``), submitted with the ``kfp`` client from its own virtual environment.
+    The bearer token, when the API needs one (multi-user Kubeflow), comes from ``$KFP_TOKEN``.
+
+    >>> KfpJobConfig(memory="8GB")
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for KfpJobConfig
+    memory
+      String should match pattern '^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$' ...
+    """
+
+    python: str = ""
+    """The kfp environment's Python; ``<state_dir>/tools/kfp/bin/python`` (``make pipeline-tools``)
+    when empty."""
+
+    host: str = "http://127.0.0.1:8080"
+    """The Kubeflow Pipelines API (``kubectl port-forward svc/ml-pipeline-ui 8080:80`` serves it here)."""
+
+    namespace: str = ""
+    """The profile namespace of a multi-user Kubeflow; empty for a standalone install."""
+
+    experiment: str = "sluice-retraining"
+    """The KFP experiment that holds the runs (made on the first submission)."""
+
+    image: str = "sluice-trainer:latest"
+    """The container image that holds the training entrypoint and its dependencies."""
+
+    cpu: str = Field(default="2", pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
+    """The step's CPU limit, as KFP takes it: ``2``, ``0.5`` or ``500m``."""
+
+    memory: str = Field(default="8Gi", pattern=r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+    """The step's memory limit: ``8Gi``, ``512M``."""
+
+    service_account: str = ""
+    """The Kubernetes service account the run's pods use; KFP's default when empty."""
+
+    ssl_ca_cert: str = ""
+    """A CA bundle to check the API's TLS certificate with."""
+
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    """How long one call of the client may take."""
+
+
+class PromotionConfig(_Model):
+    """The promotion gate, run on the version a retraining job registered once the job has succeeded
+    (``monitors.retraining.gate``): it becomes the ``champion`` only when its held-out metric beats the
+    champion's on the same slice by ``margin``."""
+
+    enabled: bool = True
+    """Off: versions stay challengers until ``sluice models promote``."""
+
+    metric: str = "log_loss"
+    """Compared as the job logged it: ``holdout_<metric>`` and ``champion_holdout_<metric>``."""
+
+    margin: float = Field(default=0.0, ge=0)
+    """By how much (in the metric's units) the challenger must beat the champion."""
+
+    higher_is_better: bool = False
+    """True for metrics such as ROC AUC or accuracy."""
+
+
 class RetrainingConfig(_Model):
     """Which alerts start a retraining job, and where it runs."""
 
@@ -128,8 +213,9 @@ class RetrainingConfig(_Model):
     entrypoint: str = ""
     """The training command, for example ``python train.py``; the request's arguments are appended."""
 
-    backend: Literal["local", "ray", "kubernetes"] = "local"
-    """Where jobs run: a subprocess on this machine, a Ray cluster, or Kubernetes."""
+    backend: Literal["local", "ray", "kubernetes", "metaflow", "kfp"] = "local"
+    """Where jobs run: a subprocess on this machine, a Ray cluster, Kubernetes, a Metaflow run, or a
+    Kubeflow Pipelines run."""
 
     severities: tuple[Literal["warning", "critical"], ...] = ("critical",)
     """Alerts of these severities trigger a job."""
@@ -152,8 +238,13 @@ class RetrainingConfig(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment for the job."""
 
+    promotion: PromotionConfig = PromotionConfig()
+    """The promotion gate that runs when a job succeeds."""
+
     ray: RayJobConfig = RayJobConfig()
     kubernetes: KubernetesJobConfig = KubernetesJobConfig()
+    metaflow: MetaflowJobConfig = MetaflowJobConfig()
+    kfp: KfpJobConfig = KfpJobConfig()
 
     @model_validator(mode="after")
     def _needs_an_entrypoint(self) -> RetrainingConfig:

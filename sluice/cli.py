@@ -769,10 +769,11 @@ def _quiet_third_party_warnings() -> None:
 
 
 def _add_incident_commands() -> None:
-    from sluice.incident_commands import alerts, jobs
+    from sluice.incident_commands import alerts, jobs, models
 
     cli.add_command(alerts)
     cli.add_command(jobs)
+    cli.add_command(models)
 
 
 _add_incident_commands()

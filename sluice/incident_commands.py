@@ -1,4 +1,5 @@
-"""``sluice alerts`` and ``sluice jobs``: look at alerts, follow them, and manage retraining jobs."""
+"""``sluice alerts``, ``sluice jobs`` and ``sluice models``: look at alerts, follow them, manage retraining
+jobs, and the model versions in MLflow's registry."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import click
 if TYPE_CHECKING:
     from sluice.cli import _Context
 
-__all__ = ["alerts", "jobs"]
+__all__ = ["alerts", "jobs", "models"]
 
 
 def _when(us: int | float | None, *, seconds: bool = False) -> str:
@@ -95,13 +96,15 @@ def jobs() -> None:
 def jobs_list(context: _Context, model: str | None, limit: int) -> None:
     """Jobs, newest first, with their state as the backend reports it now."""
     from monitors.retraining.backends import job_backend
+    from monitors.retraining.gate import promotion_gate
     from monitors.retraining.retrainer import refresh
     from monitors.retraining.store import JobStore
 
     store = JobStore(engine=_engine(context))
     found = store.jobs(model=model, limit=limit)
     if any(job.state in ("queued", "running") for job in found):
-        refresh(store, job_backend(context.config, context.repo_path), found)
+        backend = job_backend(context.config, context.repo_path)
+        refresh(store, backend, found, gate=promotion_gate(context.config))
         found = store.jobs(model=model, limit=limit)
     if not found:
         click.echo("no jobs")
@@ -151,6 +154,88 @@ def jobs_cancel(context: _Context, job_id: str) -> None:
     # stopped (Kubernetes deletes it): either way the store remembers it was cancelled.
     store.update(job_id, state="cancelled", finished_at=time.time())
     click.echo(f"cancelled {job_id}")
+
+
+@click.group()
+def models() -> None:
+    """Model versions in MLflow's registry: their aliases, runs and promotion decisions."""
+
+
+@models.command("list")
+@click.option("--model", required=True, help="The registered model.")
+@click.pass_obj
+def models_list(context: _Context, model: str) -> None:
+    """Every version, oldest first, with its aliases, source and the gate's decision."""
+    registry = _registry(context)
+    from monitors.retraining.mlflow import MlflowError
+
+    try:
+        found = registry.versions(model)
+    except MlflowError as error:
+        raise click.ClickException(str(error)) from None
+    if not found:
+        click.echo(f"no versions of {model} in {registry.tracking_uri}")
+        return
+    for entry in found:
+        aliases = ",".join(entry.aliases) or "-"
+        gate = entry.tags.get("sluice.gate", "-")
+        click.echo(f"{entry.version:>4}  {aliases:<20} {gate:<9} {entry.source}")
+        if "sluice.gate.reason" in entry.tags:
+            click.echo(f"      {entry.tags['sluice.gate.reason']}")
+
+
+@models.command("promote")
+@click.option("--model", required=True)
+@click.option("--metric", default="log_loss", show_default=True, help="Compared on the held-out slice.")
+@click.option("--margin", type=float, default=0.0, show_default=True, help="In the metric's units.")
+@click.option("--higher-is-better/--lower-is-better", default=False, show_default=True)
+@click.pass_obj
+def models_promote(context: _Context, model: str, metric: str, margin: float, higher_is_better: bool) -> None:
+    """Run the promotion gate on the model's challenger: it becomes the champion only if it is better."""
+    from monitors.retraining.gate import promote
+    from monitors.retraining.mlflow import MlflowError
+
+    try:
+        decision = promote(
+            _registry(context), model, metric=metric, margin=margin, higher_is_better=higher_is_better
+        )
+    except (MlflowError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    verdict = "promoted to champion" if decision.promoted else "kept as challenger"
+    click.echo(f"{model} version {decision.challenger} {verdict}: {decision.reason}")
+
+
+@models.command("migrate")
+@click.pass_obj
+def models_migrate(context: _Context) -> None:
+    """Move the versions of sluice's own registry table (before MLflow) into MLflow's registry, once."""
+    from monitors.retraining.migrate import migrate
+    from monitors.retraining.mlflow import MlflowError
+    from monitors.retraining.store import LegacyRegistry
+
+    try:
+        moved = migrate(LegacyRegistry(engine=_engine(context)), _registry(context))
+    except MlflowError as error:
+        raise click.ClickException(str(error)) from None
+    if not moved:
+        click.echo("nothing to migrate")
+    for item in moved:
+        if item.problem:
+            click.echo(f"{item.model} {item.old_version} not moved: {item.problem}", err=True)
+            continue
+        state = "moved" if item.moved else "already there"
+        click.echo(f"{item.model} {item.old_version} -> MLflow version {item.version} ({state})")
+    if any(item.problem for item in moved):
+        raise SystemExit(1)
+
+
+def _registry(context: _Context) -> Any:
+    from monitors.retraining.mlflow import MlflowError, open_registry
+
+    try:
+        return open_registry(context.config)
+    except MlflowError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _engine(context: _Context) -> Any:

@@ -6,8 +6,12 @@
 1. Read the labelled predictions of the training window from Kafka (``<predictions>.labelled``, written
    by ``sluice monitor``): who paid, when, how much, where, and whether it was fraud.
 2. Join each with the card's features as they were at prediction time (``get_historical_features``).
-3. Fit the model (scikit-learn; PyTorch on the GPU when CUDA is there), and register the next version:
-   its weights, its reference profile for the monitor, and a row in the model registry.
+3. Fit the model (scikit-learn; PyTorch on the GPU when CUDA is there) on all but the latest fifth, and
+   score it and the current champion on that fifth (the held-out slice, as it would be scored next).
+4. Log an MLflow run (the training window, the alert, both held-out log losses, the model's files),
+   register its files as the model's next version, tagged with the job's id, and point the
+   ``challenger`` alias at it; save its reference profile for the monitor. The promotion gate
+   (``retraining.promotion``) decides on ``champion`` once the job has succeeded.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from model import ONLINE, SERVED, fit, log_loss  # noqa: E402
+from model import ONLINE, SERVED, FraudModel, fit, log_loss  # noqa: E402
 
 MIN_ROWS = 200
 
@@ -70,39 +74,80 @@ def read_labelled(config: Any, topic: str, model: str, start: datetime, end: dat
 
 
 def fit_and_register(
-    labels: Any, *, repo_path: Path, model: str, job_id: str | None = None
+    labels: Any,
+    *,
+    repo_path: Path,
+    model: str,
+    job_id: str | None = None,
+    alert_id: str | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> dict[str, Any]:
-    """Join features to ``labels`` as of each row's time, fit, save, profile and register a new version."""
+    """Join features to ``labels`` as of each row's time, fit, evaluate against the champion, and
+    register the new version in MLflow as the ``challenger``; save its reference profile."""
+    import tempfile
+
     import numpy as np
 
     from features import load_config
     from monitors import ReferenceProfile
-    from monitors.database import open_store
-    from monitors.retraining.store import ModelRegistry
+    from monitors.retraining.gate import CHALLENGER, CHAMPION, JOB_TAG
+    from monitors.retraining.mlflow import open_registry
     from offline_store import get_historical_features
 
     config = load_config(repo_path)
+    registry = open_registry(config)
     started = time.perf_counter()
     frame = get_historical_features(entity_df=labels, features=ONLINE, repo=repo_path).to_df()
     frame = frame.sort_values("event_timestamp").reset_index(drop=True)
     frame["txn_count_10m"] = frame["txn_count_10m"].fillna(0)
     rows = frame[SERVED].to_dict("records")
     outcome = frame["is_fraud"].to_numpy(dtype=float)
-    cut = int(len(rows) * 0.8)  # validate on the latest fifth, as it would be scored next
-    registry = ModelRegistry(engine=open_store(config.store_url))
-    latest = registry.latest(model)
-    version = str(int(latest.version) + 1) if latest is not None and latest.version.isdigit() else "1"
+    cut = int(len(rows) * 0.8)  # hold out the latest fifth, as it would be scored next
+    # MLflow numbers versions; the model and its profile carry the number it will get.
+    version = str(max((int(entry.version) for entry in registry.versions(model)), default=0) + 1)
     fitted = fit(rows[:cut], outcome[:cut], version=version)
     metrics = {
         "rows": float(len(rows)),
         "fraud_rate": float(np.mean(outcome)),
-        "validation_log_loss": log_loss(fitted, rows[cut:], outcome[cut:]),
-        "seconds": time.perf_counter() - started,
+        "holdout_log_loss": log_loss(fitted, rows[cut:], outcome[cut:]),
     }
-    uri = fitted.save(config.state_dir / "models" / model / version)
-    ReferenceProfile.build(frame[SERVED], model=model, version=version).save(config.state_dir / "profiles")
-    registry.register(model=model, version=version, uri=uri.as_uri(), job_id=job_id, metrics=metrics)
-    return {"version": version, "trainer": fitted.trainer, **metrics}
+    champion = registry.alias(model, CHAMPION)
+    if champion is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            current = FraudModel.load(registry.download(model, champion, Path(folder)) / "model.json")
+        metrics["champion_holdout_log_loss"] = log_loss(current, rows[cut:], outcome[cut:])
+    metrics["seconds"] = time.perf_counter() - started
+    tags = {"sluice.model": model, JOB_TAG: job_id or "", "sluice.alert_id": alert_id or ""}
+    tags = {key: value for key, value in tags.items() if value}
+    run = registry.start_run(experiment=config.mlflow.experiment, name=f"{model}-{version}", tags=tags)
+    params = {"trainer": fitted.trainer, "features": ",".join(SERVED), "holdout_rows": len(rows) - cut}
+    if window is not None:
+        params |= {"train_start": window[0].isoformat(), "train_end": window[1].isoformat()}
+    registry.log(run, metrics=metrics, params=params)
+    with tempfile.TemporaryDirectory() as folder:
+        fitted.save(Path(folder))
+        source = registry.log_artifacts(run, Path(folder))
+    registry.finish(run)
+    registered = registry.register(model, source=source, run_id=run, tags=tags)
+    if registered != version:
+        raise SystemExit(
+            f"MLflow registered version {registered}, not {version}: another job registered {model} "
+            "meanwhile; run this one again"
+        )
+    registry.set_alias(model, CHALLENGER, version)
+    # The profile keeps the held-out slice's outputs and outcomes: the reference of performance windows.
+    scored = frame[[*SERVED, "is_fraud"]].assign(fraud_probability=np.nan)
+    scored.loc[cut:, "fraud_probability"] = fitted.score(rows[cut:])
+    profile = ReferenceProfile.build(
+        scored,
+        model=model,
+        version=version,
+        features=SERVED,
+        prediction_column="fraud_probability",
+        label_column="is_fraud",
+    )
+    profile.save(config.state_dir / "profiles")
+    return {"version": version, "trainer": fitted.trainer, "run_id": run, "champion": champion, **metrics}
 
 
 def main() -> None:
@@ -129,10 +174,20 @@ def main() -> None:
         raise SystemExit(
             f"too few labelled predictions to train on ({len(labels)}; needs {MIN_ROWS}, both classes)"
         )
-    result = fit_and_register(labels, repo_path=args.repo, model=args.model, job_id=args.job_id)
+    result = fit_and_register(
+        labels,
+        repo_path=args.repo,
+        model=args.model,
+        job_id=args.job_id,
+        alert_id=args.alert_id,
+        window=(args.train_start, args.train_end),
+    )
+    against = result.get("champion_holdout_log_loss")
     print(
-        f"registered {args.model} version {result['version']} ({result['trainer']}): "
-        f"{result['rows']:.0f} rows, validation log loss {result['validation_log_loss']:.3f}"
+        f"registered {args.model} version {result['version']} ({result['trainer']}) as the challenger, "
+        f"run {result['run_id']}: {result['rows']:.0f} rows, holdout log loss "
+        f"{result['holdout_log_loss']:.3f}"
+        + (f" (champion version {result['champion']}: {against:.3f})" if against is not None else "")
     )
 
 

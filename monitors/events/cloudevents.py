@@ -6,6 +6,11 @@ The record's headers carry the CloudEvents attributes (``ce_specversion``, ``ce_
     {"model": "fraud", "version": "3", "request_id": "r-1", "entities": {"card_id": 7},
      "features": {"amount_sum_1h": 42.5}, "outputs": {"score": 0.91}, "event_time": "2026-...Z"}
 
+``model`` may name a model of MLflow's registry instead, ``models:/fraud@champion`` or
+``models:/fraud/3``, and ``version`` may then be left out: the monitor resolves the reference to the
+version it points at when it reads the event (``monitors.retraining.mlflow``); a version sent with it
+wins, as the scorer knew which version it used.
+
 A label event (``io.sluice.label``) carries ``model``, ``request_id``, ``label`` and ``event_time``.
 Payloads are parsed as JSON only (never pickle or eval); anything else raises ``EventError`` with a
 reason, which the monitor sends to its dead-letter topic.
@@ -199,7 +204,8 @@ def _checked_prediction(data: dict[str, Any]) -> tuple[dict[str, Any], int]:
     )
     if not usual:  # numbers as names, or something to refuse: the checks that say what is wrong
         names = ("model", "version", "request_id")
-        texts = [_text(data, name) for name in names]
+        reference = type(model) is str and model.startswith("models:/") and version in (None, "")
+        texts = ["" if reference and name == "version" else _text(data, name) for name in names]
         _object(data, "features")
         _object(data, "entities", required=False)
         _object(data, "outputs", required=False)

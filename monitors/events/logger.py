@@ -67,15 +67,18 @@ class PredictionLogger:
         self,
         *,
         model: str,
-        version: str,
+        version: str = "",
         request_id: str,
         features: Mapping[str, Any],
         outputs: Mapping[str, Any] | None = None,
         entities: Mapping[str, Any] | None = None,
         event_time: datetime | None = None,
     ) -> None:
-        """Queue one prediction; returns at once and never raises."""
+        """Queue one prediction; returns at once and never raises. ``model`` may be an MLflow reference
+        (``models:/fraud@champion``), and ``version`` is then optional: the monitor resolves it."""
         try:
+            if not version and not model.startswith("models:/"):
+                raise ValueError(f"no version for model {model!r}, which is not a models:/ reference")
             event = PredictionEvent(
                 model=model,
                 version=str(version),

@@ -5,6 +5,11 @@ alert or a replay after a restart adds nothing) and ``pump`` moves jobs along: i
 while fewer than ``max_running`` are queued or running at the backend, and copies the backend's state of
 the others into the store. A job recorded but not yet submitted when the process stops is submitted
 by the next ``pump``; one submitted twice is "already submitted" at the backend.
+
+When a job has succeeded, ``gate`` (the promotion gate, ``monitors.retraining.gate.job_gate``) decides
+on the version it registered before the job is recorded as succeeded, with the decision in its detail;
+while the gate cannot run (the registry is away), the job stays running in the store and the next
+``pump`` tries again, so no job's version skips the gate.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Retrainer:
         gpus: int = 0,
         env: dict[str, str] | None = None,
         dry_run: bool = False,
+        gate: Callable[[Job], str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not entrypoint and not dry_run:
@@ -57,6 +63,7 @@ class Retrainer:
         self.gpus = gpus
         self.env = env or {}
         self.dry_run = dry_run
+        self.gate = gate
         self._clock = clock
 
     def on_alerts(self, alerts: Iterable[Alert]) -> list[Job]:
@@ -95,7 +102,7 @@ class Retrainer:
         return recorded
 
     def pump(self) -> None:
-        refresh(self.store, self.backend, self.store.active(), clock=self._clock)
+        refresh(self.store, self.backend, self.store.active(), clock=self._clock, gate=self.gate)
         if self.dry_run:
             return
         active = self.store.active()
@@ -116,13 +123,19 @@ class Retrainer:
         detail = job.detail if submission.created else f"{job.detail}; already submitted before"
         self.store.update(job.job_id, submitted=True, backend=self.backend.name, detail=detail)
         submitted = replace(job, submitted=True, backend=self.backend.name)
-        refresh(self.store, self.backend, [submitted], clock=self._clock)
+        refresh(self.store, self.backend, [submitted], clock=self._clock, gate=self.gate)
 
 
 def refresh(
-    store: JobStore, backend: JobBackend, jobs: Iterable[Job], *, clock: Callable[[], float] = time.time
+    store: JobStore,
+    backend: JobBackend,
+    jobs: Iterable[Job],
+    *,
+    clock: Callable[[], float] = time.time,
+    gate: Callable[[Job], str] | None = None,
 ) -> None:
-    """Copy the backend's state of each submitted, unfinished job into the store."""
+    """Copy the backend's state of each submitted, unfinished job into the store; a job that succeeded
+    goes through ``gate`` first."""
     for job in jobs:
         if not job.submitted or job.state not in ("queued", "running") or job.backend != backend.name:
             continue
@@ -135,6 +148,12 @@ def refresh(
         except JobError as error:
             log.warning("status of job %s: %s", job.job_id, error)
             continue
+        if state == "succeeded" and gate is not None and job.state != "succeeded":
+            try:
+                detail = f"{detail}; {gate(job)}"
+            except Exception as error:  # the registry is away, or refused: try again at the next pump
+                log.warning("promotion gate of job %s: %s; will try again", job.job_id, error)
+                continue
         if state != job.state:
             finished = clock() if state in FINISHED else None
             # Only from the state we read: a concurrent `sluice jobs cancel` wins.

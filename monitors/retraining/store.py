@@ -1,4 +1,4 @@
-"""Retraining jobs and the model versions they register, in the alert store's database.
+"""Retraining jobs, in the alert store's database; and the model versions of the release before MLflow.
 
 A job's row is created once, keyed by its job id: a duplicate alert or a restart finds the row and
 starts nothing. Its state follows the backend's (queued, running, succeeded, failed, cancelled), or is
@@ -8,7 +8,6 @@ starts nothing. Its state follows the backend's (queued, running, succeeded, fai
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from monitors.database import jobs, model_versions
 from monitors.retraining.jobs import TrainingRequest
 
-__all__ = ["Job", "JobStore", "ModelRegistry", "ModelVersion"]
+__all__ = ["Job", "JobStore", "LegacyRegistry", "ModelVersion"]
 
 ACTIVE = ("queued", "running")
 
@@ -114,38 +113,16 @@ class ModelVersion:
     created_at: float
 
 
-class ModelRegistry:
-    """Model versions by name: a training job registers what it saved; scoring asks for the latest."""
+class LegacyRegistry:
+    """The model versions that sluice kept in its own table before MLflow became the registry
+    (``sluice_model_versions``): read by ``monitors.retraining.migrate``, which moves them to MLflow."""
 
     def __init__(self, *, engine: Engine) -> None:
         self.engine = engine
 
-    def register(
-        self,
-        *,
-        model: str,
-        version: str,
-        uri: str,
-        job_id: str | None = None,
-        metrics: dict[str, float] | None = None,
-    ) -> ModelVersion:
-        entry = ModelVersion(
-            model=model,
-            version=version,
-            uri=uri,
-            job_id=job_id,
-            metrics=metrics or {},
-            created_at=time.time(),
-        )
-        with self.engine.begin() as connection:
-            connection.execute(
-                insert(model_versions).values(**{**entry.__dict__, "metrics": json.dumps(entry.metrics)})
-            )
-        return entry
-
-    def latest(self, model: str) -> ModelVersion | None:
-        versions = self.versions(model)
-        return versions[-1] if versions else None
+    def models(self) -> list[str]:
+        with self.engine.connect() as connection:
+            return sorted(row[0] for row in connection.execute(select(model_versions.c.model).distinct()))
 
     def versions(self, model: str) -> list[ModelVersion]:
         query = (
@@ -158,6 +135,13 @@ class ModelRegistry:
                 ModelVersion(**{**row._mapping, "metrics": json.loads(row.metrics)})
                 for row in connection.execute(query)
             ]
+
+    def add(self, entry: ModelVersion) -> None:
+        """A row as the release before MLflow wrote it (for the migration's tests)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(model_versions).values(**{**entry.__dict__, "metrics": json.dumps(entry.metrics)})
+            )
 
 
 def _fields(job: Job) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from monitors.database import open_store
 from monitors.drift.detector import WindowReport
 from monitors.drift.report import ReportRenderer, report_link, report_path
 from monitors.retraining.backends import job_backend
+from monitors.retraining.gate import promotion_gate
 from monitors.retraining.policy import RetrainPolicy
 from monitors.retraining.retrainer import Retrainer
 from monitors.retraining.store import JobStore
@@ -96,6 +97,7 @@ class Incidents:
                 gpus=retraining.gpus,
                 env={"SLUICE_REPO": str(repo_path), **retraining.env},
                 dry_run=retraining.dry_run,
+                gate=promotion_gate(config),
             )
         return cls(
             store=store, rules=rules, deliverer=deliverer, reports_root=reports_root, retrainer=retrainer

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from monitors.drift.window import ServingWindow
 from monitors.events.batch import PredictionBatch
 from monitors.events.cloudevents import LABEL_TYPE, PREDICTION_TYPE, EventError, KServeJoiner, decode_record
 from monitors.events.labels import LabelJoiner, LabelledPrediction
+from monitors.retraining.mlflow import References, open_registry, parse_reference
 from monitors.runtime.incidents import Incidents
 from monitors.runtime.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.runtime.parts import WindowParts
@@ -131,6 +132,8 @@ class MonitorPipeline:
     start, then past each batch."""
     performance: PerformanceTracker | None = None
     """Performance windows from delayed labels, for the models that have a task (``MonitorSettings``)."""
+    references: References | None = None
+    """Resolves prediction events that name an MLflow model (``models:/fraud@champion``)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held by ``process`` and ``tick``, which the engines run on threads."""
 
@@ -189,6 +192,7 @@ class MonitorPipeline:
             metrics=metrics,
             incidents=incidents,
             next_offsets=next_offsets,
+            references=References(registry=open_registry(config)),
         )
 
     def close(self) -> None:
@@ -268,9 +272,17 @@ class MonitorPipeline:
                     letters.append(DeadLetter(record=message, reason=error.reason, detail=str(error)))
                     continue
                 if kind == PREDICTION_TYPE:
+                    value = message.value
+                    if payload["model"].startswith("models:/"):
+                        if not self._resolve(payload, message, letters):
+                            continue
+                        value = orjson.dumps(payload)  # its labelled pair names the version
                     batch.append(payload, event_us=event_us, offset=message.offset, record=message)
-                    labelled += add_prediction(payload["model"], payload["request_id"], message.value)
+                    labelled += add_prediction(payload["model"], payload["request_id"], value)
                 elif kind == LABEL_TYPE:
+                    if payload.model.startswith("models:/"):  # a label is the model's, whichever version
+                        parsed = parse_reference(payload.model)
+                        payload = replace(payload, model=parsed[0]) if parsed else payload
                     labelled += self.labels.add_label(payload)
                     labels.setdefault(partition, LabelledBatch(partition=partition)).append(
                         model=payload.model,
@@ -318,6 +330,18 @@ class MonitorPipeline:
             partition: min([end, *(offsets[partition] for offsets in held if partition in offsets)])
             for partition, end in ends.items()
         }
+
+    def _resolve(self, payload: dict[str, Any], message: Any, letters: list[DeadLetter]) -> bool:
+        """Name the model version a ``models:/`` event means, or dead-letter it (False) when nothing
+        registered answers to it."""
+        reference = payload["model"]
+        found = self.references.resolve(reference, payload["version"]) if self.references else None
+        if found is None:
+            problem = self.references.problem if self.references else "no model registry"
+            letters.append(DeadLetter(record=message, reason="unresolved_model", detail=problem))
+            return False
+        payload["model"], payload["version"] = found
+        return True
 
     def _failed(self) -> None:
         """Count what failed for one model version, and alert on windows that could not be scored."""

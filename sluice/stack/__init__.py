@@ -18,7 +18,15 @@ from typing import Literal
 from features.config import SluiceConfig
 from sluice.stack.cluster import cluster_nodes, form
 from sluice.stack.process import ManagedProcess
-from sluice.stack.services import KafkaBroker, PostgresServer, RedisServer, S3Server, Service, StackError
+from sluice.stack.services import (
+    KafkaBroker,
+    MlflowServer,
+    PostgresServer,
+    RedisServer,
+    S3Server,
+    Service,
+    StackError,
+)
 
 __all__ = ["ServiceStatus", "StackError", "down", "status", "up"]
 
@@ -53,6 +61,7 @@ def _services(config: SluiceConfig) -> list[Service]:
         services.append(RedisServer(config=config.redis, state_dir=config.state_dir))
     services.append(S3Server(config=config.offline_store, state_dir=config.state_dir))
     services.append(PostgresServer(state_dir=config.state_dir))
+    services.append(MlflowServer(server=config.mlflow.server, state_dir=config.state_dir))
     services += cluster_nodes(config)
     return services
 

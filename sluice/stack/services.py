@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +20,20 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from features.config import KafkaConfig, OfflineStoreConfig, RedisConfig
+from sluice.tools import DEPLOY_LOCAL, ToolError, ensure_venv
 
 __all__ = [
     "DEFAULT_S3_ENDPOINT",
     "DEPLOY_LOCAL",
     "LOCAL_POSTGRES_URL",
     "KafkaBroker",
+    "MlflowServer",
     "PostgresServer",
     "RedisServer",
     "S3Server",
     "Service",
     "StackError",
 ]
-
-DEPLOY_LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
 
 
 class StackError(RuntimeError):
@@ -45,6 +44,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 DEFAULT_S3_ENDPOINT = "http://127.0.0.1:5000"
 """Where the local stack's S3 server listens when ``offline_store.endpoint_url`` names none."""
 LOCAL_POSTGRES_URL = "postgresql+psycopg://sluice@127.0.0.1:5432/sluice"
+"""Where the local stack's MLflow tracking server listens when ``mlflow.tracking_uri`` names none."""
 """The local stack's PostgreSQL, as a ``store_url``: the store that monitors on several hosts share."""
 
 
@@ -316,23 +316,10 @@ class S3Server:
         """moto comes from PyPI; the venv module of this Python builds its environment."""
 
     def prepare(self) -> None:
-        requirements = DEPLOY_LOCAL / "moto" / "requirements.txt"
-        stamp = self.venv / ".requirements.sha256"
-        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
-        if stamp.is_file() and stamp.read_text() == digest:
-            return
-        steps = [
-            [sys.executable, "-m", "venv", "--clear", str(self.venv)],
-            [str(self.venv / "bin" / "pip"), "install", "-q", "--no-deps", "-r", str(requirements)],
-        ]
-        for step in steps:
-            result = subprocess.run(step, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise StackError(
-                    f"could not install moto's S3 server from PyPI ({' '.join(step[:3])} exited "
-                    f"{result.returncode}):\n{(result.stdout + result.stderr)[-2000:]}"
-                )
-        stamp.write_text(digest)
+        try:
+            ensure_venv(self.venv, DEPLOY_LOCAL / "moto" / "requirements.txt", what="moto's S3 server")
+        except ToolError as error:
+            raise StackError(str(error)) from None
 
     def command(self) -> list[str]:
         return [str(self.venv / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
@@ -463,3 +450,74 @@ class PostgresServer:
 
 def _is_root() -> bool:
     return os.geteuid() == 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlflowServer:
+    """MLflow's tracking server and UI, in a virtual environment of its own (the server pins pyarrow below
+    what sluice runs), on the embedded store's SQLite database in the state folder, so the runs and
+    versions that sluice writes without a server are seen in its UI, and clients may use either. It
+    serves model files from ``<state>/mlflow/artifacts`` too (``mlflow-artifacts:``)."""
+
+    server: str
+    """Its URL, ``mlflow.server``."""
+    state_dir: Path
+    name: str = "mlflow"
+
+    @property
+    def address(self) -> str:
+        return urlsplit(self.server).netloc
+
+    @property
+    def is_local(self) -> bool:
+        host, _, port = self.address.partition(":")
+        return self.server.startswith("http://") and host in LOOPBACK_HOSTS and port.isdigit()
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def venv(self) -> Path:
+        return self.state_dir / "tools" / "mlflow"
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / "mlflow"
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return ("mlflow", "server", str(self.port))
+
+    def check_prerequisites(self) -> None:
+        """MLflow comes from PyPI; the venv module of this Python builds its environment."""
+
+    def prepare(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            requirements = DEPLOY_LOCAL / "mlflow" / "requirements.txt"
+            ensure_venv(self.venv, requirements, what="MLflow's tracking server")
+        except ToolError as error:
+            raise StackError(str(error)) from None
+
+    def command(self) -> list[str]:
+        # No job runner: sluice runs no MLflow jobs, and it would be two more processes.
+        return [
+            "env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false",
+            str(self.venv / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+            "--backend-store-uri", f"sqlite:///{(self.home / 'mlflow.db').resolve()}",
+            "--artifacts-destination", str((self.home / "artifacts").resolve()), "--workers", "1",
+        ]  # fmt: skip
+
+    def answers(self) -> bool:
+        """Whether the server answers its health check."""
+        import http.client
+
+        connection = http.client.HTTPConnection(self.address, timeout=1)
+        try:
+            connection.request("GET", "/health")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
