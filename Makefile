@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SLUICE_STATE_DIR ?= $(CURDIR)/.sluice
 
-.PHONY: demo test test-unit lint typecheck check stack-up stack-down stack-status system-deps clean
+.PHONY: demo test test-unit lint typecheck check stack-up stack-down stack-status system-deps pipeline-tools clean
 
 demo: stack-up
 	$(BIN)/python examples/demo.py
 
-test: stack-up
+test: stack-up pipeline-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed
@@ -37,6 +37,11 @@ stack-status: $(VENV)/.installed
 
 system-deps:
 	@bash deploy/local/install-system-deps.sh
+
+# Metaflow and the Kubeflow Pipelines SDK pin packages sluice's set cannot take: each gets a venv of its
+# own under $(SLUICE_STATE_DIR)/tools/, which its job backend calls (made again when its pins change).
+pipeline-tools: $(VENV)/.installed
+	$(BIN)/python -m sluice.tools metaflow kfp
 
 $(VENV)/.installed: pyproject.toml deploy/constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11)"; exit 1; }

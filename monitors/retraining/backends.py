@@ -1,7 +1,7 @@
 """The job backends by name, with what each needs: an explicit registry, no plugin lookup.
 
 >>> sorted(BACKENDS)
-['kubernetes', 'local', 'ray']
+['kfp', 'kubernetes', 'local', 'metaflow', 'ray']
 >>> BACKENDS["ray"].install
 "pip install 'sluice[ray]'"
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from features.config import SluiceConfig
 from monitors.retraining.jobs import JobBackend
+from sluice.tools import tool_python
 
 __all__ = ["BACKENDS", "BackendInfo", "job_backend"]
 
@@ -45,6 +46,26 @@ def _kubernetes(config: SluiceConfig, repo_path: Path) -> JobBackend:
     return KubernetesBackend(config=config.retraining.kubernetes)
 
 
+def _metaflow(config: SluiceConfig, repo_path: Path) -> JobBackend:
+    from monitors.retraining.pipelines.metaflow_backend import MetaflowBackend
+
+    settings = config.retraining.metaflow
+    return MetaflowBackend(
+        python=Path(settings.python or tool_python(config.state_dir, "metaflow")),
+        root=config.state_dir / "jobs",
+        datastore_root=Path(settings.datastore_root or config.state_dir / "metaflow"),
+        cwd=repo_path,
+        decorators=settings.decorators,
+    )
+
+
+def _kfp(config: SluiceConfig, repo_path: Path) -> JobBackend:
+    from monitors.retraining.pipelines.kfp_backend import KfpBackend
+
+    settings = config.retraining.kfp
+    return KfpBackend(config=settings, python=Path(settings.python or tool_python(config.state_dir, "kfp")))
+
+
 BACKENDS: dict[str, BackendInfo] = {
     "local": BackendInfo(
         name="local",
@@ -63,6 +84,18 @@ BACKENDS: dict[str, BackendInfo] = {
         description="a batch/v1 Job, a Kubeflow TrainJob or a PyTorchJob with nvidia.com/gpu limits",
         install="pip install 'sluice[kubernetes]'",
         build=_kubernetes,
+    ),
+    "metaflow": BackendInfo(
+        name="metaflow",
+        description="a Metaflow run (Runner API) of the retraining flow; --with kubernetes or batch for GPUs",
+        install="make pipeline-tools (Metaflow in its own venv under <state_dir>/tools/metaflow)",
+        build=_metaflow,
+    ),
+    "kfp": BackendInfo(
+        name="kfp",
+        description="a Kubeflow Pipelines run of a one-step pipeline, with nvidia.com/gpu for GPUs",
+        install="make pipeline-tools (the kfp SDK in its own venv under <state_dir>/tools/kfp)",
+        build=_kfp,
     ),
 }
 
