@@ -472,6 +472,13 @@ def profile(
 )
 @click.option("--min-labels", type=int, default=100, show_default=True, help="Fewer labels alert nothing.")
 @click.option(
+    "--performance-alpha",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="A metric alerts only when its labels show it worse than the tolerance allows at this level.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["kafka", "faust"]),
     default="kafka",
@@ -507,6 +514,7 @@ def monitor(
     label_delay_seconds: float,
     performance_tolerance: float,
     min_labels: int,
+    performance_alpha: float,
     kserve_features: tuple[str, ...],
     engine: str,
     skew_views: tuple[str, ...],
@@ -560,6 +568,7 @@ def monitor(
                 label_delay=timedelta(seconds=label_delay_seconds),
                 tolerance=performance_tolerance,
                 min_labels=min_labels,
+                alpha=performance_alpha,
             )
             if tasks
             else None,

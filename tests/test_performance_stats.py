@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 from sklearn import metrics as sk
 
 from monitors.performance.stats import BinaryStats, RegressionStats, stats_from_bytes
@@ -86,3 +87,57 @@ def test_the_alerts_know_every_performance_metric_and_which_way_is_worse() -> No
 
     assert set(PERFORMANCE) == set(METRICS)
     assert {name for name, item in METRICS.items() if not item.higher_is_better} == LOWER_IS_BETTER
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_proportion_tests_equal_scipys_binomial_test(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(20, 3000))
+    labels = (rng.random(size) < rng.uniform(0.1, 0.6)).astype(int)
+    probabilities = np.clip(rng.beta(2, 5, size) + 0.4 * labels * rng.random(size), 0, 1)
+    stats = BinaryStats()
+    stats.add(probabilities, labels)
+    predicted = probabilities >= 0.5
+    counts = {
+        "accuracy": (int(np.sum(predicted == (labels == 1))), size),
+        "precision": (int(np.sum(predicted & (labels == 1))), int(predicted.sum())),
+        "recall": (int(np.sum(predicted & (labels == 1))), int(labels.sum())),
+    }
+    for name, (successes, trials) in counts.items():
+        level = float(rng.uniform(0.2, 0.95))
+        expected = scipy_stats.binomtest(successes, trials, level, alternative="less").pvalue
+        assert stats.below(name, level) == pytest.approx(expected, rel=1e-9), name
+    assert np.isnan(stats.below("log_loss", 0.5)) and np.isnan(RegressionStats().below("mae", 1.0))
+
+
+def binormal_window(rng: np.random.Generator, size: int, separation: float) -> BinaryStats:
+    """A window of a classifier whose scores are N(0, 1) for negatives and N(separation, 1) for
+    positives (20% positives), squashed into probabilities: its true AUC is Phi(separation / sqrt 2)."""
+    labels = (rng.random(size) < 0.2).astype(int)
+    scores = rng.normal(0, 1, size) + separation * labels
+    stats = BinaryStats()
+    stats.add(1 / (1 + np.exp(-(scores - 1.5))), labels)
+    return stats
+
+
+def test_an_unchanged_models_windows_alarm_at_the_stated_rate_and_a_worse_one_is_caught() -> None:
+    """The flag rule a performance window uses (worse than the level, and significantly so at alpha),
+    with the level at the true value itself (tolerance 0, the hardest case): over 1,000 windows of 400
+    labels of an unchanged model, accuracy and ROC AUC each flag within the binomial bound of alpha. A
+    model whose scores separate the classes half as well is flagged in nearly every window."""
+    alpha, windows, size = 0.05, 1000, 400
+    rng = np.random.default_rng(11)
+    truth = binormal_window(rng, 2_000_000, 1.5).metrics()  # the reference: the same model, at scale
+    assert truth["roc_auc"] == pytest.approx(float(scipy_stats.norm.cdf(1.5 / np.sqrt(2))), abs=2e-3)
+
+    def flagged(stats: BinaryStats, name: str) -> bool:
+        level = truth[name]
+        return stats.metrics()[name] < level and stats.below(name, level) < alpha
+
+    bound = scipy_stats.binom.ppf(0.999, windows, alpha)
+    unchanged = [binormal_window(rng, size, 1.5) for _ in range(windows)]
+    for name in ("accuracy", "roc_auc"):
+        alarms = sum(flagged(stats, name) for stats in unchanged)
+        assert alarms <= bound, (name, alarms, bound)
+    worse = [binormal_window(rng, size, 0.75) for _ in range(200)]
+    assert sum(flagged(stats, "roc_auc") for stats in worse) >= 190

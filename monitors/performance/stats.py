@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import special
 
 __all__ = [
     "BINS",
@@ -71,6 +72,13 @@ METRICS: dict[str, PerformanceMetric] = {
     )
 }
 """Every performance metric, by name."""
+
+_PROPORTIONS = {
+    "accuracy": lambda tp, fp, tn, fn: (tp + tn, tp + fp + tn + fn),
+    "precision": lambda tp, fp, tn, fn: (tp, tp + fp),
+    "recall": lambda tp, fp, tn, fn: (tp, tp + fn),
+}
+"""The metrics that are a share of successes: successes and trials from the confusion counts."""
 
 _EPSILON = float(np.finfo(np.float64).eps)
 """scikit-learn's clipping of probabilities in log loss, and its floor under |y| in MAPE."""
@@ -136,6 +144,33 @@ class BinaryStats:
             "roc_auc": self._auc(),
             "calibration_error": self._calibration_error(),
         }
+
+    def below(self, name: str, level: float) -> float:
+        """The one-sided p-value that the metric's true value is ``level`` or better, given this window:
+        small when the window's labels show it worse than ``level`` beyond their sampling noise. Accuracy,
+        precision and recall are proportions (an exact binomial test); ROC AUC uses Hanley and McNeil's
+        standard error at ``level``. Other metrics have no test here: NaN.
+
+        >>> stats = BinaryStats()
+        >>> stats.add(np.r_[np.full(70, 0.9), np.full(30, 0.1)], np.ones(100, dtype=np.int64))
+        >>> round(stats.below("accuracy", 0.8), 4), round(stats.below("accuracy", 0.7), 2)
+        (0.0112, 0.54)
+        """
+        tp, fp, tn, fn = (int(value) for value in self.confusion)
+        if name in _PROPORTIONS:
+            successes, trials = _PROPORTIONS[name](tp, fp, tn, fn)
+            return float(special.bdtr(successes, trials, level)) if trials else math.nan
+        if name == "roc_auc":
+            auc = self._auc()
+            negatives, positives = (int(counts.sum()) for counts in self.histogram)
+            if math.isnan(auc) or not 0 < level < 1:
+                return math.nan
+            q1, q2 = level / (2 - level), 2 * level * level / (1 + level)
+            variance = (
+                level * (1 - level) + (positives - 1) * (q1 - level**2) + (negatives - 1) * (q2 - level**2)
+            ) / (positives * negatives)
+            return float(special.ndtr((auc - level) / math.sqrt(variance)))
+        return math.nan
 
     def _auc(self) -> float:
         """The chance a positive scores above a negative (ties count half), over the histograms."""
@@ -213,6 +248,10 @@ class RegressionStats:
             # scikit-learn: 1 - SSE / SST; with constant labels, 1.0 for a perfect fit, else 0.0
             "r2": 1 - self.squared / spread if spread > 0 else (1.0 if self.squared == 0 else 0.0),
         }
+
+    def below(self, name: str, level: float) -> float:
+        """No sampling test for a regressor's metrics here: NaN (the tolerance alone decides)."""
+        return math.nan
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

@@ -25,7 +25,10 @@ plus the label delay.
 
 Each window's report compares its metrics with the same metrics of the reference's validation outputs
 (``ReferenceProfile.predictions`` and ``labels``): a metric worse than the reference's by more than
-``tolerance`` (relative), with at least ``min_labels`` labels, is flagged. Label coverage (labelled over
+``tolerance`` (relative), with at least ``min_labels`` labels, is flagged, when the window's labels show
+it worse than that level beyond their sampling noise: a one-sided test at ``alpha`` (exact binomial for
+accuracy, precision and recall; Hanley and McNeil's standard error for ROC AUC; metrics with no test here
+go by the tolerance alone). So a small window's noise does not page anyone. Label coverage (labelled over
 predictions) is reported beside them.
 """
 
@@ -85,6 +88,8 @@ class PerformanceSettings:
     """How much worse than the reference a metric may be (relative) before it is flagged."""
     min_labels: int = 100
     """Fewer labels than this flag nothing: no evidence either way."""
+    alpha: float = 0.01
+    """Level of the test that the window's metric is worse than the tolerated level (see the module)."""
     label_capacity: int = 100_000
     """Labels waiting for their prediction, per partition: the oldest go first, and are counted."""
     alert_metrics: tuple[str, ...] | None = None
@@ -105,6 +110,8 @@ class PerformanceSettings:
             raise ValueError("the label delay cannot be negative")
         if not 0 <= self.tolerance < 1:
             raise ValueError(f"the performance tolerance must be in [0, 1), not {self.tolerance}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"the performance alpha must be in (0, 1), not {self.alpha}")
         unknown = sorted(set(self.alert_metrics or ()) - set(METRICS))
         if unknown:
             raise ValueError(
@@ -492,6 +499,7 @@ class PerformanceTracker:
                 and not math.isnan(value)
                 and not math.isnan(threshold)
                 and bool(worse)
+                and not stats.below(name, threshold) >= self.settings.alpha  # NaN: no test, worse is enough
             )
             scores_out.append(
                 FeatureScore(
