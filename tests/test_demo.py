@@ -1,4 +1,5 @@
-"""`make demo` as a test, shortened: payments in, drift alert out, a retrained model scoring."""
+"""`make demo` as a test, shortened: payments in, drift alert out, a retrained model promoted in MLflow
+and scoring."""
 
 from __future__ import annotations
 
@@ -36,10 +37,18 @@ def test_the_demo_alerts_on_the_shift_retrains_and_switches_to_version_2(tmp_pat
         )[0]
     )
     assert heard >= 1 and posts == 2 * heard, output
-    assert any(" (local): succeeded in " in line for line in lines), output
-    assert "scoring switched to version 2" in output
+    # The job's run registered version 2 in MLflow, the gate promoted it, and scoring followed champion.
+    assert any(" (local): succeeded in " in line and "promoted to champion" in line for line in lines), output
+    assert "champion is now version 2; scoring follows" in output
+    # The labels, joined as they came, show version 1 doing worse after the shift than before.
+    before, after = (
+        float(re.findall(rf"version 1 {when}: log loss ([\d.]+)", output)[0])
+        for when in ("before the shift", "after the shift")
+    )
+    assert after > before, output
     state = tmp_path / "state"
-    assert (state / "models" / "fraud" / "2" / "model.json").exists()
+    assert (state / "mlflow" / "mlflow.db").exists()
+    assert (state / "demo" / "models" / "2" / "model" / "model.json").exists()  # downloaded from MLflow
     assert (state / "profiles" / "fraud" / "2" / "profile.json").exists()
     assert (state / "demo" / "drift-scores.png").stat().st_size > 10_000
     assert list((state / "reports" / "fraud" / "1").glob("window-*.html"))

@@ -49,11 +49,13 @@ __all__ = [
 
 T = TypeVar("T")
 # MLflow's client retries a request to a server for minutes by default; a monitor or a job waiting that
-# long on a registry that is away helps nobody. These bounds hold unless the environment sets them.
+# long on a registry that is away helps nobody. These bounds hold unless the environment sets them, and
+# so does the quiet: no progress bars on a server's log for each download.
 for _name, _value in (
     ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
     ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
     ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+    ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
 ):
     os.environ.setdefault(_name, _value)
 _REFERENCE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
