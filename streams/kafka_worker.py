@@ -69,6 +69,12 @@ class _Writes:
             *(write_until_done(item.processor, item.batch, self.metrics) for item in prepared)
         )
         await self.consumer.commit(offsets)
+        for partition, (offset, _) in offsets.items():
+            end = self.consumer.highwater(partition)
+            if end is not None:
+                self.metrics.consumer_lag.labels(partition.topic, str(partition.partition)).set(
+                    max(end - offset, 0)
+                )
         # Snapshots only of committed state: a restart resumes at the commit, and replays from its snapshot.
         for item in prepared:
             if item.snapshot is not None:
@@ -108,6 +114,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                             log.warning("%s: no snapshot at revocation (%r)", runtime.spec.name, error)
                         finally:
                             runtime.forget(partition.partition)
+                with contextlib.suppress(KeyError):  # its next owner reports its lag
+                    self.writes.metrics.consumer_lag.remove(partition.topic, str(partition.partition))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))

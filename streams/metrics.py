@@ -1,8 +1,27 @@
-"""Prometheus metrics of the stream worker. Every dead-letter route is counted by reason."""
+"""Prometheus metrics of the stream worker. Every dead-letter route is counted by reason.
+
+Freshness is computed when Prometheus scrapes, from the newest event time each partition has written: a
+view whose stream stopped grows stale on the dashboard, instead of showing the lag of its last batch.
+
+>>> metrics = WorkerMetrics(clock_s=lambda: 100.0)
+>>> metrics.written("card_stats", 0, newest_us=90_000_000)
+>>> metrics.written("card_stats", 1, newest_us=-(2**63))  # nothing written yet: no figure
+>>> [(s.labels["partition"], s.value) for s in metrics.freshness_family().samples]
+[('0', 10.0)]
+>>> metrics.forget("card_stats", 0)
+>>> metrics.freshness_family().samples
+[]
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["WorkerMetrics"]
 
@@ -10,8 +29,13 @@ __all__ = ["WorkerMetrics"]
 class WorkerMetrics:
     """The worker's counters, in their own registry so that several workers can share a process."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, clock_s: Callable[[], float] = time.time
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.clock_s = clock_s
+        self._newest: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
         self.events = Counter(
             "sluice_events_total",
             "Source events accepted into a feature view.",
@@ -60,3 +84,44 @@ class WorkerMetrics:
             ["feature_view"],
             registry=self.registry,
         )
+        self.consumer_lag = Gauge(
+            "sluice_consumer_lag_records",
+            "Records of a partition not yet committed by the worker's group: end offset minus the commit, "
+            "as of the last commit (kafka engine).",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.registry.register(_Freshness(self))
+
+    def written(self, view: str, partition: int, *, newest_us: int) -> None:
+        """A batch of the partition is written: its newest event time so far (microseconds)."""
+        if newest_us > -(2**62):  # the empty state's sentinel: no event yet
+            with self._lock:
+                self._newest[(view, partition)] = newest_us
+
+    def forget(self, view: str, partition: int) -> None:
+        """The partition went to another worker, which reports it from now on."""
+        with self._lock:
+            self._newest.pop((view, partition), None)
+
+    def freshness_family(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            "sluice_feature_freshness_seconds",
+            "Now minus the newest event time a feature view has written, per partition (as Feast's "
+            "feast_feature_freshness_seconds).",
+            labels=["feature_view", "partition"],
+        )
+        now = self.clock_s()
+        with self._lock:
+            newest = sorted(self._newest.items())
+        for (view, partition), at_us in newest:
+            family.add_metric([view, str(partition)], now - at_us / 1e6)
+        return family
+
+
+class _Freshness(Collector):
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield self.metrics.freshness_family()

@@ -356,6 +356,8 @@ class PartitionProcessor:
         self.metrics.rows.labels(view, "online").inc(online)
         self.metrics.batch_seconds.labels(view).observe(time.perf_counter() - started)
         self.metrics.event_time_lag.labels(view).set(self.clock_us() / 1e6 - self.max_event_time / 1e6)
+        if len(rows):
+            self.metrics.written(view, self.partition, newest_us=int(self.max_event_time))
         return BatchOutcome(
             accepted=batch.accepted,
             dead_letters=len(batch.letters),

@@ -152,6 +152,7 @@ class ViewRuntime:
     def forget(self, partition: int) -> None:
         """Drop a partition's state: it was revoked, and its next owner rebuilds it."""
         self.processors.pop(partition, None)
+        self.metrics.forget(self.spec.name, partition)
         self.snapshotted_at.pop(partition, None)
         self.checkpoints.pop(partition, None)
 

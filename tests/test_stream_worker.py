@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
+import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,11 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
+from kafka import KafkaConsumer
 
 from features.repo import load_repo
 from online_store.layout import decode_timestamp, decode_value, entity_key, feature_field, timestamp_field
 from tests.reference import expected_online
 from tests.streaming import (
+    BOOTSTRAP,
+    committed,
     dead_letters,
     produce,
     sluice,
@@ -172,3 +179,36 @@ def test_the_metrics_count_every_dead_letter_route(
     assert 'sluice_dead_letters_total{feature_view="card_stats",reason="malformed_json"} 1.0' in metrics
     assert 'sluice_dead_letters_total{feature_view="card_stats",reason="schema"} 1.0' in metrics
     assert 'sluice_events_total{feature_view="card_stats"} 200.0' in metrics
+
+    # Freshness, per partition: the scrape's time minus the newest event time written there, recomputed
+    # from the records as a plain Kafka client reads them back (valid events only).
+    scraped_at = time.time()
+    newest: dict[int, float] = {}
+    reader = KafkaConsumer(
+        topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    ends: dict[int, int] = {}
+    for record in reader:
+        ends[record.partition] = record.offset + 1
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            at = datetime.fromisoformat(json.loads(record.value)["ts"]).timestamp()
+            newest[record.partition] = max(newest.get(record.partition, at), at)
+    reader.close()
+    freshness = {
+        int(partition): float(value)
+        for partition, value in re.findall(
+            r'sluice_feature_freshness_seconds\{feature_view="card_stats",partition="(\d+)"\} (\S+)', metrics
+        )
+    }
+    assert freshness.keys() == newest.keys()
+    for partition, at in newest.items():
+        assert freshness[partition] == pytest.approx(scraped_at - at, abs=10), partition
+    # Consumer lag at the last commit: the partition's end minus the group's commit (all read: zero).
+    lags = {
+        int(partition): float(value)
+        for partition, value in re.findall(
+            rf'sluice_consumer_lag_records\{{partition="(\d+)",topic="{re.escape(topic)}"\}} (\S+)', metrics
+        )
+    }
+    committed_offsets = committed(f"sluice-{project}", topic)
+    assert lags == {partition: float(ends[partition] - committed_offsets[partition]) for partition in ends}

@@ -91,7 +91,7 @@ class MonitorMetrics:
         self.performance_problem = Gauge(
             "sluice_model_performance_problem",
             "1 when the latest final performance window's metric is worse than the reference's by more "
-            "than the tolerance, else 0.",
+            "than the tolerance, and significantly so at --performance-alpha, else 0.",
             ["model", "version", "metric"],
             registry=self.registry,
         )
