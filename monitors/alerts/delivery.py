@@ -139,8 +139,11 @@ class Deliverer:
         retry_initial_s: float = 1.0,
         retry_max_s: float = 300.0,
         clock: Callable[[], float] = time.time,
+        on_attempt: Callable[[str, bool], None] | None = None,
     ) -> None:
+        """``on_attempt(sink, ok)`` is told of every attempt (the monitor counts them for Prometheus)."""
         self.store = store
+        self.on_attempt = on_attempt
         self.sinks = {sink.name: sink for sink in sinks}
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -181,6 +184,8 @@ class Deliverer:
                 ok, detail = False, f"{type(error).__name__}: {error}"
         wait = backoff(delivery.attempts + 1, initial=self.retry_initial_s, maximum=self.retry_max_s)
         self.store.record_attempt(delivery, ok=ok, detail=detail, now=now, retry_at=now + wait)
+        if self.on_attempt is not None:
+            self.on_attempt(delivery.sink, ok)
         if not ok:
             log.warning(
                 "alert %s to %s failed (attempt %d, next in %.0f s): %s",

@@ -13,6 +13,7 @@ import functools
 import logging
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,14 @@ class Incidents:
         self._last_tick = 0.0
 
     @classmethod
-    def from_config(cls, config: SluiceConfig, *, repo_path: Path, producer: Any) -> Incidents:
+    def from_config(
+        cls,
+        config: SluiceConfig,
+        *,
+        repo_path: Path,
+        producer: Any,
+        on_attempt: Callable[[str, bool], None] | None = None,
+    ) -> Incidents:
         engine = open_store(config.store_url)
         store = AlertStore(engine=engine)
         settings = config.alerts
@@ -79,6 +87,7 @@ class Incidents:
             sinks=sinks,
             retry_initial_s=settings.retry_initial_seconds,
             retry_max_s=settings.retry_max_seconds,
+            on_attempt=on_attempt,
         )
         retrainer = None
         retraining = config.retraining

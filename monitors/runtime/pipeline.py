@@ -40,7 +40,7 @@ from monitors.runtime.incidents import Incidents
 from monitors.runtime.monitor import ClosedWindow, Monitor, MonitorSettings
 from monitors.runtime.parts import WindowParts
 from monitors.runtime.performance import LabelledBatch, PerformanceTracker
-from monitors.runtime.prometheus import MonitorMetrics
+from monitors.runtime.prometheus import MonitorMetrics, sink_label
 from offline_store.storage import Location
 from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.kafka_clients import consumer, ensure_topics, producer
@@ -157,7 +157,14 @@ class MonitorPipeline:
         )
         sender = producer(config.kafka, linger_ms=5)
         try:
-            incidents = Incidents.from_config(config, repo_path=repo_path, producer=sender)
+            incidents = Incidents.from_config(
+                config,
+                repo_path=repo_path,
+                producer=sender,
+                on_attempt=lambda sink, ok: metrics.deliveries.labels(
+                    sink_label(sink), "ok" if ok else "failed"
+                ).inc(),
+            )
         except Exception:
             sender.close()
             raise

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitors.drift.detector import WindowReport
 
-__all__ = ["MonitorMetrics"]
+__all__ = ["MonitorMetrics", "sink_label"]
 
 
 class MonitorMetrics:
@@ -52,6 +52,12 @@ class MonitorMetrics:
             "sluice_alerts_total",
             "Alerts that fired or resolved, by severity and status.",
             ["model", "severity", "status"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "sluice_alert_deliveries_total",
+            "Attempts to deliver an alert to a sink (the alerts topic, each webhook), by outcome.",
+            ["sink", "outcome"],
             registry=self.registry,
         )
         self.score = Gauge(
@@ -131,3 +137,15 @@ class MonitorMetrics:
             labels = (report.model, report.version, score.feature, score.metric, score.against)
             self.score.labels(*labels).set(score.score if not math.isnan(score.score) else math.nan)
             self.drift.labels(*labels).set(1 if score.drift else 0)
+
+
+def sink_label(name: str) -> str:
+    """A sink's name as a label, without credentials a webhook URL may carry.
+
+    >>> sink_label("alertmanager:ops:s3cret@oncall.example:9093")
+    'alertmanager:oncall.example:9093'
+    >>> sink_label("kafka:fraud.alerts")
+    'kafka:fraud.alerts'
+    """
+    kind, _, rest = name.partition(":")
+    return f"{kind}:{rest.rpartition('@')[2]}"

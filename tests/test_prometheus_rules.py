@@ -1,0 +1,135 @@
+"""The Prometheus alert rules in ``deploy/prometheus/``: promtool checks them and runs their unit tests,
+and every metric they name is one that a running worker, monitor and feature server really export."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.streaming import delete_topics, make_repo, sluice, start_worker, stop
+
+RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.fail("promtool is missing: deploy/local/install-system-deps.sh installs Debian's prometheus")
+    return subprocess.run([tool, *args], capture_output=True, text=True, cwd=RULES, check=False)
+
+
+def test_promtool_checks_the_rules() -> None:
+    checked = promtool("check", "rules", "rules.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 10 rules found" in checked.stdout
+
+
+def test_the_rules_fire_when_they_should_and_stay_quiet_otherwise() -> None:
+    tested = promtool("test", "rules", "rules_test.yml")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    # Every alert has a unit test that expects it to fire.
+    alerts = {rule["alert"] for group in rules()["groups"] for rule in group["rules"]}
+    cases = yaml.safe_load((RULES / "rules_test.yml").read_text())["tests"]
+    fired = {
+        check["alertname"] for case in cases for check in case["alert_rule_test"] if check.get("exp_alerts")
+    }
+    assert fired == alerts
+
+
+def test_a_rule_with_the_wrong_threshold_fails_its_unit_test(tmp_path: Path) -> None:
+    """The unit tests are not vacuous: a stale-view threshold ten times too high fails them."""
+    shutil.copy(RULES / "rules_test.yml", tmp_path)
+    (tmp_path / "rules.yml").write_text((RULES / "rules.yml").read_text().replace("> 600", "> 6000"))
+    tested = subprocess.run(
+        [shutil.which("promtool") or "promtool", "test", "rules", "rules_test.yml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert tested.returncode != 0 and "SluiceFeatureViewStale" in tested.stdout + tested.stderr
+
+
+def rules() -> dict[str, list[dict[str, list[dict[str, str]]]]]:
+    loaded: dict[str, list[dict[str, list[dict[str, str]]]]] = yaml.safe_load(
+        (RULES / "rules.yml").read_text()
+    )
+    return loaded
+
+
+def named_metrics(expressions: list[str]) -> set[str]:
+    """The sluice series an expression selects (``up`` is Prometheus' own)."""
+    return {name for expression in expressions for name in re.findall(r"\b(sluice_[a-z_]+)\b", expression)}
+
+
+def exported(text: str) -> set[str]:
+    """The series names a /metrics page offers: each family's, and a histogram's bucket, sum and count."""
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE):
+        names.add(name)
+        if kind == "histogram":
+            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            return str(urllib.request.urlopen(url, timeout=5).read().decode())
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+
+
+@pytest.mark.stack
+def test_every_metric_the_rules_name_is_exported_by_the_running_processes(
+    tmp_path: Path, project: str, topic: str
+) -> None:
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    assert sluice(repo, "apply").returncode == 0
+    ports = {role: free_port() for role in ("worker", "monitor", "serve")}
+    logs = {role: tmp_path / f"{role}.log" for role in ports}
+    processes = {"worker": start_worker(repo, logs["worker"], "--metrics-port", str(ports["worker"]))}
+    for role, command in (
+        ("monitor", ["monitor", "--topic", f"{topic}.predictions", "--metrics-port", str(ports["monitor"])]),
+        ("serve", ["serve", "--port", str(ports["serve"])]),
+    ):
+        with logs[role].open("wb") as output:
+            processes[role] = subprocess.Popen(
+                [sys.executable, "-m", "sluice", "--repo", str(repo), *command],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+    try:
+        pages = {
+            role: scrape(f"http://127.0.0.1:{port}/metrics", processes[role], logs[role])
+            for role, port in ports.items()
+        }
+    finally:
+        for process in processes.values():
+            stop(process)
+        delete_topics(topic, f"{topic}.dlq", f"{topic}.predictions", *(
+            f"{topic}.predictions.{suffix}" for suffix in ("scores", "dlq", "labelled")
+        ))  # fmt: skip
+    offered = set().union(*(exported(page) for page in pages.values()))
+    expressions = [rule["expr"] for group in rules()["groups"] for rule in group["rules"]]
+    named = named_metrics(expressions)
+    assert len(named) >= 10
+    assert named <= offered, sorted(named - offered)
