@@ -1,8 +1,10 @@
-"""The Prometheus alert rules in ``deploy/prometheus/``: promtool checks them and runs their unit tests,
-and every metric they name is one that a running worker, monitor and feature server really export."""
+"""The Prometheus alert rules in ``deploy/prometheus/`` and the Grafana dashboard in ``deploy/grafana/``:
+promtool checks the rules, runs their unit tests and parses every dashboard query, and every metric either
+names is one that a running worker, monitor and feature server really export."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -18,6 +20,7 @@ import yaml
 from tests.streaming import delete_topics, make_repo, sluice, start_worker, stop
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
+DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "sluice.json"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +60,33 @@ def test_a_rule_with_the_wrong_threshold_fails_its_unit_test(tmp_path: Path) -> 
         check=False,
     )
     assert tested.returncode != 0 and "SluiceFeatureViewStale" in tested.stdout + tested.stderr
+
+
+def dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
+    """Each query becomes a recording rule, which promtool parses as PromQL."""
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    recording = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:query_{i}", "expr": q} for i, q in enumerate(queries)],
+            }
+        ]
+    }
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(recording))
+    checked = subprocess.run(
+        [shutil.which("promtool") or "promtool", "check", "rules", str(tmp_path / "queries.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def rules() -> dict[str, list[dict[str, list[dict[str, str]]]]]:
@@ -99,7 +129,7 @@ def scrape(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: flo
 
 
 @pytest.mark.stack
-def test_every_metric_the_rules_name_is_exported_by_the_running_processes(
+def test_every_metric_the_rules_and_the_dashboard_name_is_exported_by_the_running_processes(
     tmp_path: Path, project: str, topic: str
 ) -> None:
     repo = make_repo(tmp_path / "repo", project=project, topic=topic)
@@ -133,3 +163,6 @@ def test_every_metric_the_rules_name_is_exported_by_the_running_processes(
     named = named_metrics(expressions)
     assert len(named) >= 10
     assert named <= offered, sorted(named - offered)
+    on_the_dashboard = named_metrics(dashboard_queries())
+    assert len(on_the_dashboard) >= 20
+    assert on_the_dashboard <= offered, sorted(on_the_dashboard - offered)
