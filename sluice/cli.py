@@ -158,7 +158,13 @@ def apply(context: _Context) -> None:
     help="Larger messages go to the dead-letter topic as oversized.",
 )
 @click.option(
-    "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."
+    "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on --metrics-host:PORT (0: off)."
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address /metrics listens on: 0.0.0.0 in a pod, for Prometheus to scrape.",
 )
 @click.option(
     "--snapshot-interval",
@@ -190,6 +196,7 @@ def worker(
     batch_window_ms: int,
     max_message_bytes: int,
     metrics_port: int,
+    metrics_host: str,
     snapshot_interval: float,
     instance_id: str | None,
     loglevel: str,
@@ -212,7 +219,7 @@ def worker(
     )
     metrics = WorkerMetrics()
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
     try:
         if engine == "faust":
             import faust
@@ -492,7 +499,13 @@ def profile(
     "--skew-threshold", type=float, default=0.01, show_default=True, help="Mismatch rate that is skew."
 )
 @click.option(
-    "--metrics-port", type=int, default=0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."
+    "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on --metrics-host:PORT (0: off)."
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address /metrics listens on: 0.0.0.0 in a pod, for Prometheus to scrape.",
 )
 @click.option(
     "--loglevel",
@@ -520,6 +533,7 @@ def monitor(
     skew_views: tuple[str, ...],
     skew_threshold: float,
     metrics_port: int,
+    metrics_host: str,
     loglevel: str,
 ) -> None:
     """Score prediction events for drift, window by window, against each model version's reference profile."""
@@ -592,7 +606,7 @@ def monitor(
     if metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1", registry=counters.registry)
+        start_http_server(metrics_port, addr=metrics_host, registry=counters.registry)
     from monitors.runtime.pipeline import MonitorPipeline
 
     try:

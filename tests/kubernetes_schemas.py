@@ -1,9 +1,9 @@
 """The schemas a Kubernetes API server would check sluice's manifests against, offline.
 
 The core schemas are the ones bundled in ``kubernetes_validate`` (strict: an unknown field is an error).
-The Kubeflow kinds are CRDs, not in those schemas, so their envelope is checked by a schema written here
-from the CRDs' fields that sluice sets, and the core objects inside them (metadata, pod templates, env,
-resources) by the bundled core schemas.
+The Kubeflow kinds and the Prometheus Operator's ServiceMonitor are CRDs, not in those schemas, so their
+envelope is checked by a schema written here from the CRDs' fields that sluice sets, and the core objects
+inside them (metadata, pod templates, env, resources, selectors) by the bundled core schemas.
 """
 
 from __future__ import annotations
@@ -106,12 +106,53 @@ PYTORCHJOB_SCHEMA = _envelope(
     ),
 )
 
+_SECRET_KEY = _closed({"name": _STRING, "key": _STRING, "optional": {"type": "boolean"}}, required=("key",))
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+# The fields of monitoring.coreos.com_servicemonitors.yaml (Prometheus Operator, v1) that sluice's
+# manifests set, with their types and patterns as the CRD gives them.
+SERVICEMONITOR_SCHEMA = _envelope(
+    "monitoring.coreos.com/v1",
+    "ServiceMonitor",
+    _closed(
+        {
+            "jobLabel": _STRING,
+            "selector": _core("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
+            "namespaceSelector": _closed(
+                {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": _STRING}}
+            ),
+            "endpoints": {
+                "type": "array",
+                "items": _closed(
+                    {
+                        "port": _STRING,
+                        "path": _STRING,
+                        "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                        "interval": _DURATION,
+                        "scrapeTimeout": _DURATION,
+                        "honorLabels": {"type": "boolean"},
+                        "authorization": _closed({"type": _STRING, "credentials": _SECRET_KEY}),
+                    }
+                ),
+            },
+        },
+        required=("selector",),
+    ),
+)
+_CUSTOM = {
+    "TrainJob": TRAINJOB_SCHEMA,
+    "PyTorchJob": PYTORCHJOB_SCHEMA,
+    "ServiceMonitor": SERVICEMONITOR_SCHEMA,
+}
+
 
 @functools.cache
 def _validator(kind: str) -> jsonschema.Draft202012Validator:
     # As kubernetes_validate does: the shared definitions are a resource that $refs resolve into.
     definitions = Resource.from_contents(json.loads((_SCHEMAS / "_definitions.json").read_text()))
-    schema = {"TrainJob": TRAINJOB_SCHEMA, "PyTorchJob": PYTORCHJOB_SCHEMA}[kind]
+    schema = _CUSTOM[kind]
     return jsonschema.Draft202012Validator(schema, registry=definitions @ Registry())
 
 
@@ -121,10 +162,10 @@ _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 def validate(manifest: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` unless the API server's schema would accept ``manifest``."""
-    if manifest["kind"] == "Job":
-        kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
-    else:
+    if manifest["kind"] in _CUSTOM:
         _validator(manifest["kind"]).validate(manifest)
+    else:
+        kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
     # What the schemas leave to the API server's own validation: names and label values.
     if not (_DNS_LABEL.match(manifest["metadata"]["name"]) and len(manifest["metadata"]["name"]) <= 63):
         raise jsonschema.ValidationError(f"name {manifest['metadata']['name']!r} is not a DNS-1035 label")
