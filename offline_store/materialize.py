@@ -7,7 +7,7 @@ twice changes nothing, and a value the stream wrote after the dataset was read i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -51,8 +51,10 @@ def materialize(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> MaterializeReport:
-    """Write each entity's latest offline row in [start, end) to Redis where Redis holds an older one."""
+    """Write each entity's latest offline row in [start, end) to Redis where Redis holds an older one;
+    ``progress(done, total)`` hears of each batch of entities written."""
     import duckdb
 
     dataset = OfflineDataset(spec=spec)
@@ -85,12 +87,15 @@ def materialize(
         connection.close()
     writer = OnlineWriter(client=client, spec=spec)
     stored = StoredOnDemand(client=client, spec=spec) if spec.stored_on_demand else None
-    written = 0
+    written = done = 0
     for batch in latest.to_batches(_ROWS_PER_WRITE):
         rows = feature_rows(spec, batch)
         written += writer.write(rows)
         if stored is not None:  # the on-demand views the worker stores, from the same rows
             stored.write(rows)
+        done += batch.num_rows
+        if progress is not None:
+            progress(done, latest.num_rows)
     return MaterializeReport(
         feature_view=spec.name, offline_rows=offline_rows, entities=latest.num_rows, written=written
     )

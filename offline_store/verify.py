@@ -7,6 +7,7 @@ seconds, lists element by element (NaN equal to NaN).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +87,11 @@ def latest_rows(dataset: OfflineDataset) -> tuple[Any, int, int]:
     return ordered.groupby(join_names, sort=False).tail(1), len(frame), duplicates
 
 
-def verify(spec: FeatureViewSpec, client: OnlineRedis) -> VerifyReport:
-    """Compare each entity's latest offline row with Redis (a cluster's pipeline asks each node)."""
+def verify(
+    spec: FeatureViewSpec, client: OnlineRedis, *, progress: Callable[[int, int], None] | None = None
+) -> VerifyReport:
+    """Compare each entity's latest offline row with Redis (a cluster's pipeline asks each node);
+    ``progress(done, total)`` hears of each chunk of entities checked."""
     latest, rows, duplicates = latest_rows(OfflineDataset(spec=spec))
     join_names = list(spec.join_keys)
     keys: list[Any] = (
@@ -126,6 +130,8 @@ def verify(spec: FeatureViewSpec, client: OnlineRedis) -> VerifyReport:
                 mismatched.append((key, "; ".join(differences)))
             else:
                 matching += 1
+        if progress is not None:
+            progress(min(start + _CHUNK, len(keys)), len(keys))
     return VerifyReport(
         feature_view=spec.name,
         offline_rows=rows,

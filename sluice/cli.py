@@ -246,10 +246,15 @@ def verify(context: _Context, views: tuple[str, ...]) -> None:
     """Check that Redis holds the latest Parquet row of every entity; exit 1 on any difference."""
     from offline_store.verify import verify as verify_view
     from online_store import connect
+    from sluice.progress import Progress
 
     repo = _load_repo(context)
     client = connect(repo.config.redis)
-    reports = [verify_view(spec, client) for spec in repo.specs if not views or spec.name in views]
+    reports = []
+    for spec in repo.specs:
+        if not views or spec.name in views:
+            with Progress(f"verifying {spec.name}", unit="entities") as progress:
+                reports.append(verify_view(spec, client, progress=progress))
     for report in reports:
         click.echo(report.describe())
     if not all(report.ok for report in reports):
@@ -301,6 +306,7 @@ def backfill(context: _Context, view: str, events: str | None, topic: str | None
     from offline_store.dataset import OfflineDataset
     from online_store import OnlineStoreUnavailable, connect
     from online_store.writer import OnlineWriter
+    from sluice.progress import Progress
     from streams.backfill import BackfillError, file_messages, plan_backfill, topic_messages
     from streams.rebuild import RebuildError, rebuild
 
@@ -312,16 +318,21 @@ def backfill(context: _Context, view: str, events: str | None, topic: str | None
     if (events is None) == (topic is None):
         raise click.ClickException("give the history as one of --events FILE.parquet or --topic TOPIC")
     try:
-        messages = (
-            file_messages(events, spec)
-            if events is not None
-            else topic_messages(repo.config.kafka, str(topic))
-        )
-        plan = plan_backfill(spec, messages, cutover=cutover.replace(tzinfo=UTC))
-        client = connect(repo.config.redis)
-        rebuilt = rebuild([spec], kafka=repo.config.kafka, group=f"sluice-{repo.config.project}")
-        online = plan.write(OfflineDataset(spec=spec))
-        written = OnlineWriter(client=client, spec=spec).write(online)
+        with Progress(f"backfilling {view}", unit="steps") as progress:
+            messages = (
+                file_messages(events, spec)
+                if events is not None
+                else topic_messages(repo.config.kafka, str(topic))
+            )
+            plan = plan_backfill(spec, messages, cutover=cutover.replace(tzinfo=UTC))
+            progress(1, 4)  # read and computed
+            client = connect(repo.config.redis)
+            rebuilt = rebuild([spec], kafka=repo.config.kafka, group=f"sluice-{repo.config.project}")
+            progress(2, 4)  # the stream's rows set aside, the group rewound
+            online = plan.write(OfflineDataset(spec=spec))
+            progress(3, 4)  # offline
+            written = OnlineWriter(client=client, spec=spec).write(online)
+            progress(4, 4)  # online
     except (BackfillError, RebuildError, OnlineStoreUnavailable) as error:
         raise click.ClickException(str(error)) from None
     click.echo(plan.report.describe())
@@ -340,6 +351,7 @@ def materialize(
     """Rebuild Redis from the Parquet datasets; never overwrites a newer online value."""
     from offline_store.materialize import materialize as materialize_view
     from online_store import OnlineStoreUnavailable, connect
+    from sluice.progress import Progress
 
     repo = _load_repo(context)
     try:
@@ -349,7 +361,9 @@ def materialize(
     bounds = [moment.replace(tzinfo=UTC) if moment is not None else None for moment in (start, end)]
     for spec in repo.specs:
         if not views or spec.name in views:
-            click.echo(materialize_view(spec, client, start=bounds[0], end=bounds[1]).describe())
+            with Progress(f"materializing {spec.name}", unit="entities") as progress:
+                report = materialize_view(spec, client, start=bounds[0], end=bounds[1], progress=progress)
+            click.echo(report.describe())
 
 
 @cli.command("serve")
@@ -416,21 +430,25 @@ def profile(
 ) -> None:
     """Build and save the reference profile of a model version from its training set."""
     from monitors.drift.profile import ProfileError, ReferenceProfile
+    from sluice.progress import Progress
 
     try:
-        built = ReferenceProfile.build(
-            training,
-            model=model,
-            version=model_version,
-            features=list(features) or None,
-            bins=bins,
-            sample_size=sample_size,
-            prediction_column=prediction_column,
-            label_column=label_column,
-        )
+        with Progress(f"profiling {model} {model_version}", unit="steps") as progress:
+            built = ReferenceProfile.build(
+                training,
+                model=model,
+                version=model_version,
+                features=list(features) or None,
+                bins=bins,
+                sample_size=sample_size,
+                prediction_column=prediction_column,
+                label_column=label_column,
+            )
+            progress(1, 2)  # read and profiled
+            folder = built.save(context.config.profiles_location, storage=context.config.offline_store)
+            progress(2, 2)  # saved
     except ProfileError as error:
         raise click.ClickException(str(error)) from None
-    folder = built.save(context.config.profiles_location, storage=context.config.offline_store)
     kinds = [feature.kind for feature in built.features.values()]
     click.echo(
         f"profiled {built.rows} rows of {model} {model_version}: {kinds.count('numeric')} numeric and "
