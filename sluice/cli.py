@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +96,22 @@ def stack_status(context: _Context) -> None:
 # --- feature definitions --------------------------------------------------------------------------
 
 
+def _metrics_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--metrics-port`` and ``--metrics-host``, which the worker and the monitor share."""
+    command = click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="The address /metrics listens on: 0.0.0.0 in a pod, for Prometheus to scrape.",
+    )(command)
+    return click.option(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="Serve Prometheus /metrics on --metrics-host:PORT (0: off).",
+    )(command)
+
+
 @cli.command("plan")
 @click.pass_obj
 def plan(context: _Context) -> None:
@@ -157,15 +174,7 @@ def apply(context: _Context) -> None:
     show_default=True,
     help="Larger messages go to the dead-letter topic as oversized.",
 )
-@click.option(
-    "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on --metrics-host:PORT (0: off)."
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="The address /metrics listens on: 0.0.0.0 in a pod, for Prometheus to scrape.",
-)
+@_metrics_options
 @click.option(
     "--snapshot-interval",
     type=click.FloatRange(min=0),
@@ -516,15 +525,7 @@ def profile(
 @click.option(
     "--skew-threshold", type=float, default=0.01, show_default=True, help="Mismatch rate that is skew."
 )
-@click.option(
-    "--metrics-port", type=int, default=0, help="Serve Prometheus /metrics on --metrics-host:PORT (0: off)."
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="The address /metrics listens on: 0.0.0.0 in a pod, for Prometheus to scrape.",
-)
+@_metrics_options
 @click.option(
     "--loglevel",
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),

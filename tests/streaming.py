@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -109,6 +110,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def get_when_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> str:
+    """The body of ``url`` once the process serves it; fails with the end of its log if it exits first
+    or never answers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
 
 
 def produce(topic: str, events: Sequence[dict[str, Any] | bytes | None], *, key: str = "card_id") -> None:

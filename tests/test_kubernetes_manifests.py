@@ -10,8 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import yaml
 
 from features.config import load_config
 from tests.kubernetes_schemas import validate
-from tests.streaming import delete_topics, make_repo, sluice, stop
+from tests.streaming import delete_topics, get_when_up, make_repo, sluice, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -158,7 +156,7 @@ def test_each_roles_command_starts_through_the_images_entrypoint(
         port = {"worker": "9400", "monitor": "9401", "serve": "6566"}
         for role, process, log in processes:
             path = "/health" if role == "serve" else "/metrics"
-            answer = wait_for(f"http://127.0.0.1:{port[role]}{path}", process, log)
+            answer = get_when_up(f"http://127.0.0.1:{port[role]}{path}", process, log, timeout_s=90)
             assert "sluice_" in answer or role == "serve", answer[:500]
     finally:
         for _, process, _ in processes:
@@ -166,14 +164,3 @@ def test_each_roles_command_starts_through_the_images_entrypoint(
         delete_topics(topic, f"{topic}.dlq")
     # Each role wrote its state under the volume, not into the image.
     assert (root / "var" / "lib" / "sluice").is_dir()
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> str:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            return str(urllib.request.urlopen(url, timeout=5).read().decode())
-        except OSError:
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)

@@ -10,14 +10,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.streaming import delete_topics, make_repo, sluice, start_worker, stop
+from tests.streaming import delete_topics, get_when_up, make_repo, sluice, start_worker, stop
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "sluice.json"
@@ -117,17 +115,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def scrape(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> str:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            return str(urllib.request.urlopen(url, timeout=5).read().decode())
-        except OSError:
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-
-
 @pytest.mark.stack
 def test_every_metric_the_rules_and_the_dashboard_name_is_exported_by_the_running_processes(
     tmp_path: Path, project: str, topic: str
@@ -149,7 +136,7 @@ def test_every_metric_the_rules_and_the_dashboard_name_is_exported_by_the_runnin
             )
     try:
         pages = {
-            role: scrape(f"http://127.0.0.1:{port}/metrics", processes[role], logs[role])
+            role: get_when_up(f"http://127.0.0.1:{port}/metrics", processes[role], logs[role])
             for role, port in ports.items()
         }
     finally:

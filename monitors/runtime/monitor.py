@@ -37,7 +37,7 @@ from monitors.drift.skew import SkewSample, SkewSettings, skew_scores
 from monitors.drift.window import ServingWindow, event_keys
 from monitors.events.batch import PredictionBatch, Version
 from monitors.events.cloudevents import PredictionEvent
-from monitors.runtime.parts import Part, PartitionMark, WindowParts
+from monitors.runtime.parts import Part, PartitionMark, WindowParts, oldest_offsets
 from monitors.runtime.performance import PerformanceSettings
 from offline_store.storage import StorageError
 
@@ -330,10 +330,7 @@ class Monitor:
 
     def open_offsets(self) -> dict[int, int]:
         """Per partition, the smallest offset of an event in a part that is still open."""
-        result: dict[int, int] = {}
-        for (_, _, partition), part in self._open.items():
-            result[partition] = min(result.get(partition, part.first_offset), part.first_offset)
-        return result
+        return oldest_offsets(self._open)
 
     def merge_ready(self) -> list[ClosedWindow]:
         """Merge and score every window whose parts are all saved, oldest first."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 from sqlalchemy import ColumnElement, Engine, and_, delete, func, insert, select, update
@@ -34,10 +35,29 @@ from sqlalchemy import ColumnElement, Engine, and_, delete, func, insert, select
 from monitors.database import merged_windows, partition_marks, window_parts
 from monitors.events.batch import Version
 
-__all__ = ["Part", "PartitionMark", "WindowParts"]
+__all__ = ["Part", "PartitionMark", "WindowParts", "oldest_offsets"]
 
 _NEVER = -(2**62)
 _ALWAYS = 2**62
+
+
+class _Opened(Protocol):
+    @property
+    def first_offset(self) -> int: ...
+
+
+def oldest_offsets(open_parts: Mapping[tuple[Version, int, int], _Opened]) -> dict[int, int]:
+    """Per partition, the smallest ``first_offset`` of the open parts, keyed ``(version, start,
+    partition)``: the engine commits no further, so a restart reads every open part's records again.
+
+    >>> from types import SimpleNamespace as Part
+    >>> oldest_offsets({(("a", "1"), 0, 1): Part(first_offset=7), (("b", "1"), 5, 1): Part(first_offset=3)})
+    {1: 3}
+    """
+    result: dict[int, int] = {}
+    for (_, _, partition), part in open_parts.items():
+        result[partition] = min(result.get(partition, part.first_offset), part.first_offset)
+    return result
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -52,7 +52,7 @@ from monitors.drift.window import event_keys
 from monitors.events.batch import PredictionBatch, Version
 from monitors.performance.estimate import Calibration, histogram
 from monitors.performance.stats import BINS, METRICS, Task, stats_for, stats_from_bytes
-from monitors.runtime.parts import Part, PartitionMark, WindowParts
+from monitors.runtime.parts import Part, PartitionMark, WindowParts, oldest_offsets
 from offline_store.storage import StorageError
 
 __all__ = ["LabelledBatch", "PerformanceSettings", "PerformanceTask", "PerformanceTracker"]
@@ -270,10 +270,7 @@ class PerformanceTracker:
 
     def open_offsets(self) -> dict[int, int]:
         """Per partition, the smallest offset of a prediction in a part not final yet."""
-        result: dict[int, int] = {}
-        for (_, _, partition), part in self._open.items():
-            result[partition] = min(result.get(partition, part.first_offset), part.first_offset)
-        return result
+        return oldest_offsets(self._open)
 
     def merge_ready(self) -> list[WindowReport]:
         """Merge and report the windows whose parts are all in: provisional, then final."""
