@@ -6,10 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SLUICE_STATE_DIR ?= $(CURDIR)/.sluice
 
-.PHONY: demo test test-unit lint typecheck check stack-up stack-down stack-status system-deps pipeline-tools clean
+.PHONY: demo ui test test-unit lint typecheck check stack-up stack-down stack-status system-deps pipeline-tools clean
 
 demo: stack-up
 	$(BIN)/python examples/demo.py
+
+# The console over what the demo left (the same state folder): http://127.0.0.1:8790, token printed.
+ui: $(VENV)/.installed
+	$(BIN)/sluice --repo examples/fraud ui $(UI_ARGS)
 
 test: stack-up pipeline-tools
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -411,6 +411,57 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
+@cli.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8790, show_default=True)
+@click.option(
+    "--token",
+    envvar="SLUICE_UI_TOKEN",
+    help="Sign-in token (or set SLUICE_UI_TOKEN); default: a new one, printed at start.",
+)
+@click.option(
+    "--certfile", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate."
+)
+@click.option(
+    "--keyfile", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key."
+)
+@click.pass_obj
+def ui(
+    context: _Context, host: str, port: int, token: str | None, certfile: str | None, keyfile: str | None
+) -> None:
+    """Serve the read-only web console: freshness, lag, dead letters, drift, alerts and jobs."""
+    import secrets
+
+    import uvicorn
+
+    from monitors.database import StoreError
+    from sluice.console import ConsoleSettings, create_console, open_sources
+
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("--certfile and --keyfile go together")
+    repo = _load_repo(context)
+    try:
+        sources = open_sources(repo)
+    except StoreError as error:
+        raise click.ClickException(str(error)) from None
+    generated = token is None
+    token = token or secrets.token_urlsafe(24)
+    app = create_console(sources, ConsoleSettings(token=token, secure_cookie=certfile is not None))
+    scheme = "https" if certfile else "http"
+    click.echo(f"console for {len(sources.specs)} feature views on {scheme}://{host}:{port}")
+    if generated:
+        click.echo(f"sign in with the token {token}")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
+
+
 @cli.command("profile")
 @click.option("--model", required=True, help="Model name.")
 @click.option("--version", "model_version", required=True, help="Model version.")

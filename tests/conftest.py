@@ -7,8 +7,12 @@ project and Redis key prefix, so tests never see each other's data.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -35,6 +39,32 @@ def stack_config() -> SluiceConfig:
     except stack.StackError as error:
         pytest.fail(f"the local stack is not available: {error}", pytrace=False)
     return config
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """What `make demo` printed, and the state folder it left behind."""
+
+    state: Path
+    returncode: int
+    stdout: str
+    output: str
+    """stdout and stderr."""
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
+
+
+@pytest.fixture(scope="session")
+def demo_run(stack_config: SluiceConfig, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """`make demo`, shortened (``SLUICE_DEMO_QUICK``), run once per session: its own test checks what it
+    printed, and the console's tests look at what it left in Kafka, Redis and the state folder."""
+    state = tmp_path_factory.mktemp("demo") / "state"
+    env = {**os.environ, "SLUICE_DEMO_QUICK": "1", "SLUICE_STATE_DIR": str(state)}
+    result = subprocess.run(
+        [sys.executable, str(DEMO)], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+    return DemoRun(state, result.returncode, result.stdout, result.stdout + result.stderr)
 
 
 @pytest.fixture

@@ -3,27 +3,19 @@ and scoring."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import DemoRun
+
 pytestmark = pytest.mark.stack
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
 
-
-def test_the_demo_alerts_on_the_shift_retrains_and_switches_to_version_2(tmp_path: Path) -> None:
-    env = {**os.environ, "SLUICE_DEMO_QUICK": "1", "SLUICE_STATE_DIR": str(tmp_path / "state")}
-    result = subprocess.run(
-        [sys.executable, str(DEMO)], capture_output=True, text=True, env=env, timeout=600, check=False
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    lines = result.stdout.splitlines()
+def test_the_demo_alerts_on_the_shift_retrains_and_switches_to_version_2(demo_run: DemoRun) -> None:
+    output = demo_run.output
+    assert demo_run.returncode == 0, output[-4000:]
+    lines = demo_run.stdout.splitlines()
     # The alert is for the first window after prices tripled (the demo checks the timing itself, and
     # fails otherwise), it reached both webhooks and the Python subscriber, and the job succeeded.
     assert any(line.startswith("   alert ") and "feature amount drifts" in line for line in lines), output
@@ -46,7 +38,7 @@ def test_the_demo_alerts_on_the_shift_retrains_and_switches_to_version_2(tmp_pat
         for when in ("before the shift", "after the shift")
     )
     assert after > before, output
-    state = tmp_path / "state"
+    state = demo_run.state
     assert (state / "mlflow" / "mlflow.db").exists()
     assert (state / "demo" / "models" / "2" / "model" / "model.json").exists()  # downloaded from MLflow
     assert (state / "profiles" / "fraud" / "2" / "profile.json").exists()

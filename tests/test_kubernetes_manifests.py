@@ -88,7 +88,7 @@ def test_pods_run_as_non_root_on_a_read_only_root_with_their_writable_paths_on_v
             assert any(env[name] == path or env[name].startswith(path + "/") for path in writable), name
         assert "/tmp" in writable
         assert {"configMapRef", "secretRef"} & {key for item in container["envFrom"] for key in item}
-    assert roles == {"worker", "monitor", "serve"}
+    assert roles == {"worker", "monitor", "serve", "ui"}
 
 
 def test_the_config_map_loads_with_the_secrets_keys(tmp_path: Path) -> None:
@@ -153,11 +153,11 @@ def test_each_roles_command_starts_through_the_images_entrypoint(
                     stderr=subprocess.STDOUT,
                 )
             processes.append((args[0], process, log))
-        port = {"worker": "9400", "monitor": "9401", "serve": "6566"}
+        port = {"worker": "9400", "monitor": "9401", "serve": "6566", "ui": "8790"}
         for role, process, log in processes:
-            path = "/health" if role == "serve" else "/metrics"
+            path = "/health" if role in ("serve", "ui") else "/metrics"
             answer = get_when_up(f"http://127.0.0.1:{port[role]}{path}", process, log, timeout_s=90)
-            assert "sluice_" in answer or role == "serve", answer[:500]
+            assert "sluice_" in answer or role in ("serve", "ui"), answer[:500]
     finally:
         for _, process, _ in processes:
             stop(process)

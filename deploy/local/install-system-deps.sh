@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs from Debian's packages, only if it is missing:
-# redis-server, PostgreSQL, Java 17 + Maven for the Kafka broker (assembled from Maven Central), and
-# Prometheus for its promtool, which checks and unit-tests deploy/prometheus/rules.yml.
+# redis-server, PostgreSQL, Java 17 + Maven for the Kafka broker (assembled from Maven Central),
+# Prometheus for its promtool, which checks and unit-tests deploy/prometheus/rules.yml, and Chromium,
+# the browser the console's tests drive with Playwright.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,7 @@ command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
