@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -332,3 +334,44 @@ def test_an_unusable_store_url_is_a_one_line_error_without_the_password(tmp_path
         assert "postgresql://u:***@127.0.0.1:1/db" in failed.stderr
         # Without psycopg (not a dependency) the driver is missing; with it, nothing listens on port 1.
         assert "install the database driver" in failed.stderr or "cannot open the store" in failed.stderr
+
+
+def test_a_webhook_that_accepts_and_never_answers_does_not_hold_up_the_other_sinks(
+    store: AlertStore, receiver: Receiver
+) -> None:
+    # A receiver that accepts the connection, reads nothing and never answers: the webhook's attempt
+    # waits its whole timeout (30 s here). The other sinks' lanes deliver meanwhile.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True)
+    accepting.start()
+    stuck = WebhookSink(
+        WebhookConfig(kind="alertmanager", url=f"http://127.0.0.1:{silent.getsockname()[1]}/am", timeout_s=30)
+    )
+    deliverer = Deliverer(store=store, sinks=[stuck, *webhooks(receiver)])
+    store.apply(
+        window(0, drifting={"amount": True}), rules(consecutive=1), payloads=deliverer.payloads, now=0.0
+    )
+    started = time.monotonic()
+    deliverer.start(interval_s=0.1)
+    try:
+        while {d.sink for d in store.deliveries() if d.state == "delivered"} != {
+            s.name for s in webhooks(receiver)
+        }:
+            assert time.monotonic() - started < 10, store.deliveries()
+            time.sleep(0.05)
+        accepting.join(5)
+        assert held, "the silent receiver was never called"
+        # The three others are in; the silent one's first attempt is still waiting for an answer.
+        [waiting] = [d for d in store.deliveries() if d.sink == stuck.name]
+        assert waiting.state == "pending" and waiting.attempts == 0
+        assert time.monotonic() - started < 10
+    finally:
+        for connection in held:
+            connection.close()  # the attempt fails now, and its lane can stop
+        silent.close()
+        deliverer.stop(timeout_s=10)
+    [failed] = [d for d in store.deliveries() if d.sink == stuck.name]
+    assert failed.state == "pending" and failed.attempts == 1  # kept, to be tried again

@@ -3,7 +3,9 @@
 Sinks are the Kafka alerts topic and the webhooks of ``alerts.webhooks`` (URLs and headers come from
 config only). Each change of an alert is rendered once per sink when it is queued (``AlertStore.apply``),
 so a retry, even after a restart, sends the same bytes. A failed attempt waits ``initial`` seconds, then
-twice that, up to ``maximum``, and the delivery stays pending until a sink accepts it.
+twice that, up to ``maximum``, and the delivery stays pending until a sink accepts it. Each sink has a
+lane of its own (a thread): a receiver that accepts a connection and never answers holds up only its
+own deliveries, for its timeout, never another sink's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -148,20 +151,22 @@ class Deliverer:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self._clock = clock
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lanes: list[threading.Event] = []
+        self._threads: list[threading.Thread] = []
 
     def payloads(self, alert: Alert) -> list[tuple[str, str]]:
         """What ``AlertStore.apply`` queues for one alert change: one body per sink."""
         return [(name, sink.payload(alert)) for name, sink in self.sinks.items()]
 
-    def deliver_due(self) -> int:
-        """Try every delivery that is due now; returns how many succeeded. A sink that fails is not
-        tried again in the same round, so a receiver that is down costs one timeout per round."""
+    def deliver_due(self, *, sink: str | None = None) -> int:
+        """Try every delivery that is due now (to ``sink`` only, when given); returns how many succeeded.
+        A sink that fails is not tried again in the same round, so a receiver that is down costs one
+        timeout per round."""
         delivered = 0
         failing: set[str] = set()
-        for delivery in self.store.due(now=self._clock()):
+        due = self.store.due(now=self._clock(), sinks=None if sink is None else [sink])
+        for delivery in due:
             if delivery.sink in failing:
                 continue
             if self._attempt(delivery):
@@ -169,6 +174,11 @@ class Deliverer:
             else:
                 failing.add(delivery.sink)
         return delivered
+
+    def _deliver_orphans(self) -> int:
+        """Deliveries to sinks no longer configured: each attempt records why it cannot be sent."""
+        due = self.store.due(now=self._clock(), other_than=list(self.sinks))
+        return sum(self._attempt(delivery) for delivery in due)
 
     def _attempt(self, delivery: Delivery) -> bool:
         sink = self.sinks.get(delivery.sink)
@@ -198,23 +208,40 @@ class Deliverer:
         return ok
 
     def wake(self) -> None:
-        self._wake.set()
+        for lane in self._lanes:
+            lane.set()
 
     def start(self, *, interval_s: float = 1.0) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.deliver_due()
-                except Exception:  # a store outage must not end deliveries for good
-                    log.exception("delivering alerts failed; trying again")
-                self._wake.wait(interval_s)
-                self._wake.clear()
+        """One thread per sink, and one for deliveries to sinks no longer configured."""
 
-        self._thread = threading.Thread(target=loop, name="sluice-alert-delivery", daemon=True)
-        self._thread.start()
+        def lane(name: str, deliver: Callable[[], int], wake: threading.Event) -> threading.Thread:
+            def loop() -> None:
+                while not self._stop.is_set():
+                    try:
+                        deliver()
+                    except Exception:  # a store outage must not end deliveries for good
+                        log.exception("delivering alerts to %s failed; trying again", name)
+                    wake.wait(interval_s)
+                    wake.clear()
+
+            return threading.Thread(target=loop, name=f"sluice-alert-delivery:{name}", daemon=True)
+
+        self._lanes = [threading.Event() for _ in range(len(self.sinks) + 1)]
+        deliveries: list[tuple[str, Callable[[], int]]] = [
+            (name, partial(self.deliver_due, sink=name)) for name in self.sinks
+        ]
+        deliveries.append(("removed sinks", self._deliver_orphans))
+        self._threads = [
+            lane(name, deliver, wake) for (name, deliver), wake in zip(deliveries, self._lanes, strict=True)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
+        """Stop the lanes; one still waiting on a receiver is left behind (its thread is a daemon) after
+        ``timeout_s`` in all."""
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self.wake()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))

@@ -8,7 +8,7 @@ the commit changes nothing (the window is replayed); after it, every delivery is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,9 +118,17 @@ class AlertStore:
             row = connection.execute(select(alerts).where(alerts.c.id == alert_id)).first()
         return Alert.from_record(dict(row._mapping)) if row else None
 
-    def due(self, *, now: float, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries whose time has come, oldest first; one waits while an earlier change of the
-        same alert to the same sink is still pending, so "resolved" never overtakes "firing"."""
+    def due(
+        self,
+        *,
+        now: float,
+        limit: int = 100,
+        sinks: Collection[str] | None = None,
+        other_than: Collection[str] = (),
+    ) -> list[Delivery]:
+        """Pending deliveries whose time has come, oldest first, to ``sinks`` (default: any) but not to
+        ``other_than``; one waits while an earlier change of the same alert to the same sink is still
+        pending, so "resolved" never overtakes "firing"."""
         earlier = deliveries.alias("earlier")
         blocked = (
             select(earlier.c.id)
@@ -138,6 +146,10 @@ class AlertStore:
             .order_by(deliveries.c.id)
             .limit(limit)
         )
+        if sinks is not None:
+            query = query.where(deliveries.c.sink.in_(list(sinks)))
+        if other_than:
+            query = query.where(deliveries.c.sink.not_in(list(other_than)))
         with self.engine.connect() as connection:
             return [Delivery(**_delivery_fields(row._mapping)) for row in connection.execute(query)]
 
