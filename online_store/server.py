@@ -11,9 +11,10 @@ The response is Feast's: ``metadata.feature_names`` and one ``results`` entry pe
 values, statuses and event timestamps. ``POST /push`` takes Feast's push request
 (``{"push_source_name": ..., "df": {column: [values]}, "to": ...}``) and hands the rows to the
 stream worker (``streams.push``). ``/health`` answers 200 when Redis and the registry do, and
-``/metrics`` serves Prometheus metrics. An optional bearer token guards every route but
-``/health``; bodies and rows per request are capped. Any bad request gets a 4xx whose JSON body
-says what is wrong.
+``/metrics`` serves Prometheus metrics, and ``/openapi.json`` describes it all (``online_store.openapi``).
+An optional bearer token guards every route but ``/health`` and ``/openapi.json``; bodies and rows per
+request are capped, and a request that takes longer than the timeout (a slow client's body, a stalled
+store) gets 503 with the reason. Any bad request gets a 4xx whose JSON body says what is wrong.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from starlette.routing import Route
 from online_store.client import AsyncOnlineClient
 from online_store.connection import OnlineStoreUnavailable
 from online_store.on_demand import OnDemandError
+from online_store.openapi import openapi
 from online_store.reads import EntityRowError, UnknownFeatureError
 
 __all__ = ["ServerSettings", "create_app"]
@@ -51,6 +53,13 @@ class ServerSettings:
     """Larger request bodies get 413."""
     max_rows: int = 1000
     """Requests with more entity rows get 413."""
+    request_timeout_s: float = 10.0
+    """A request not answered within this (reading its body included) gets 503. A push answered so
+    may still have reached Kafka: pushes are at least once, like every retried write."""
+
+
+_PUBLIC = frozenset({"/health", "/openapi.json"})
+"""Routes the bearer token does not guard: probes, and the API's description."""
 
 
 class _BadRequest(Exception):
@@ -96,11 +105,19 @@ def create_app(
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                if expected is not None and route != "/health":
+                if expected is not None and route not in _PUBLIC:
                     given = request.headers.get("authorization", "").encode()
                     if not hmac.compare_digest(given, expected):
                         raise _BadRequest(401, "missing or wrong bearer token in the Authorization header")
-                response: Response = await handler(request)
+                response: Response = await asyncio.wait_for(handler(request), settings.request_timeout_s)
+            except TimeoutError:
+                response = _json(
+                    {
+                        "error": f"the request was not answered within {settings.request_timeout_s:g} s "
+                        "(its body arrived too slowly, or a store stalled); try again"
+                    },
+                    status=503,
+                )
             except _BadRequest as error:
                 response = _json({"error": str(error)}, status=error.status)
                 if error.status == 401:
@@ -180,6 +197,11 @@ def create_app(
     async def prometheus(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    description = orjson.dumps(openapi())
+
+    async def openapi_json(_: Request) -> Response:
+        return Response(description, media_type="application/json")
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
@@ -192,6 +214,7 @@ def create_app(
         Route("/push", guarded("/push", push), methods=["POST"]),
         Route("/health", guarded("/health", health), methods=["GET"]),
         Route("/metrics", guarded("/metrics", prometheus), methods=["GET"]),
+        Route("/openapi.json", guarded("/openapi.json", openapi_json), methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -383,9 +383,22 @@ def materialize(
 )
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
 @click.option("--max-rows", type=int, default=1000, show_default=True, help="Entity rows per request.")
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to answer a request (its body included) before answering 503.",
+)
 @click.pass_obj
 def serve(
-    context: _Context, host: str, port: int, token: str | None, max_body_bytes: int, max_rows: int
+    context: _Context,
+    host: str,
+    port: int,
+    token: str | None,
+    max_body_bytes: int,
+    max_rows: int,
+    request_timeout: float,
 ) -> None:
     """Serve POST /get-online-features and POST /push (Feast's JSON), GET /health and GET /metrics."""
     import uvicorn
@@ -398,7 +411,9 @@ def serve(
         client = AsyncOnlineClient(repo_path=context.repo_path, config=context.config)
     except CatalogError as error:
         raise click.ClickException(str(error)) from None
-    settings = ServerSettings(token=token, max_body_bytes=max_body_bytes, max_rows=max_rows)
+    settings = ServerSettings(
+        token=token, max_body_bytes=max_body_bytes, max_rows=max_rows, request_timeout_s=request_timeout
+    )
 
     def pusher() -> Any:
         from features.repo import load_repo

@@ -6,6 +6,11 @@ feature service, so the online client and the feature server can be compared wit
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,3 +127,25 @@ def entity_rows() -> list[dict[str, Any]]:
 
 def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+@contextlib.contextmanager
+def serving(repo: Path, log: Path, *args: str, token: str) -> Iterator[str]:
+    """``sluice serve`` on a free port with ``args`` and a bearer token; yields its URL once healthy."""
+    from tests.streaming import free_port, get_when_up
+
+    port = free_port()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sluice", "--repo", str(repo), "serve", "--port", str(port), *args],
+            env={**os.environ, "SLUICE_SERVE_TOKEN": token},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        get_when_up(f"{url}/health", process, log, timeout_s=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

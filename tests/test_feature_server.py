@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +12,14 @@ import httpx
 import pytest
 import redis
 
-from tests.served import MERCHANT_FEATURES, ServedRepo, entity_rows, feast_materialized_repo, now_utc
+from tests.served import (
+    MERCHANT_FEATURES,
+    ServedRepo,
+    entity_rows,
+    feast_materialized_repo,
+    now_utc,
+    serving,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -30,42 +34,9 @@ def served(tmp_path: Path, project: str, redis_client: redis.Redis) -> ServedRep
 
 @pytest.fixture
 def server(served: ServedRepo, tmp_path: Path) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sluice",
-            "--repo",
-            str(served.path),
-            "serve",
-            "--port",
-            str(port),
-            "--max-rows",
-            "50",
-            "--max-body-bytes",
-            "8192",
-        ],
-        env={**os.environ, "SLUICE_SERVE_TOKEN": TOKEN},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    args = ("--max-rows", "50", "--max-body-bytes", "8192", "--request-timeout", "2")
+    with serving(served.path, tmp_path / "serve.log", *args, token=TOKEN) as url:
+        yield url
 
 
 def by_name(body: dict[str, Any]) -> dict[str, Any]:
@@ -215,3 +186,36 @@ def test_metrics_count_requests_by_route_and_status(server: str) -> None:
     assert 'sluice_http_requests_total{route="/get-online-features",status="400"} 1.0' in text
     assert "sluice_http_entity_rows_total 6.0" in text
     assert "sluice_http_request_seconds_count 3.0" in text
+
+
+def test_a_request_not_answered_within_the_timeout_gets_503_with_the_reason(server: str) -> None:
+    # A client that announces a body and sends only its start: the server answers 503 when its 2 s are up,
+    # instead of holding a connection and a task for as long as the client likes.
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        started = time.monotonic()
+        slow.sendall(
+            b"POST /get-online-features HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"entities": '
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = slow.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        waited = time.monotonic() - started
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), answer
+    assert b"not answered within 2 s" in body
+    assert 1.9 < waited < 6, waited
+
+
+def test_the_openapi_description_is_public_and_names_every_route(server: str) -> None:
+    spec = httpx.get(f"{server}/openapi.json").json()
+    assert (
+        spec["openapi"].startswith("3.")
+        and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    )
+    assert set(spec["paths"]) == {"/get-online-features", "/push", "/health", "/metrics", "/openapi.json"}
