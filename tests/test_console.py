@@ -440,7 +440,8 @@ def test_bad_requests_get_a_4xx_with_a_reason(console: Console) -> None:
     status, body, headers = get("/views/no_such_view")
     assert (
         status == 404
-        and "no streamed feature view named &#39;no_such_view&#39;; the repo has: card_transaction_stats" in body
+        and "no streamed feature view named &#39;no_such_view&#39;; the repo has: card_transaction_stats"
+        in body
     )
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert get("/models/no_such_model")[0] == 404
