@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SLUICE_STATE_DIR ?= $(CURDIR)/.sluice
 
-.PHONY: demo ui test test-unit lint typecheck check stack-up stack-down stack-status system-deps pipeline-tools clean
+.PHONY: demo ui fuzz test test-unit lint typecheck check stack-up stack-down stack-status system-deps pipeline-tools clean
 
 demo: stack-up
 	$(BIN)/python examples/demo.py
@@ -14,6 +14,15 @@ demo: stack-up
 # The console over what the demo left (the same state folder): http://127.0.0.1:8790, token printed.
 ui: $(VENV)/.installed
 	$(BIN)/sluice --repo examples/fraud ui $(UI_ARGS)
+
+# The atheris fuzz target of event decoding, for FUZZ_SECONDS (CI runs it for 60), from the seed corpus;
+# what it finds is written under $(SLUICE_STATE_DIR)/fuzz/ (see tests/fuzz/fuzz_decoding.py).
+FUZZ_SECONDS ?= 300
+fuzz: $(VENV)/.installed
+	mkdir -p $(SLUICE_STATE_DIR)/fuzz/corpus
+	for seed in tests/fuzz/corpus/*; do [ -e $(SLUICE_STATE_DIR)/fuzz/corpus/$${seed##*/} ] || cp $$seed $(SLUICE_STATE_DIR)/fuzz/corpus/; done
+	$(BIN)/python tests/fuzz/fuzz_decoding.py $(SLUICE_STATE_DIR)/fuzz/corpus -dict=tests/fuzz/json.dict \
+		-max_len=4096 -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(SLUICE_STATE_DIR)/fuzz/ -print_final_stats=1
 
 test: stack-up pipeline-tools
 	$(BIN)/pytest $(PYTEST_ARGS)

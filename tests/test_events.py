@@ -110,6 +110,19 @@ def test_kserve_request_and_response_with_one_ce_id_make_predictions() -> None:
     assert event.features == {"amount": 1.0}
 
 
+def test_a_bare_kserve_instance_is_one_features_value_or_refused_with_a_reason() -> None:
+    # Found by the fuzzer (tests/fuzz/crashes/): a bare number among the instances crashed the joiner.
+    single = KServeJoiner(feature_names=["amount"])
+    single.add(kserve("request", "a", {"instances": [3.5, [4.5]]}))
+    events = single.add(kserve("response", "a", {"predictions": [0, 1]}))
+    assert [event.features for event in events] == [{"amount": 3.5}, {"amount": 4.5}]
+    several = KServeJoiner(feature_names=["amount", "age"])
+    several.add(kserve("request", "b", {"instances": [{"amount": 1.0}, 2]}))
+    with pytest.raises(EventError, match="KServe instance 1 is a bare value") as refused:
+        several.add(kserve("response", "b", {"predictions": [0, 1]}))
+    assert refused.value.reason == "schema"
+
+
 def test_the_kserve_joiner_is_bounded() -> None:
     joiner = KServeJoiner(capacity=2)
     for inference in ("a", "b", "c"):

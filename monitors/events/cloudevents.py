@@ -235,7 +235,8 @@ class KServeJoiner:
     Instances that are JSON objects give their keys as feature names; instances that are lists take
     the names in ``feature_names``. The model is ``ce_inferenceservicename`` (else ``ce_source``); KServe
     does not send a model version, so it is ``version``. At most ``capacity`` halves wait for their other
-    half; the oldest are dropped first and counted in ``dropped``.
+    half; the oldest are dropped first and counted in ``dropped``. A pair whose request holds an instance
+    of neither form raises ``EventError`` when it completes.
     """
 
     def __init__(
@@ -259,11 +260,7 @@ class KServeJoiner:
         request, response = (part, other) if part.kind == KSERVE_REQUEST else (other, part)
         events = []
         for index, instance in enumerate(request.rows):
-            features = (
-                dict(instance)
-                if isinstance(instance, Mapping)
-                else dict(zip(self.feature_names, instance, strict=False))
-            )
+            features = self._features(instance, index)
             output = response.rows[index] if index < len(response.rows) else None
             events.append(
                 PredictionEvent(
@@ -276,6 +273,21 @@ class KServeJoiner:
                 )
             )
         return events
+
+    def _features(self, instance: Any, index: int) -> dict[str, Any]:
+        """An instance's features: an object's keys, a list's values in ``feature_names`` order, or a
+        bare value when the model has one feature; anything else is refused, never guessed."""
+        if isinstance(instance, Mapping):
+            return dict(instance)
+        if isinstance(instance, list):
+            return dict(zip(self.feature_names, instance, strict=False))
+        if len(self.feature_names) == 1:
+            return {self.feature_names[0]: instance}
+        raise EventError(
+            "schema",
+            f"KServe instance {index} is a bare value ({instance!r}); send each instance as an object of "
+            "feature name to value, or as a list in the order of the monitor's --kserve-features",
+        )
 
 
 def prediction_from_data(data: Mapping[str, Any]) -> PredictionEvent:

@@ -298,7 +298,12 @@ class MonitorPipeline:
                         event_us=event_us,
                     )
                 else:
-                    for event in self.joiner.add(payload):  # a pair is complete: its request's time
+                    try:
+                        completed = self.joiner.add(payload)
+                    except EventError as error:  # the pair cannot be read: this half says why
+                        letters.append(DeadLetter(record=message, reason=error.reason, detail=str(error)))
+                        continue
+                    for event in completed:  # a pair is complete: its request's time
                         data = event.data()
                         event_us = int(event.event_time.timestamp() * 1_000_000)
                         batch.append(data, event_us=event_us, offset=message.offset, record=message)
