@@ -69,12 +69,21 @@ def stack_up(context: _Context, timeout: float) -> None:
 
 
 @stack.command("down")
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    help="Stop only this service (repeatable), e.g. kafka for a failure drill; 'stack up' restarts it.",
+)
 @click.pass_obj
-def stack_down(context: _Context) -> None:
+def stack_down(context: _Context, services: tuple[str, ...]) -> None:
     """Stop the processes that 'sluice stack up' started, and nothing else."""
     from sluice import stack as local_stack
 
-    stopped = local_stack.down(context.config)
+    try:
+        stopped = local_stack.down(context.config, only=services or None)
+    except local_stack.StackError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(
         f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop: no process started by sluice runs"
     )

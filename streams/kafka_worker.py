@@ -9,7 +9,8 @@ worker waits for the writes before it polls again, so that a small poll does not
 for the interpreter. A poll's writes start only after the previous poll's writes and commit are done,
 so each partition's batches reach Parquet in offset order. The rebalance listener waits for the poll
 being prepared and the writes in flight, so a revoked partition's offsets are committed before its
-next owner starts, and then drops the partition's state.
+next owner starts, and then drops the partition's state. Beside the loop, it watches a single Redis for a
+restart that lost the data, and refills it from the offline store (``streams.online_resets``).
 
 Why not a faust agent here: on the 2-core development machine, a faust-streaming agent that does
 nothing but acknowledge events moves about 6,000 events/s; aiokafka's ``getmany`` on the same
@@ -30,9 +31,12 @@ from kafka.errors import KafkaError
 
 from features.config import KafkaConfig
 from features.repo import FeatureRepo
+from online_store.connection import client as online_redis
+from online_store.resets import ResetWatch
 from streams.checkpoints import Checkpoint, metadata
 from streams.kafka_clients import aiokafka_kwargs, committed_metadata
 from streams.metrics import WorkerMetrics
+from streams.online_resets import watch_resets
 from streams.processor import PartitionProcessor, PreparedBatch
 from streams.worker import ViewRuntime, WorkerSettings, view_runtimes, write_until_done
 
@@ -159,6 +163,10 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
         loop.add_signal_handler(signum, stop)
     await consumer.start()
     log.info("consuming %s as group sluice-%s", ", ".join(by_topic), repo.config.project)
+    resets = None
+    if repo.config.redis.redis_type == "redis":  # a cluster's nodes restart one at a time: not watched
+        watch = ResetWatch(client=online_redis(repo.config.redis), project=repo.config.project)
+        resets = asyncio.create_task(watch_resets(watch, [runtime.spec for runtime in runtimes], metrics))
     try:
         while not stopping.is_set():
             polled = await consumer.getmany(
@@ -188,6 +196,8 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
             "and are processed again on restart", STOP_GRACE_S,
         )  # fmt: skip
     finally:
+        if resets is not None:
+            resets.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), timeout=1.0)
 

@@ -91,6 +91,11 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self.online_resets = Counter(
+            "sluice_online_store_resets",
+            "Times Redis came back empty and the worker rebuilt it from the offline store.",
+            registry=self.registry,
+        )
         self.registry.register(_Freshness(self))
 
     def written(self, view: str, partition: int, *, newest_us: int) -> None:

@@ -50,7 +50,7 @@ def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
     assert outcome.accepted == 500
 
     frame = pd.DataFrame(events)
-    frame["ts_us"] = pd.to_datetime(frame["ts"]).astype("int64") // 1000
+    frame["ts_us"] = pd.to_datetime(frame["ts"], format="ISO8601").astype("int64") // 1000
     frame["order"] = np.arange(len(frame))
     frame["amount"] = frame["amount"].astype(float)
     # One partition: every card's stream time is the newest event's.
@@ -177,7 +177,7 @@ def test_a_batch_cut_short_between_its_date_files_is_computed_again_on_restart(
     assert outcome.accepted == 2_000 and outcome.replayed == 0
 
     frame = pd.DataFrame(events)
-    frame["ts_us"] = pd.to_datetime(frame["ts"]).astype("int64") // 1000
+    frame["ts_us"] = pd.to_datetime(frame["ts"], format="ISO8601").astype("int64") // 1000
     offline = OfflineDataset(spec=spec).read()
     written = list(
         zip(offline["card_id"].to_pylist(), offline["event_timestamp"].cast("int64").to_pylist(), strict=True)

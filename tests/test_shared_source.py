@@ -115,7 +115,7 @@ def test_three_views_on_one_topic_survive_sigkill_each_in_its_own_folder(
 
     # Feast's SDK reads every value of the three views from Redis, equal to a brute-force recomputation.
     frame = pd.DataFrame(events)
-    frame["ts_us"] = pd.to_datetime(frame["ts"]).astype("int64") // 1000
+    frame["ts_us"] = pd.to_datetime(frame["ts"], format="ISO8601").astype("int64") // 1000
     frame["order"] = np.arange(len(frame))
     frame["amount"] = frame["amount"].astype(float)
     cards = sorted(frame["card_id"].unique().tolist())

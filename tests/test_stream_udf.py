@@ -139,7 +139,7 @@ def brute_force(raw: list[dict[str, object]]) -> pd.DataFrame:
     """The udf's output per event, recomputed here; the events it fails on are left out."""
     frame = pd.DataFrame(raw)
     frame["order"] = np.arange(len(frame))
-    frame["ts_us"] = pd.to_datetime(frame["ts"]).astype("int64") // 1000
+    frame["ts_us"] = pd.to_datetime(frame["ts"], format="ISO8601").astype("int64") // 1000
     amount = frame["amount"].astype(float)
     frame["cents"] = (amount * 100).round()
     frame["fee"] = amount * np.where(frame["country"] == "FR", 0.03, 0.01) + 0.25
@@ -225,7 +225,7 @@ def test_a_backfill_from_a_file_runs_the_udf_as_the_stream_does(
     spec = load_repo(repo).spec("card_stats")
     history = tmp_path / "history.parquet"
     frame = pd.DataFrame(raw)
-    frame["ts"] = pd.to_datetime(frame["ts"])
+    frame["ts"] = pd.to_datetime(frame["ts"], format="ISO8601")
     frame.to_parquet(history)
     plan = plan_backfill(spec, file_messages(history, spec), cutover=BASE + timedelta(days=1))
     assert plan.report.rejected == {"transform": len(raw) - len(truth)}

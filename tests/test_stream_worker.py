@@ -76,7 +76,7 @@ def reference(
 ) -> pd.DataFrame:
     """What Redis must hold once caught up: each card's value at its partition's stream time."""
     frame = pd.DataFrame(events)
-    frame["ts_us"] = pd.to_datetime(frame["ts"]).astype("int64") // 1000
+    frame["ts_us"] = pd.to_datetime(frame["ts"], format="ISO8601").astype("int64") // 1000
     frame["order"] = np.arange(len(frame))
     frame["amount"] = frame["amount"].astype(float)
     return expected_online(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,10 +135,18 @@ def up(config: SluiceConfig, *, timeout_s: float = 90.0) -> list[ServiceStatus]:
     return status(config)
 
 
-def down(config: SluiceConfig) -> list[str]:
-    """Stop the processes that ``up`` started; returns the names of those it stopped."""
+def down(config: SluiceConfig, *, only: Collection[str] | None = None) -> list[str]:
+    """Stop the processes that ``up`` started (only those named in ``only``, when given: a failure drill
+    stops one service and lets ``up`` bring it back); returns the names of those it stopped."""
+    services = _services(config)
+    unknown = sorted(set(only or ()) - {service.name for service in services})
+    if unknown:
+        names = ", ".join(service.name for service in services)
+        raise StackError(f"the local stack has no service {unknown[0]!r}; it has: {names}")
     stopped = []
-    for service in _services(config):
+    for service in services:
+        if only is not None and service.name not in only:
+            continue
         if _process(service, config).stop():
             stopped.append(service.name)
     return stopped

@@ -1,0 +1,175 @@
+"""Failure drills against the real servers, bounded in time: the processes must ride out their neighbours'
+outages by themselves, and lose or duplicate nothing.
+
+These stop and restart the local stack's own services (``stack.down(only=...)``, then ``stack.up``), so
+they run against the same broker and Redis as every other test, which find them back up afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from features.config import SluiceConfig
+from sluice import stack
+from tests.streaming import (
+    delete_topics,
+    free_port,
+    get_when_up,
+    make_repo,
+    produce,
+    progress,
+    sluice,
+    start_worker,
+    stop,
+    stream_times,
+    wait_until_committed,
+)
+from tests.test_recovery import _assert_every_offset_in_exactly_one_batch_file
+from tests.test_stream_worker import assert_same, online_rows, reference, transactions
+
+pytestmark = pytest.mark.stack
+
+OUTAGE_S = 30
+
+
+def _log_tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def test_the_broker_stopped_for_30_s_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis, stack_config: SluiceConfig
+) -> None:
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    assert sluice(repo, "apply").returncode == 0
+    events = transactions(200_000, cards=5_000, seed=21)
+    before, after = events[:150_000], events[150_000:]
+    group = f"sluice-{project}"
+    log = tmp_path / "worker.log"
+    worker = start_worker(repo, log)
+    try:
+        produce(topic, before)
+        deadline = time.monotonic() + 120
+        while (done := progress(group, topic, len(before))) < 0.2:
+            assert time.monotonic() < deadline and worker.poll() is None, _log_tail(log)
+            time.sleep(0.05)
+        # Mid-stream: the worker has committed part of what is there, and is working on the rest.
+        assert stack.down(stack_config, only=["kafka"]) == ["kafka"]
+        try:
+            time.sleep(OUTAGE_S)
+            assert worker.poll() is None, f"the worker gave up during the outage:\n{_log_tail(log)}"
+        finally:
+            stack.up(stack_config)
+        produce(topic, after)
+        wait_until_committed(group, topic, workers=[worker], timeout_s=240)
+        caught_up = stream_times(topic)
+    finally:
+        stop(worker)
+        delete_topics(topic, f"{topic}.dlq")
+    assert done < 1.0, "the broker went down only after the worker had caught up: not a mid-stream drill"
+    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    verified = sluice(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
+    cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+    assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
+
+
+class _PrivateRedis:
+    """A redis-server of the test's own, so that it can be restarted, and emptied, without touching the
+    stack's."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> redis.Redis:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--dir", str(self.folder), "--save", "3600 1"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return client
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the private redis-server did not start"
+                time.sleep(0.05)
+
+    def restart(self, *, keep_data: bool) -> redis.Redis:
+        """SIGTERM (Redis saves its data first), or SIGKILL and the data deleted: Redis comes back empty."""
+        assert self.process is not None
+        if keep_data:
+            self.process.terminate()
+        else:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        if not keep_data:
+            (self.folder / "dump.rdb").unlink(missing_ok=True)
+        return self.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+def test_redis_restarted_mid_stream_and_then_restarted_empty_is_rebuilt_and_loses_nothing(
+    tmp_path: Path, project: str, topic: str, stack_config: SluiceConfig
+) -> None:
+    server = _PrivateRedis(tmp_path)
+    client = server.start()
+    env = {"SLUICE_REDIS_URL": server.url}
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    assert sluice(repo, "apply", env=env).returncode == 0
+    events = transactions(90_000, cards=2_000, seed=5)
+    group = f"sluice-{project}"
+    log, metrics_port = tmp_path / "worker.log", free_port()
+    with log.open("ab") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "sluice", "--repo", str(repo), "worker", "--loglevel", "info",
+             "--metrics-port", str(metrics_port)],
+            env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        produce(topic, events[:30_000])
+        wait_until_committed(group, topic, workers=[worker])
+        # Restarted with its data, while the worker writes the next events: the writes wait and go on.
+        produce(topic, events[30_000:60_000])
+        client = server.restart(keep_data=True)
+        assert client.dbsize() > 0
+        wait_until_committed(group, topic, workers=[worker])
+        # Restarted empty: every feature is gone until the worker notices and rebuilds from Parquet.
+        client = server.restart(keep_data=False)
+        assert client.dbsize() == 0
+        produce(topic, events[60_000:])
+        wait_until_committed(group, topic, workers=[worker])
+        deadline = time.monotonic() + 60
+        while "rebuilt after the Redis restart" not in log.read_text():
+            assert time.monotonic() < deadline and worker.poll() is None, _log_tail(log)
+            time.sleep(0.2)
+        metrics = get_when_up(f"http://127.0.0.1:{metrics_port}/metrics", worker, log)
+        assert "sluice_online_store_resets_total 1.0" in metrics  # the empty restart only
+        caught_up = stream_times(topic)
+    finally:
+        stop(worker)
+        delete_topics(topic, f"{topic}.dlq")
+        try:
+            verified = sluice(repo, "verify", env=env)
+            cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+            online = online_rows(client, repo, cards)
+        finally:
+            server.stop()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
+    assert_same(online, reference(events, repo, caught_up))
