@@ -260,3 +260,24 @@ def partition_processor(spec: Any, redis_client: Any, config: Any, metrics: Any)
         ),
         metrics=metrics,
     )
+
+
+def assert_every_offset_in_exactly_one_batch_file(repo: Path, topic: str) -> None:
+    """Every record of the topic is in exactly one offline batch file of view ``card_stats``: none lost,
+    none written twice."""
+    from features.repo import load_repo
+    from offline_store.dataset import OfflineDataset
+
+    dataset = OfflineDataset(spec=load_repo(repo).spec("card_stats"))
+    for partition, end in end_offsets(topic).items():
+        # A batch spanning midnight writes one file per date with the same offsets: count it once.
+        ranges = sorted(
+            {(file.first_offset, file.last_offset) for file in dataset.batch_files(partition=partition)}
+        )
+        covered = 0
+        for first, last in ranges:
+            assert first == covered, (
+                f"partition {partition}: offsets {covered}..{first - 1} missing or repeated"
+            )
+            covered = last + 1
+        assert covered == end, f"partition {partition}: batch files end at {covered}, the partition at {end}"

@@ -19,6 +19,7 @@ import redis
 from features.config import SluiceConfig
 from sluice import stack
 from tests.streaming import (
+    assert_every_offset_in_exactly_one_batch_file,
     delete_topics,
     free_port,
     get_when_up,
@@ -31,7 +32,6 @@ from tests.streaming import (
     stream_times,
     wait_until_committed,
 )
-from tests.test_recovery import _assert_every_offset_in_exactly_one_batch_file
 from tests.test_stream_worker import assert_same, online_rows, reference, transactions
 
 pytestmark = pytest.mark.stack
@@ -73,7 +73,7 @@ def test_the_broker_stopped_for_30_s_mid_stream_loses_and_duplicates_nothing(
         stop(worker)
         delete_topics(topic, f"{topic}.dlq")
     assert done < 1.0, "the broker went down only after the worker had caught up: not a mid-stream drill"
-    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    assert_every_offset_in_exactly_one_batch_file(repo, topic)
     verified = sluice(repo, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout

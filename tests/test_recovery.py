@@ -17,6 +17,7 @@ import redis
 from features.repo import load_repo
 from offline_store.dataset import OfflineDataset
 from tests.streaming import (
+    assert_every_offset_in_exactly_one_batch_file,
     committed,
     delete_topics,
     end_offsets,
@@ -32,22 +33,6 @@ from tests.streaming import (
 from tests.test_stream_worker import assert_same, online_rows, reference, transactions
 
 pytestmark = pytest.mark.stack
-
-
-def _assert_every_offset_in_exactly_one_batch_file(repo: Path, topic: str) -> None:
-    dataset = OfflineDataset(spec=load_repo(repo).spec("card_stats"))
-    for partition, end in end_offsets(topic).items():
-        # A batch spanning midnight writes one file per date with the same offsets: count it once.
-        ranges = sorted(
-            {(file.first_offset, file.last_offset) for file in dataset.batch_files(partition=partition)}
-        )
-        covered = 0
-        for first, last in ranges:
-            assert first == covered, (
-                f"partition {partition}: offsets {covered}..{first - 1} missing or repeated"
-            )
-            covered = last + 1
-        assert covered == end, f"partition {partition}: batch files end at {covered}, the partition at {end}"
 
 
 def test_sigkill_three_times_in_a_200k_event_stream(
@@ -74,7 +59,7 @@ def test_sigkill_three_times_in_a_200k_event_stream(
         stop(worker)
         worker = None
 
-        _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+        assert_every_offset_in_exactly_one_batch_file(repo, topic)
         verified = sluice(repo, "verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
@@ -186,7 +171,7 @@ def test_sigterm_stops_a_worker_within_10_s_while_redis_is_away_and_the_restart_
         caught_up = stream_times(topic)
     finally:
         delete_topics(topic, f"{topic}.dlq")
-    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    assert_every_offset_in_exactly_one_batch_file(repo, topic)
     verified = sluice(repo, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
@@ -234,7 +219,7 @@ def test_a_restart_after_a_clean_stop_replays_nothing_from_its_snapshots_and_sta
         r"rebuilt window state from (\d+) records .*\(snapshot at offset (\d+)\)", second_start
     )
     assert len(resumed) == len(ends) and all(count == "0" for count, _ in resumed), second_start[-3000:]
-    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    assert_every_offset_in_exactly_one_batch_file(repo, topic)
     verified = sluice(repo, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
@@ -282,7 +267,7 @@ def test_a_sigkill_while_a_snapshot_is_written_leaves_a_usable_older_one_and_los
     assert not any(path.name.endswith(".tmp") for path in folder.iterdir())
     restarted = log.read_text().split("consuming ")[-1]
     assert re.search(r"rebuilt window state from \d+ records .*\(snapshot at offset", restarted), restarted
-    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    assert_every_offset_in_exactly_one_batch_file(repo, topic)
     verified = sluice(repo, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     cards = sorted({int(event["card_id"]) for event in produced})  # type: ignore[call-overload]
@@ -337,7 +322,7 @@ def test_the_faust_engine_writes_snapshots_and_restarts_from_them_exactly(
         delete_topics(topic, f"{topic}.dlq")
     resumed = re.findall(r"\(snapshot at offset (\d+)\)", log.read_text())
     assert resumed, log.read_text()[-3000:]
-    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    assert_every_offset_in_exactly_one_batch_file(repo, topic)
     verified = sluice(repo, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
@@ -388,7 +373,7 @@ def test_a_restart_without_snapshots_replays_from_its_checkpoint_and_stays_exact
         # 300 s before the stop, some 7,500 records a partition; the horizon and an eighth, about 2,100.
         assert int(replayed) == commits[int(partition)] - int(start)
         assert int(replayed) < commits[int(partition)] // 2, (partition, replayed, commits)
-    _assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    assert_every_offset_in_exactly_one_batch_file(repo, topic)
     verified = sluice(repo, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
