@@ -121,6 +121,23 @@ def _metrics_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def _tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--certfile`` and ``--keyfile``, which the feature server and the console share."""
+    command = click.option(
+        "--keyfile", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key."
+    )(command)
+    return click.option(
+        "--certfile",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Serve HTTPS with this certificate (PEM; with --keyfile).",
+    )(command)
+
+
+def _check_tls(certfile: str | None, keyfile: str | None) -> None:
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("--certfile and --keyfile go together: give both, or neither")
+
+
 @cli.command("plan")
 @click.pass_obj
 def plan(context: _Context) -> None:
@@ -399,6 +416,7 @@ def materialize(
     show_default=True,
     help="Seconds to answer a request (its body included) before answering 503.",
 )
+@_tls_options
 @click.pass_obj
 def serve(
     context: _Context,
@@ -408,6 +426,8 @@ def serve(
     max_body_bytes: int,
     max_rows: int,
     request_timeout: float,
+    certfile: str | None,
+    keyfile: str | None,
 ) -> None:
     """Serve POST /get-online-features and POST /push (Feast's JSON), GET /health and GET /metrics."""
     import uvicorn
@@ -430,9 +450,19 @@ def serve(
 
         return Pusher(repo=load_repo(context.repo_path, config=context.config))
 
+    _check_tls(certfile, keyfile)
     app = create_app(client, settings, pusher=pusher)
-    click.echo(f"serving {len(client.catalog.views)} feature views on http://{host}:{port}")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    scheme = "https" if certfile else "http"
+    click.echo(f"serving {len(client.catalog.views)} feature views on {scheme}://{host}:{port}")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
 
 
 @cli.command("ui")
@@ -443,12 +473,7 @@ def serve(
     envvar="SLUICE_UI_TOKEN",
     help="Sign-in token (or set SLUICE_UI_TOKEN); default: a new one, printed at start.",
 )
-@click.option(
-    "--certfile", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate."
-)
-@click.option(
-    "--keyfile", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key."
-)
+@_tls_options
 @click.pass_obj
 def ui(
     context: _Context, host: str, port: int, token: str | None, certfile: str | None, keyfile: str | None
@@ -461,8 +486,7 @@ def ui(
     from monitors.database import StoreError
     from sluice.console import ConsoleSettings, create_console, open_sources
 
-    if bool(certfile) != bool(keyfile):
-        raise click.UsageError("--certfile and --keyfile go together")
+    _check_tls(certfile, keyfile)
     repo = _load_repo(context)
     try:
         sources = open_sources(repo)

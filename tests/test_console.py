@@ -8,6 +8,7 @@ to the test's temporary folder otherwise.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -317,6 +318,12 @@ def test_the_model_page_charts_every_score_with_its_threshold_and_alerts_and_lin
     assert "champion" in rows["2"]["cell:Aliases"]
 
     page.goto(console.url + "/models/fraud?version=1")
+    # The reference profile, against the profile's own file.
+    saved = json.loads((console.state / "profiles" / "fraud" / "1" / "profile.json").read_text())
+    shown = {
+        row["feature"]: (row["kind"], int(row["count"]), int(row["nulls"])) for row in _rows(page, "profile")
+    }
+    assert shown == {f["name"]: (f["kind"], f["count"], f["null_count"]) for f in saved["features"]}
     folder = console.state / "monitor" / "scores" / "model=fraud" / "version=1"
     scored = [
         row

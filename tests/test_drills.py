@@ -11,12 +11,16 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import redis
 
 from features.config import SluiceConfig
+from monitors.events.logger import PredictionLogger
 from sluice import stack
 from tests.streaming import (
     assert_every_offset_in_exactly_one_batch_file,
@@ -32,6 +36,8 @@ from tests.streaming import (
     stream_times,
     wait_until_committed,
 )
+from tests.test_monitor import FEATURES, T0, WINDOW_S, scores
+from tests.test_monitor import state as monitor_state
 from tests.test_stream_worker import assert_same, online_rows, reference, transactions
 
 pytestmark = pytest.mark.stack
@@ -43,6 +49,35 @@ def _log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
+def _predictions(logger: PredictionLogger, windows: range, per_window: int) -> None:
+    """``per_window`` predictions spread over each 5 s window of ``windows``, in time order."""
+    rng = np.random.default_rng(windows.start)
+    for window in windows:
+        values = rng.normal(0, 1, (per_window, len(FEATURES)))
+        for row in range(per_window):
+            logger.log(
+                model="steady",
+                version="1",
+                request_id=f"{window}-{row}",
+                features=dict(zip(FEATURES, values[row].tolist(), strict=True)),
+                event_time=T0 + timedelta(seconds=window * WINDOW_S + WINDOW_S * row / per_window),
+            )
+    assert logger.flush(60)
+
+
+def _start_monitor(root: Path, topic: str, log: Path) -> subprocess.Popen[bytes]:
+    rng = np.random.default_rng(0)
+    pd.DataFrame({name: rng.normal(0, 1, 5_000) for name in FEATURES}).to_parquet(root / "training.parquet")
+    profile = ("profile", "--model", "steady", "--version", "1", "--training", str(root / "training.parquet"))
+    assert sluice(root, *profile, env=monitor_state(root)).returncode == 0
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sluice", "--repo", str(root), "monitor", "--topic", topic,
+             "--window-seconds", str(WINDOW_S), "--lateness-seconds", "0", "--loglevel", "info"],
+            env={**os.environ, **monitor_state(root)}, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
 def test_the_broker_stopped_for_30_s_mid_stream_loses_and_duplicates_nothing(
     tmp_path: Path, project: str, topic: str, redis_client: redis.Redis, stack_config: SluiceConfig
 ) -> None:
@@ -50,10 +85,13 @@ def test_the_broker_stopped_for_30_s_mid_stream_loses_and_duplicates_nothing(
     assert sluice(repo, "apply").returncode == 0
     events = transactions(200_000, cards=5_000, seed=21)
     before, after = events[:150_000], events[150_000:]
-    group = f"sluice-{project}"
-    log = tmp_path / "worker.log"
+    group, predictions = f"sluice-{project}", f"{topic}-predictions"
+    log, monitor_log = tmp_path / "worker.log", tmp_path / "monitor.log"
     worker = start_worker(repo, log)
+    monitor = _start_monitor(repo, predictions, monitor_log)
+    logger = PredictionLogger(config=stack_config.kafka, topic=predictions, source="drill")
     try:
+        _predictions(logger, range(0, 10), 100)
         produce(topic, before)
         deadline = time.monotonic() + 120
         while (done := progress(group, topic, len(before))) < 0.2:
@@ -64,14 +102,30 @@ def test_the_broker_stopped_for_30_s_mid_stream_loses_and_duplicates_nothing(
         try:
             time.sleep(OUTAGE_S)
             assert worker.poll() is None, f"the worker gave up during the outage:\n{_log_tail(log)}"
+            assert monitor.poll() is None, f"the monitor gave up during the outage:\n{_log_tail(monitor_log)}"
         finally:
             stack.up(stack_config)
         produce(topic, after)
+        _predictions(logger, range(10, 20), 100)
+        for tick in range(12):  # far ahead on every partition: the 20 windows close
+            logger.log(
+                model="steady",
+                version="1",
+                request_id=f"tick-{tick}",
+                features={},
+                event_time=T0 + timedelta(days=1),
+            )
+        assert logger.flush(60)
         wait_until_committed(group, topic, workers=[worker], timeout_s=240)
         caught_up = stream_times(topic)
+        reports = scores(predictions, 20, monitor)
     finally:
+        logger.close()
         stop(worker)
-        delete_topics(topic, f"{topic}.dlq")
+        stop(monitor)
+        delete_topics(
+            topic, f"{topic}.dlq", *(f"{predictions}{end}" for end in ("", ".scores", ".dlq", ".labelled"))
+        )
     assert done < 1.0, "the broker went down only after the worker had caught up: not a mid-stream drill"
     assert_every_offset_in_exactly_one_batch_file(repo, topic)
     verified = sluice(repo, "verify")
@@ -79,6 +133,10 @@ def test_the_broker_stopped_for_30_s_mid_stream_loses_and_duplicates_nothing(
     assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
     cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
     assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
+    # The monitor counted every prediction once, in its window, on both sides of the outage.
+    windows = sorted((report["window_start_us"], report["events"]) for report in reports)
+    start_us = int(T0.timestamp() * 1_000_000)
+    assert windows == [(start_us + window * WINDOW_S * 1_000_000, 100) for window in range(20)]
 
 
 class _PrivateRedis:
