@@ -138,6 +138,21 @@ def _check_tls(certfile: str | None, keyfile: str | None) -> None:
         raise click.UsageError("--certfile and --keyfile go together: give both, or neither")
 
 
+def _serve_http(app: Any, *, host: str, port: int, certfile: str | None, keyfile: str | None) -> None:
+    """Run an ASGI app with uvicorn, over TLS when given a certificate (the server and the console)."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
+
+
 @cli.command("plan")
 @click.pass_obj
 def plan(context: _Context) -> None:
@@ -430,12 +445,11 @@ def serve(
     keyfile: str | None,
 ) -> None:
     """Serve POST /get-online-features and POST /push (Feast's JSON), GET /health and GET /metrics."""
-    import uvicorn
-
     from online_store import AsyncOnlineClient
     from online_store.catalog import CatalogError
     from online_store.server import ServerSettings, create_app
 
+    _check_tls(certfile, keyfile)
     try:
         client = AsyncOnlineClient(repo_path=context.repo_path, config=context.config)
     except CatalogError as error:
@@ -450,19 +464,10 @@ def serve(
 
         return Pusher(repo=load_repo(context.repo_path, config=context.config))
 
-    _check_tls(certfile, keyfile)
     app = create_app(client, settings, pusher=pusher)
     scheme = "https" if certfile else "http"
     click.echo(f"serving {len(client.catalog.views)} feature views on {scheme}://{host}:{port}")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-    )
+    _serve_http(app, host=host, port=port, certfile=certfile, keyfile=keyfile)
 
 
 @cli.command("ui")
@@ -481,8 +486,6 @@ def ui(
     """Serve the read-only web console: freshness, lag, dead letters, drift, alerts and jobs."""
     import secrets
 
-    import uvicorn
-
     from monitors.database import StoreError
     from sluice.console import ConsoleSettings, create_console, open_sources
 
@@ -499,15 +502,7 @@ def ui(
     click.echo(f"console for {len(sources.specs)} feature views on {scheme}://{host}:{port}")
     if generated:
         click.echo(f"sign in with the token {token}")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-    )
+    _serve_http(app, host=host, port=port, certfile=certfile, keyfile=keyfile)
 
 
 @cli.command("profile")

@@ -31,7 +31,6 @@ from kafka.errors import KafkaError
 
 from features.config import KafkaConfig
 from features.repo import FeatureRepo
-from online_store.connection import client as online_redis
 from online_store.resets import ResetWatch
 from streams.checkpoints import Checkpoint, metadata
 from streams.kafka_clients import aiokafka_kwargs, committed_metadata
@@ -164,8 +163,8 @@ async def run(repo: FeatureRepo, settings: WorkerSettings, metrics: WorkerMetric
     await consumer.start()
     log.info("consuming %s as group sluice-%s", ", ".join(by_topic), repo.config.project)
     resets = None
-    if repo.config.redis.redis_type == "redis":  # a cluster's nodes restart one at a time: not watched
-        watch = ResetWatch(client=online_redis(repo.config.redis), project=repo.config.project)
+    if repo.config.redis.redis_type == "redis" and runtimes:  # a cluster's nodes restart one at a time
+        watch = ResetWatch(client=runtimes[0].writer.client, project=repo.config.project)
         resets = asyncio.create_task(watch_resets(watch, [runtime.spec for runtime in runtimes], metrics))
     try:
         while not stopping.is_set():

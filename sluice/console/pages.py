@@ -122,13 +122,17 @@ def _reason(error: Exception) -> str:
 
 async def overview(src: Sources) -> dict[str, Any]:
     now = src.clock_s()
-    topics, offsets, monitor_offsets, firing, store_ok, redis_ok = await asyncio.gather(
+    topics, offsets, firing, store_ok, redis_ok = await asyncio.gather(
         _read("Kafka", src.kafka.topics),
         _read("Kafka (worker offsets)", src.sample_offsets),
-        _read("Kafka (monitor offsets)", lambda: _monitor_partitions(src)),
         _read("the alert store", lambda: AlertStore(engine=src.engine).alerts(status="firing", limit=50)),
         _read("the alert store", lambda: _ping_store(src.engine)),
         _await("Redis", _ping_redis(src)),
+    )
+    monitor_offsets = (
+        topics
+        if isinstance(topics, Unavailable)
+        else await _read("Kafka (monitor offsets)", lambda: _monitor_partitions(src, topics))
     )
     health = [
         ("Kafka", topics, src.config.kafka.bootstrap_servers),
@@ -172,10 +176,9 @@ async def overview(src: Sources) -> dict[str, Any]:
     }
 
 
-def _monitor_partitions(src: Sources) -> list[PartitionState]:
-    """The prediction topics this project's monitors consume: those with a ``.scores`` topic beside them
-    (where the monitor writes) that the project's monitor group has committed in."""
-    topics = src.kafka.topics()
+def _monitor_partitions(src: Sources, topics: set[str]) -> list[PartitionState]:
+    """The prediction topics this project's monitors consume: those of ``topics`` with a ``.scores`` topic
+    beside them (where the monitor writes) that the project's monitor group has committed in."""
     monitored = sorted(t[: -len(".scores")] for t in topics if t.endswith(".scores") and t[:-7] in topics)
     states = src.kafka.partitions(src.monitor_group, monitored)
     consumed = {state.topic for state in states if state.committed is not None}
