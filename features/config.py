@@ -11,6 +11,10 @@ their own cluster:
 - ``SLUICE_S3_ENDPOINT``: an S3-compatible server for offline data at ``s3://``, for example
   ``http://minio.internal:9000``.
 - ``MLFLOW_TRACKING_URI``: the MLflow tracking store (a server's URL or a database URI), as MLflow reads it.
+- ``SLUICE_KAFKA_SECURITY_PROTOCOL``, ``SLUICE_KAFKA_SASL_MECHANISM``, ``SLUICE_KAFKA_SASL_USERNAME``,
+  ``SLUICE_KAFKA_SASL_PASSWORD`` and ``SLUICE_KAFKA_SSL_CAFILE``: the ``kafka`` section's security settings;
+  ``SLUICE_REDIS_SSL_CA_CERTS``: the CA for ``rediss://``. ``sluice stack up --secure`` writes them all to
+  one file to source.
 
 >>> config = SluiceConfig.model_validate({"kafka": {"bootstrap_servers": "k1:9092"}})
 >>> config.kafka.client_kwargs()["bootstrap_servers"]
@@ -173,11 +177,12 @@ class RedisConfig(_Model):
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis.from_url(url, **kwargs)``."""
         kwargs: dict[str, Any] = {"socket_timeout": self.socket_timeout_s}
+        tls = self.url.startswith("rediss://")  # redis-py refuses TLS settings on a plain connection
         optional = {
             "password": self.password,
-            "ssl_ca_certs": self.ssl_ca_certs,
-            "ssl_certfile": self.ssl_certfile,
-            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_ca_certs": self.ssl_ca_certs if tls else None,
+            "ssl_certfile": self.ssl_certfile if tls else None,
+            "ssl_keyfile": self.ssl_keyfile if tls else None,
         }
         kwargs.update({key: value for key, value in optional.items() if value is not None})
         return kwargs
@@ -340,6 +345,9 @@ def load_config(repo_path: Path | None = None, *, environ: Mapping[str, str] | N
     _override(raw, ("state_dir",), env.get("SLUICE_STATE_DIR"))
     _override(raw, ("offline_store", "endpoint_url"), env.get("SLUICE_S3_ENDPOINT"))
     _override(raw, ("mlflow", "tracking_uri"), env.get("MLFLOW_TRACKING_URI"))
+    for field in ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile"):
+        _override(raw, ("kafka", field), env.get(f"SLUICE_KAFKA_{field.upper()}"))
+    _override(raw, ("redis", "ssl_ca_certs"), env.get("SLUICE_REDIS_SSL_CA_CERTS"))
     try:
         config = SluiceConfig.model_validate(raw)
     except ValidationError as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from features.config import RedisConfig, SluiceConfig
 from features.repo import FeatureRepo
@@ -165,6 +165,8 @@ def redis_connection_string(redis: RedisConfig) -> str:
 
     >>> redis_connection_string(RedisConfig(url="rediss://:pw@cache:6380/2"))
     'cache:6380,db=2,password=pw,ssl=true'
+    >>> redis_connection_string(RedisConfig(url="rediss://sluice:pw@cache:6380/0", ssl_ca_certs="/ca.crt"))
+    'cache:6380,username=sluice,password=pw,ssl=true,ssl_ca_certs=/ca.crt'
     >>> redis_connection_string(RedisConfig(redis_type="redis_cluster", cluster_nodes=["b:7001"]))
     '127.0.0.1:6379,b:7001'
     """
@@ -173,11 +175,15 @@ def redis_connection_string(redis: RedisConfig) -> str:
     database = parts.path.lstrip("/")
     if database and database != "0":
         options.append(f"db={database}")
+    if parts.username:  # a Redis ACL user; Feast passes unknown options on to redis-py
+        options.append(f"username={unquote(parts.username)}")
     password = redis.password or parts.password
     if password:
         options.append(f"password={password}")
     if parts.scheme == "rediss":
         options.append("ssl=true")
+        if redis.ssl_ca_certs:
+            options.append(f"ssl_ca_certs={redis.ssl_ca_certs}")
     return ",".join(options)
 
 

@@ -93,3 +93,35 @@ def test_a_file_that_is_not_a_mapping_is_rejected(tmp_path: Path) -> None:
     _write(tmp_path, "- just\n- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level, found list"):
         load_config(tmp_path, environ={})
+
+
+def test_security_settings_come_from_the_environment_too(tmp_path: Path) -> None:
+    env = {
+        "SLUICE_KAFKA_BOOTSTRAP": "127.0.0.1:9094",
+        "SLUICE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "SLUICE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SLUICE_KAFKA_SASL_USERNAME": "sluice",
+        "SLUICE_KAFKA_SASL_PASSWORD": "s3cret",
+        "SLUICE_KAFKA_SSL_CAFILE": "/etc/ca.crt",
+        "SLUICE_REDIS_URL": "rediss://sluice:pw@127.0.0.1:6390/0",
+        "SLUICE_REDIS_SSL_CA_CERTS": "/etc/ca.crt",
+    }
+    config = load_config(tmp_path, environ=env)
+    assert config.kafka.client_kwargs() == {
+        "bootstrap_servers": "127.0.0.1:9094",
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "sluice",
+        "sasl_plain_password": "s3cret",
+        "ssl_cafile": "/etc/ca.crt",
+    }
+    assert config.redis.client_kwargs()["ssl_ca_certs"] == "/etc/ca.crt"
+    with pytest.raises(ConfigError, match="security_protocol"):
+        load_config(tmp_path, environ={"SLUICE_KAFKA_SECURITY_PROTOCOL": "TLS"})
+
+
+def test_tls_settings_are_not_passed_to_a_plain_redis_connection(tmp_path: Path) -> None:
+    # One environment for several commands may name a CA while a URL is plain: redis-py refuses TLS
+    # arguments on a plain connection, so they are left out rather than failing every command.
+    env = {"SLUICE_REDIS_URL": "redis://127.0.0.1:6379/0", "SLUICE_REDIS_SSL_CA_CERTS": "/etc/ca.crt"}
+    assert "ssl_ca_certs" not in load_config(tmp_path, environ=env).redis.client_kwargs()
