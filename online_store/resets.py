@@ -19,9 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ResetWatch"]
+__all__ = ["ResetWatch", "marker_key"]
 
 log = logging.getLogger("sluice.online")
+
+
+def marker_key(project: str) -> str:
+    """The key whose absence after a restart means Redis lost its data. Feast's keys end with the project
+    name, and so does this one: an ACL of ``~*<project>`` covers it.
+
+    >>> marker_key("fraud")
+    'sluice:online-marker:fraud'
+    """
+    return f"sluice:online-marker:{project}"
+
 
 CHECK_EVERY_S = 5.0
 
@@ -40,8 +51,7 @@ class ResetWatch:
 
     @property
     def marker(self) -> str:
-        # Feast's keys end with the project name, and so does this one: an ACL of ~*<project> covers it.
-        return f"sluice:online-marker:{self.project}"
+        return marker_key(self.project)
 
     def emptied(self) -> str | None:
         """The new run id when Redis restarted without sluice's marker since the last check (at most one

@@ -21,7 +21,29 @@ class _Context:
     config: SluiceConfig
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group, which turns an authorization error (a topic, group or key the configured user
+    was not granted, met when a command first touches it) into one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            from sluice.access import explain
+
+            context = ctx.obj
+            if not isinstance(context, _Context):
+                raise
+            config = context.config
+            line = explain(error, kafka=config.kafka, redis=config.redis, project=config.project)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--repo",
     type=click.Path(file_okay=False, path_type=Path),
@@ -50,19 +72,31 @@ def stack() -> None:
 @click.option(
     "--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait for each service."
 )
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Also a Kafka broker with SASL_SSL and ACLs and a TLS-only Redis with an ACL user for the project; "
+    "writes <state_dir>/secure/sluice.env to source.",
+)
 @click.pass_obj
-def stack_up(context: _Context, timeout: float) -> None:
+def stack_up(context: _Context, timeout: float, secure: bool) -> None:
     """Start Kafka, Redis, the Redis Cluster and an S3 server unless they answer, and wait until they do."""
     from sluice import stack as local_stack
+    from sluice.stack.secure import SecureStack
     from sluice.stack.services import DEFAULT_S3_ENDPOINT
+    from sluice.stack.tls import TlsError
 
     config = context.config
     try:
-        statuses = local_stack.up(config, timeout_s=timeout)
-    except local_stack.StackError as error:
+        statuses = local_stack.up(config, timeout_s=timeout, secure=secure)
+    except (local_stack.StackError, TlsError) as error:
         raise click.ClickException(str(error)) from None
     for service in statuses:
         click.echo(service.describe())
+    if secure:
+        secured = SecureStack(state_dir=config.state_dir, project=config.project)
+        click.echo(f"secured: source {secured.env_file} to run sluice as 'sluice' (TLS, SCRAM, ACLs)")
+        return
     click.echo(f"SLUICE_KAFKA_BOOTSTRAP={config.kafka.bootstrap_servers}")
     click.echo(f"SLUICE_REDIS_URL={config.redis.url}")
     click.echo(f"SLUICE_S3_ENDPOINT={config.offline_store.endpoint_url or DEFAULT_S3_ENDPOINT}")
@@ -173,6 +207,7 @@ def apply(context: _Context) -> None:
     from streams import ensure_topics
 
     repo = _load_repo(context)
+    _check_access(context, kafka=True)
     written = write_feast_config(repo)
     store = feature_store(repo)
     changes = plan_changes(repo, store)
@@ -267,6 +302,7 @@ def worker(
         snapshot_interval_s=snapshot_interval,
         instance_id=instance_id or None,
     )
+    _check_access(context, kafka=True, redis=True)
     metrics = WorkerMetrics()
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
@@ -295,11 +331,15 @@ def worker(
 def verify(context: _Context, views: tuple[str, ...]) -> None:
     """Check that Redis holds the latest Parquet row of every entity; exit 1 on any difference."""
     from offline_store.verify import verify as verify_view
-    from online_store import connect
+    from online_store import OnlineStoreUnavailable, connect
     from sluice.progress import Progress
 
     repo = _load_repo(context)
-    client = connect(repo.config.redis)
+    _check_access(context, redis=True)
+    try:
+        client = connect(repo.config.redis)
+    except OnlineStoreUnavailable as error:
+        raise click.ClickException(str(error)) from None
     reports = []
     for spec in repo.specs:
         if not views or spec.name in views:
@@ -328,6 +368,7 @@ def rebuild(context: _Context, views: tuple[str, ...]) -> None:
             f"no feature view named {', '.join(unknown)}; the views are {', '.join(sorted(known))}"
         )
     specs = [spec for spec in repo.specs if spec.name in views]
+    _check_access(context, kafka=True)
     try:
         report = rebuild_views(specs, kafka=repo.config.kafka, group=f"sluice-{repo.config.project}")
     except RebuildError as error:
@@ -367,6 +408,7 @@ def backfill(context: _Context, view: str, events: str | None, topic: str | None
     spec = repo.spec(view)
     if (events is None) == (topic is None):
         raise click.ClickException("give the history as one of --events FILE.parquet or --topic TOPIC")
+    _check_access(context, kafka=True, redis=True)
     try:
         with Progress(f"backfilling {view}", unit="steps") as progress:
             messages = (
@@ -404,6 +446,7 @@ def materialize(
     from sluice.progress import Progress
 
     repo = _load_repo(context)
+    _check_access(context, redis=True)
     try:
         client = connect(repo.config.redis)
     except OnlineStoreUnavailable as error:
@@ -450,6 +493,7 @@ def serve(
     from online_store.server import ServerSettings, create_app
 
     _check_tls(certfile, keyfile)
+    _check_access(context, redis=True)
     try:
         client = AsyncOnlineClient(repo_path=context.repo_path, config=context.config)
     except CatalogError as error:
@@ -706,9 +750,15 @@ def monitor(
     from aiokafka.errors import KafkaError as AIOKafkaError
     from kafka.errors import KafkaError
 
+    _check_access(context, kafka=True)
     try:
         ensure_topics(config.kafka, [topic], partitions=config.topics.partitions)
     except KafkaError as error:
+        from sluice.access import explain
+
+        denied = explain(error, kafka=config.kafka, redis=None)
+        if denied is not None:
+            raise click.ClickException(denied) from None
         raise click.ClickException(
             f"cannot reach Kafka at {config.kafka.bootstrap_servers}: {error}"
         ) from None
@@ -858,6 +908,20 @@ def _load_repo(context: _Context) -> Any:
     finally:
         _quiet_third_party_warnings()  # again: importing Feast resets the filters
     return repo
+
+
+def _check_access(context: _Context, *, kafka: bool = False, redis: bool = False) -> None:
+    """Fail in one line when a server refuses this process's certificate trust, credentials or grants,
+    before a client library turns that into a retry loop (``sluice.access``)."""
+    from sluice.access import AccessDenied, check_kafka, check_redis
+
+    try:
+        if kafka:
+            check_kafka(context.config.kafka)
+        if redis:
+            check_redis(context.config.redis, project=context.config.project)
+    except AccessDenied as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _missing_topics(repo: Any) -> list[str]:

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from features.config import KafkaConfig
+
 BOOTSTRAP = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 DEFINITIONS = """
@@ -134,11 +136,20 @@ def get_when_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s
             time.sleep(0.5)
 
 
-def produce(topic: str, events: Sequence[dict[str, Any] | bytes | None], *, key: str = "card_id") -> None:
+def connection(kafka: KafkaConfig | None) -> dict[str, Any]:
+    """kafka-python's connection and security arguments: the plain stack's broker, or ``kafka``'s."""
+    return kafka.client_kwargs() if kafka is not None else {"bootstrap_servers": BOOTSTRAP}
+
+
+def produce(
+    topic: str,
+    events: Sequence[dict[str, Any] | bytes | None],
+    *,
+    key: str = "card_id",
+    kafka: KafkaConfig | None = None,
+) -> None:
     """Produce JSON events (or raw bytes) in order, keyed by entity so an entity stays in one partition."""
-    producer = KafkaProducer(
-        bootstrap_servers=BOOTSTRAP, linger_ms=20, batch_size=1 << 18, max_request_size=4 << 20
-    )
+    producer = KafkaProducer(**connection(kafka), linger_ms=20, batch_size=1 << 18, max_request_size=4 << 20)
     for event in events:
         if isinstance(event, dict):
             producer.send(topic, key=str(event[key]).encode(), value=orjson.dumps(event))
@@ -148,8 +159,8 @@ def produce(topic: str, events: Sequence[dict[str, Any] | bytes | None], *, key:
     producer.close()
 
 
-def end_offsets(topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP)
+def end_offsets(topic: str, *, kafka: KafkaConfig | None = None) -> dict[int, int]:
+    consumer = KafkaConsumer(**connection(kafka))
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
@@ -157,11 +168,11 @@ def end_offsets(topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def committed(group: str, topic: str) -> dict[int, int]:
+def committed(group: str, topic: str, *, kafka: KafkaConfig | None = None) -> dict[int, int]:
     """The group's committed offsets; empty while the broker is still electing the group's coordinator."""
     from kafka.errors import KafkaError
 
-    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = KafkaAdminClient(**connection(kafka))
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
     except KafkaError as error:
@@ -179,19 +190,24 @@ def progress(group: str, topic: str, total: int) -> float:
 
 
 def wait_until_committed(
-    group: str, topic: str, *, timeout_s: float = 120, workers: Sequence[Any] = ()
+    group: str,
+    topic: str,
+    *,
+    timeout_s: float = 120,
+    workers: Sequence[Any] = (),
+    kafka: KafkaConfig | None = None,
 ) -> None:
     """Wait until the group has committed the end of every partition of the topic."""
-    target = end_offsets(topic)
+    target = end_offsets(topic, kafka=kafka)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for worker in workers:
             assert worker.poll() is None, f"a worker exited with {worker.returncode}"
-        done = committed(group, topic)
+        done = committed(group, topic, kafka=kafka)
         if all(done.get(partition, 0) == end for partition, end in target.items()):
             return
         time.sleep(0.5)
-    raise AssertionError(f"group {group} committed {committed(group, topic)}, expected {target}")
+    raise AssertionError(f"group {group} committed {committed(group, topic, kafka=kafka)}, expected {target}")
 
 
 def dead_letters(topic: str) -> list[tuple[bytes | None, dict[str, bytes]]]:
@@ -204,8 +220,8 @@ def dead_letters(topic: str) -> list[tuple[bytes | None, dict[str, bytes]]]:
         consumer.close()
 
 
-def delete_topics(*topics: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+def delete_topics(*topics: str, kafka: KafkaConfig | None = None) -> None:
+    admin = KafkaAdminClient(**connection(kafka))
     try:
         existing = set(admin.list_topics())
         admin.delete_topics([topic for topic in topics if topic in existing])
@@ -213,13 +229,15 @@ def delete_topics(*topics: str) -> None:
         admin.close()
 
 
-def stream_times(topic: str, *, key: str = "card_id", time: str = "ts") -> dict[Any, int]:
+def stream_times(
+    topic: str, *, key: str = "card_id", time: str = "ts", kafka: KafkaConfig | None = None
+) -> dict[Any, int]:
     """Per entity, the stream time (newest event time, µs) of the partition its events are in, read
     back from the topic with kafka-python. Messages that are not events are skipped."""
     from datetime import UTC, datetime
 
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", consumer_timeout_ms=3000
+        topic, **connection(kafka), auto_offset_reset="earliest", consumer_timeout_ms=3000
     )
     newest: dict[int, int] = {}
     partition_of: dict[Any, int] = {}

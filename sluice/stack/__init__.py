@@ -6,6 +6,9 @@ the broker answers a metadata request and Redis answers PING. ``down`` stops onl
 that ``up`` started, found by their pid files. When ``SLUICE_KAFKA_BOOTSTRAP`` or
 ``SLUICE_REDIS_URL`` point at another host (or at several brokers, or at ``rediss://``), that
 service is the user's: it is checked, never started.
+
+``up(secure=True)`` also starts the secured broker and Redis of ``sluice.stack.secure`` beside them;
+``status`` and ``down`` include those once they have been made.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Literal
 from features.config import SluiceConfig
 from sluice.stack.cluster import cluster_nodes, form
 from sluice.stack.process import ManagedProcess
+from sluice.stack.secure import SecureStack
 from sluice.stack.services import (
     KafkaBroker,
     MlflowServer,
@@ -56,7 +60,8 @@ class ServiceStatus:
         return f"{self.name:<6} {self.address:<16} down"
 
 
-def _services(config: SluiceConfig) -> list[Service]:
+def _services(config: SluiceConfig, *, secure: bool | None = None) -> list[Service]:
+    """The plain stack's services, then the secured ones: when asked for, or (``None``) when made before."""
     services: list[Service] = [KafkaBroker(config=config.kafka, state_dir=config.state_dir)]
     if config.redis.redis_type == "redis":
         services.append(RedisServer(config=config.redis, state_dir=config.state_dir))
@@ -64,6 +69,9 @@ def _services(config: SluiceConfig) -> list[Service]:
     services.append(PostgresServer(state_dir=config.state_dir))
     services.append(MlflowServer(server=config.mlflow.server, state_dir=config.state_dir))
     services += cluster_nodes(config)
+    secured = SecureStack(state_dir=config.state_dir, project=config.project)
+    if secure or (secure is None and secured.home.is_dir()):
+        services += secured.services()
     return services
 
 
@@ -104,12 +112,13 @@ def status(config: SluiceConfig) -> list[ServiceStatus]:
     return result
 
 
-def up(config: SluiceConfig, *, timeout_s: float = 90.0) -> list[ServiceStatus]:
-    """Start whatever does not answer yet, and wait until everything answers."""
+def up(config: SluiceConfig, *, timeout_s: float = 90.0, secure: bool = False) -> list[ServiceStatus]:
+    """Start whatever does not answer yet, and wait until everything answers. With ``secure``, also the
+    secured broker and Redis (``sluice.stack.secure``), with the sluice user's grants for the project."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     (config.state_dir / "run").mkdir(exist_ok=True)
     started: list[tuple[Service, ManagedProcess]] = []
-    for service in _services(config):
+    for service in _services(config, secure=secure):
         if service.answers():
             continue
         if not service.is_local:
@@ -132,6 +141,10 @@ def up(config: SluiceConfig, *, timeout_s: float = 90.0) -> list[ServiceStatus]:
         if isinstance(service, PostgresServer):
             service.ensure_database()
     form(cluster_nodes(config), timeout_s=timeout_s)
+    if secure:
+        secured = SecureStack(state_dir=config.state_dir, project=config.project)
+        secured.grant()
+        secured.write_env_file()
     return status(config)
 
 

@@ -33,6 +33,10 @@ __all__ = [
     "S3Server",
     "Service",
     "StackError",
+    "format_kafka_storage",
+    "install_kafka_jars",
+    "kafka_answers",
+    "kafka_command",
 ]
 
 
@@ -112,68 +116,14 @@ class KafkaBroker:
         self._format_storage()
 
     def command(self) -> list[str]:
-        return [
-            "java",
-            f"-Xms{self.heap}",
-            f"-Xmx{self.heap}",
-            "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={DEPLOY_LOCAL / 'kafka' / 'log4j2.properties'}",
-            "-cp",
-            f"{self.home / 'libs'}/*",
-            "kafka.Kafka",
-            str(self.home / "server.properties"),
-        ]
+        return kafka_command(self.home / "libs", self.home / "server.properties", heap=self.heap)
 
     def answers(self) -> bool:
         """Whether the cluster answers a metadata request (with the configured security settings)."""
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
-
-        try:
-            admin = KafkaAdminClient(
-                **self.config.client_kwargs(), request_timeout_ms=2000, bootstrap_timeout_ms=2000
-            )
-        except (KafkaError, OSError, ValueError):
-            return False
-        try:
-            return bool(admin.describe_cluster()["brokers"])
-        except (KafkaError, OSError):
-            return False
-        finally:
-            admin.close()
+        return kafka_answers(self.config)
 
     def _install_jars(self) -> None:
-        pom = DEPLOY_LOCAL / "kafka" / "pom.xml"
-        libs = self.home / "libs"
-        stamp = libs / ".pom.sha256"
-        digest = hashlib.sha256(pom.read_bytes()).hexdigest()
-        if stamp.is_file() and stamp.read_text() == digest:
-            return
-        staging = self.home / "libs.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        result = subprocess.run(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={staging}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StackError(
-                "could not fetch the Kafka broker's jars from Maven Central "
-                f"(mvn exited {result.returncode}):\n{(result.stdout + result.stderr)[-2000:]}"
-            )
-        (staging / ".pom.sha256").write_text(digest)
-        shutil.rmtree(libs, ignore_errors=True)
-        staging.rename(libs)
+        install_kafka_jars(self.home / "libs")
 
     def _write_properties(self) -> None:
         template = (DEPLOY_LOCAL / "kafka" / "server.properties").read_text()
@@ -185,32 +135,104 @@ class KafkaBroker:
         (self.home / "server.properties").write_text(rendered)
 
     def _format_storage(self) -> None:
-        """Format the KRaft log directory once; later starts reuse it and keep their topics."""
-        if (self.home / "data" / "meta.properties").is_file():
-            return
-        cluster_id = "-"
-        while cluster_id.startswith("-"):
-            # Like Kafka's own Uuid.randomUuid: an id starting with "-" would read as an option (1 in 64).
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        result = subprocess.run(
-            [
-                "java",
-                f"-Dlog4j2.configurationFile={DEPLOY_LOCAL / 'kafka' / 'log4j2.properties'}",
-                "-cp",
-                f"{self.home / 'libs'}/*",
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(self.home / "server.properties"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        format_kafka_storage(self.home / "libs", self.home / "server.properties", data=self.home / "data")
+
+
+def kafka_command(libs: Path, properties: Path, *, heap: str) -> list[str]:
+    """The command line of a broker run from the jars in ``libs`` with ``properties``."""
+    return [
+        "java",
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={DEPLOY_LOCAL / 'kafka' / 'log4j2.properties'}",
+        "-cp",
+        f"{libs}/*",
+        "kafka.Kafka",
+        str(properties),
+    ]
+
+
+def kafka_answers(config: KafkaConfig) -> bool:
+    """Whether the cluster answers a metadata request with ``config``'s address and security settings."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(**config.client_kwargs(), request_timeout_ms=2000, bootstrap_timeout_ms=2000)
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        return bool(admin.describe_cluster()["brokers"])
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def install_kafka_jars(libs: Path) -> None:
+    """The broker's jars from Maven Central (``deploy/local/kafka/pom.xml``) into ``libs``, once per pom."""
+    pom = DEPLOY_LOCAL / "kafka" / "pom.xml"
+    stamp = libs / ".pom.sha256"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == digest:
+        return
+    staging = libs.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    result = subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            "could not fetch the Kafka broker's jars from Maven Central "
+            f"(mvn exited {result.returncode}):\n{(result.stdout + result.stderr)[-2000:]}"
         )
-        if result.returncode != 0:
-            raise StackError(f"formatting the Kafka log directory failed:\n{result.stdout}{result.stderr}")
+    (staging / ".pom.sha256").write_text(digest)
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+
+
+def format_kafka_storage(libs: Path, properties: Path, *, data: Path, extra: tuple[str, ...] = ()) -> None:
+    """Format a KRaft log directory once (``extra``: more ``StorageTool format`` arguments, such as SCRAM
+    users); later starts reuse it and keep their topics."""
+    if (data / "meta.properties").is_file():
+        return
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        # Like Kafka's own Uuid.randomUuid: an id starting with "-" would read as an option (1 in 64).
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    result = subprocess.run(
+        [
+            "java",
+            f"-Dlog4j2.configurationFile={DEPLOY_LOCAL / 'kafka' / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(properties),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"formatting the Kafka log directory failed:\n{result.stdout}{result.stderr}")
 
 
 @dataclass(frozen=True, kw_only=True)
