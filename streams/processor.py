@@ -16,8 +16,9 @@ every feature row is in Parquet exactly once, and Redis ends equal to the latest
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -39,10 +40,32 @@ from streams.snapshots import PartitionSnapshot
 from streams.transform import EventTransform
 from streams.windows import ChangeRows, WindowState
 
-__all__ = ["BatchOutcome", "PartitionProcessor", "PreparedBatch"]
+__all__ = ["BatchOutcome", "PartitionProcessor", "PreparedBatch", "SinkFailed"]
 
 _REPLAY_CHUNK = 10_000
 _SINKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sluice-sink")
+
+
+class SinkFailed(Exception):
+    """A sink (``dead_letters``, ``offline`` or ``online``) did not take a batch; the batch is written
+    again, whole, and its offsets are not committed until it is.
+
+    >>> str(SinkFailed("offline", OSError(28, "No space left on device")))
+    "offline: OSError(28, 'No space left on device')"
+    """
+
+    def __init__(self, sink: str, error: BaseException) -> None:
+        super().__init__(f"{sink}: {error!r}")
+        self.sink = sink
+        self.error = error
+
+    @staticmethod
+    @contextmanager
+    def naming(sink: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            raise SinkFailed(sink, error) from error
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -330,12 +353,14 @@ class PartitionProcessor:
         """Dead letters first, then Parquet and Redis side by side; the batch is written when all returned."""
         started = time.perf_counter()
         view = self.spec.name
-        self.dead_letters.send(batch.letters)
+        with SinkFailed.naming("dead_letters"):
+            self.dead_letters.send(batch.letters)
         online = 0
         rows = batch.rows
         if len(rows):
             # Both sinks release the GIL while they wait on I/O, so they run side by side.
             online_write = _SINKS.submit(self._write_online, batch.online)
+            offline_error: Exception | None = None
             try:
                 self.dataset.write_batch(
                     partition=self.partition,
@@ -347,8 +372,12 @@ class PartitionProcessor:
                     offsets=np.asarray(rows.offsets, dtype=np.int64),
                     features=rows.features,
                 )
-            finally:
+            except Exception as error:  # wait for Redis first: the batch is written again, whole
+                offline_error = error
+            with SinkFailed.naming("online"):
                 online = online_write.result()
+            if offline_error is not None:
+                raise SinkFailed("offline", offline_error) from offline_error
         for letter in batch.letters:
             self.metrics.dead_letters.labels(view, letter.reason).inc()
         self.metrics.events.labels(view).inc(batch.accepted)
@@ -440,7 +469,8 @@ class PartitionProcessor:
 
     def _rewrite_online(self, files: Sequence[BatchFile]) -> int:
         """Write the rows of batches that reached Parquet but were never committed to Redis again."""
-        return self._write_online(feature_rows(self.spec, self.dataset.read(files)))
+        with SinkFailed.naming("online"):
+            return self._write_online(feature_rows(self.spec, self.dataset.read(files)))
 
     def _write_online(self, rows: FeatureRows) -> int:
         """The view's rows to Redis, then the on-demand views it stores, computed from them."""

@@ -26,7 +26,7 @@ from streams.checkpoints import Checkpoint, horizon_us, keep, parse_metadata, re
 from streams.dead_letters import DeadLetterSink, KafkaRecord
 from streams.kafka_clients import aiokafka_kwargs, producer
 from streams.metrics import WorkerMetrics
-from streams.processor import PartitionProcessor, PreparedBatch
+from streams.processor import PartitionProcessor, PreparedBatch, SinkFailed
 from streams.snapshots import SnapshotStore
 
 __all__ = ["ViewRuntime", "WorkerSettings", "view_runtimes", "write_until_done"]
@@ -231,7 +231,8 @@ async def write_until_done(
             await asyncio.to_thread(processor.write, batch)
             return
         except Exception as error:  # Redis, Parquet or the dead-letter producer: retry, never skip
-            metrics.sink_failures.labels(processor.spec.name, type(error).__name__).inc()
+            sink = error.sink if isinstance(error, SinkFailed) else "unknown"
+            metrics.sink_failures.labels(processor.spec.name, sink).inc()
             log.warning(
                 "%s: writing a batch failed (%r); retrying in %.1f s", processor.spec.name, error, delay
             )

@@ -24,6 +24,7 @@ from monitors.events.logger import PredictionLogger
 from sluice import stack
 from tests.streaming import (
     assert_every_offset_in_exactly_one_batch_file,
+    committed,
     delete_topics,
     free_port,
     get_when_up,
@@ -231,3 +232,57 @@ def test_redis_restarted_mid_stream_and_then_restarted_empty_is_rebuilt_and_lose
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
     assert_same(online, reference(events, repo, caught_up))
+
+
+def test_a_full_disk_under_the_offline_store_stops_commits_and_loses_nothing_when_it_has_room_again(
+    tmp_path: Path, project: str, topic: str, redis_client: redis.Redis
+) -> None:
+    """The worker's offline writes fail with ENOSPC (``tests/failpoints/sitecustomize.py``, in the worker's
+    file-system layer) while a trigger file exists: it must commit nothing past what it wrote, say so in its
+    log and its metrics, stay up, and write everything once there is room again."""
+    full = tmp_path / "disk-full"
+    env = {
+        "PYTHONPATH": str(Path(__file__).parent / "failpoints"),
+        "SLUICE_TEST_DISK_FULL": str(full),
+    }
+    repo = make_repo(tmp_path / "repo", project=project, topic=topic)
+    assert sluice(repo, "apply").returncode == 0
+    events = transactions(60_000, cards=2_000, seed=13)
+    group, log, metrics_port = f"sluice-{project}", tmp_path / "worker.log", free_port()
+    with log.open("ab") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "sluice", "--repo", str(repo), "worker", "--loglevel", "info",
+             "--metrics-port", str(metrics_port)],
+            env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        produce(topic, events[:20_000])
+        wait_until_committed(group, topic, workers=[worker])
+        before = committed(group, topic)
+        full.touch()
+        produce(topic, events[20_000:40_000])
+        deadline = time.monotonic() + 60
+        while "No space left on device" not in log.read_text():
+            assert time.monotonic() < deadline and worker.poll() is None, _log_tail(log)
+            time.sleep(0.2)
+        time.sleep(10)  # the worker keeps retrying; nothing it could not write is committed meanwhile
+        assert worker.poll() is None, _log_tail(log)
+        assert committed(group, topic) == before
+        metrics = get_when_up(f"http://127.0.0.1:{metrics_port}/metrics", worker, log)
+        failures = [line for line in metrics.splitlines() if line.startswith("sluice_sink_failures_total{")]
+        assert failures and all('sink="offline"' in line for line in failures), failures
+        full.unlink()
+        produce(topic, events[40_000:])
+        wait_until_committed(group, topic, workers=[worker], timeout_s=180)
+        caught_up = stream_times(topic)
+    finally:
+        full.unlink(missing_ok=True)
+        stop(worker)
+        delete_topics(topic, f"{topic}.dlq")
+    assert_every_offset_in_exactly_one_batch_file(repo, topic)
+    assert not list((repo / "offline").rglob("*.tmp")), "a half-written file was left behind"
+    verified = sluice(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "0 missing online, 0 differ, 0 duplicate offline rows" in verified.stdout
+    cards = sorted({int(event["card_id"]) for event in events})  # type: ignore[call-overload]
+    assert_same(online_rows(redis_client, repo, cards), reference(events, repo, caught_up))
