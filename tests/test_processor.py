@@ -16,6 +16,7 @@ from features.spec import FeatureViewSpec
 from offline_store.dataset import OfflineDataset
 from streams.dead_letters import SourceRecord
 from streams.metrics import WorkerMetrics
+from streams.processor import SinkFailed
 from tests.reference import change_points, expected_online
 from tests.streaming import make_repo, partition_processor
 from tests.test_stream_worker import assert_same, online_rows, transactions
@@ -38,8 +39,9 @@ def test_a_failed_parquet_write_is_retried_without_counting_events_twice(
         for offset, event in enumerate(events)
     ]
     batch = processor.prepare(records)
-    with pytest.raises(OSError):
+    with pytest.raises(SinkFailed) as failed:
         processor.write(batch)
+    assert failed.value.sink == "offline" and isinstance(failed.value.error, OSError)
 
     # The same records again apply nothing: they are already in the window state.
     again = processor.prepare(records)
