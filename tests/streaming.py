@@ -96,10 +96,14 @@ def sluice(
     )
 
 
-def start_worker(repo: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    repo: Path, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``sluice worker`` with ``extra`` arguments and ``env`` on top of this process's environment."""
     with log.open("ab") as output:
         return subprocess.Popen(
             [sys.executable, "-m", "sluice", "--repo", str(repo), "worker", "--loglevel", "info", *extra],
+            env={**os.environ, **(env or {})},
             stdout=output,
             stderr=subprocess.STDOUT,
         )

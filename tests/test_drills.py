@@ -194,12 +194,7 @@ def test_redis_restarted_mid_stream_and_then_restarted_empty_is_rebuilt_and_lose
     events = transactions(90_000, cards=2_000, seed=5)
     group = f"sluice-{project}"
     log, metrics_port = tmp_path / "worker.log", free_port()
-    with log.open("ab") as output:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "sluice", "--repo", str(repo), "worker", "--loglevel", "info",
-             "--metrics-port", str(metrics_port)],
-            env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    worker = start_worker(repo, log, "--metrics-port", str(metrics_port), env=env)
     try:
         produce(topic, events[:30_000])
         wait_until_committed(group, topic, workers=[worker])
@@ -249,12 +244,7 @@ def test_a_full_disk_under_the_offline_store_stops_commits_and_loses_nothing_whe
     assert sluice(repo, "apply").returncode == 0
     events = transactions(60_000, cards=2_000, seed=13)
     group, log, metrics_port = f"sluice-{project}", tmp_path / "worker.log", free_port()
-    with log.open("ab") as output:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "sluice", "--repo", str(repo), "worker", "--loglevel", "info",
-             "--metrics-port", str(metrics_port)],
-            env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    worker = start_worker(repo, log, "--metrics-port", str(metrics_port), env=env)
     try:
         produce(topic, events[:20_000])
         wait_until_committed(group, topic, workers=[worker])

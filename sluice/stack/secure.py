@@ -35,6 +35,7 @@ from sluice.stack.services import (
     install_kafka_jars,
     kafka_answers,
     kafka_command,
+    redis_answers,
 )
 from sluice.stack.tls import TlsFiles, make_certificates
 
@@ -290,18 +291,9 @@ class SecureRedisServer:
         ]  # fmt: skip
 
     def answers(self) -> bool:
-        import redis
-
         if not self.stack.tls.ca.is_file():
             return False
-        config = self.stack.redis("admin")
-        client = redis.Redis.from_url(config.url, **config.client_kwargs(), socket_connect_timeout=1)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
+        return redis_answers(self.stack.redis("admin"))
 
     def load_users(self) -> None:
         """Rewrite the ACL file for the stack's project and have the running server load it."""

@@ -37,6 +37,7 @@ __all__ = [
     "install_kafka_jars",
     "kafka_answers",
     "kafka_command",
+    "redis_answers",
 ]
 
 
@@ -288,17 +289,20 @@ class RedisServer:
 
     def answers(self) -> bool:
         """Whether Redis answers PING (with the configured password and TLS settings)."""
-        import redis
+        return redis_answers(self.config)
 
-        client = redis.Redis.from_url(
-            self.config.url, **self.config.client_kwargs(), socket_connect_timeout=1
-        )
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
+
+def redis_answers(config: RedisConfig) -> bool:
+    """Whether one Redis answers PING with ``config``'s URL, password and TLS settings."""
+    import redis
+
+    client = redis.Redis.from_url(config.url, **config.client_kwargs(), socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True, kw_only=True)
