@@ -651,6 +651,14 @@ def profile(
     help="A metric alerts only when its labels show it worse than the tolerance allows at this level.",
 )
 @click.option(
+    "--join-capacity",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Predictions held in memory for their label (<topic>.labelled), and as many early labels; "
+    "about 0.3 KiB plus the event each.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["kafka", "faust"]),
     default="kafka",
@@ -685,6 +693,7 @@ def monitor(
     performance_tolerance: float,
     min_labels: int,
     performance_alpha: float,
+    join_capacity: int,
     kserve_features: tuple[str, ...],
     engine: str,
     skew_views: tuple[str, ...],
@@ -733,6 +742,7 @@ def monitor(
             alpha=alpha,
             quality_alpha=quality_alpha,
             skew=skew,
+            join_capacity=join_capacity,
             performance=PerformanceSettings(
                 tasks=tasks,
                 window=timedelta(seconds=performance_window_seconds),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -211,6 +212,12 @@ def test_a_shift_in_one_feature_is_flagged_in_its_first_window_and_steady_window
     )
     assert 'sluice_monitor_dead_letters_total{reason="late"} 1.0' in scraped
     assert 'sluice_monitor_windows_total{model="steady",version="1"} 200.0' in scraped
+    # What the label join holds: every decoded prediction, 35,000 and the 24 ticks (a joined one stays,
+    # for a corrected label; the late and unknown ones may come after the scrape), and the label that
+    # never met its prediction.
+    assert 'sluice_monitor_join_held{kind="label"} 1.0' in scraped
+    held = re.search(r'sluice_monitor_join_held\{kind="prediction"\} (\S+)', scraped)
+    assert held is not None and 35_024 <= float(held.group(1)) <= 35_026, held
 
     reasons = sorted(headers["sluice.reason"].decode() for _, headers in dead_letters(topic))
     assert reasons == ["late", "malformed_json", "no_profile", "not_cloudevent"]

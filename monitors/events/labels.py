@@ -10,6 +10,7 @@ build a retraining set (the entities and the prediction time are the keys of a p
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +53,27 @@ class LabelJoiner:
     [1]
     """
 
-    def __init__(self, *, capacity: int = 100_000) -> None:
+    def __init__(self, *, capacity: int = 100_000, on_forget: Callable[[str], None] | None = None) -> None:
+        if capacity < 1:
+            raise ValueError(f"the join capacity must be at least 1, not {capacity}")
         self.capacity = capacity
+        self.on_forget = on_forget
+        """Called with ``prediction`` or ``label`` for each one dropped unjoined at capacity."""
         self.forgotten_predictions = 0
         self.forgotten_labels = 0
         self._predictions: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         """Unmatched predictions, as JSON data: bytes, which the garbage collector never walks."""
         self._labels: OrderedDict[tuple[str, str], LabelEvent] = OrderedDict()
+
+    @property
+    def held_predictions(self) -> int:
+        """Predictions waiting for their label."""
+        return len(self._predictions)
+
+    @property
+    def held_labels(self) -> int:
+        """Labels waiting for their prediction."""
+        return len(self._labels)
 
     def add_prediction(self, event: PredictionEvent) -> list[LabelledPrediction]:
         return self.add_prediction_json(event.model, event.request_id, orjson.dumps(event.data()))
@@ -77,6 +92,8 @@ class LabelJoiner:
         if len(predictions) > self.capacity:
             predictions.popitem(last=False)
             self.forgotten_predictions += 1
+            if self.on_forget is not None:
+                self.on_forget("prediction")
         return []
 
     def add_label(self, event: LabelEvent) -> list[LabelledPrediction]:
@@ -90,4 +107,6 @@ class LabelJoiner:
         if len(self._labels) > self.capacity:
             self._labels.popitem(last=False)
             self.forgotten_labels += 1
+            if self.on_forget is not None:
+                self.on_forget("label")
         return []

@@ -73,12 +73,18 @@ class MonitorSettings:
     """Compare a sample of served values with the offline store; None to skip."""
     performance: PerformanceSettings | None = None
     """Performance windows from delayed labels, per model (``monitors.runtime.performance``); None to skip."""
+    join_capacity: int = 100_000
+    """Predictions held in memory to be joined with a later label for ``<topic>.labelled`` (and as many
+    labels that came first); the oldest go first, counted. The monitor's memory grows until they are
+    held: each costs about 0.3 KiB plus its JSON event."""
 
     def __post_init__(self) -> None:
         if self.window < timedelta(seconds=1):
             raise ValueError(f"the window must be at least one second, not {self.window.total_seconds()} s")
         if self.lateness < timedelta(0):
             raise ValueError("the lateness cannot be negative")
+        if self.join_capacity < 1:
+            raise ValueError(f"the join capacity must be at least 1, not {self.join_capacity}")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, not {self.alpha}")
         if not 0 <= self.quality_alpha < 1:

@@ -168,6 +168,12 @@ class MonitorPipeline:
         except Exception:
             sender.close()
             raise
+        labels = LabelJoiner(
+            capacity=settings.join_capacity,
+            on_forget=lambda kind: metrics.join_forgotten.labels(kind).inc(),
+        )
+        metrics.join_held.labels("prediction").set_function(lambda: labels.held_predictions)
+        metrics.join_held.labels("label").set_function(lambda: labels.held_labels)
         monitor = Monitor(
             settings=settings,
             parts=WindowParts(engine=incidents.store.engine, topic=topic),
@@ -192,7 +198,7 @@ class MonitorPipeline:
             monitor=monitor,
             performance=performance,
             joiner=KServeJoiner(feature_names=kserve_features),
-            labels=LabelJoiner(),
+            labels=labels,
             sink=ScoresSink(producer=sender, topic=f"{topic}.scores", root=scores_root),
             dead_letters=DeadLetterSink(producer=sender, topic=f"{topic}.dlq"),
             sender=sender,

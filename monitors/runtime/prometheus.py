@@ -35,6 +35,20 @@ class MonitorMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.join_held = Gauge(
+            "sluice_monitor_join_held",
+            "Held in memory to be joined (kind prediction: waiting for its label; kind label: waiting "
+            "for its prediction), at most --join-capacity of each.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.join_forgotten = Counter(
+            "sluice_monitor_join_forgotten_total",
+            "Predictions or labels dropped unjoined, the oldest first, when --join-capacity of them "
+            "were held.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.errors = Counter(
             "sluice_monitor_errors_total",
             "What the monitor could not do for one model version (the others went on): a window it could "
