@@ -12,6 +12,13 @@ Goals (issue 18): after warm-up, no process grows by more than 10% (the median R
 against the first minute after warm-up), and read p99 stays stable (no minute's p99 over twice the median
 minute's). Prints a line per minute, then one JSON object on its last line.
 
+Warm-up lasts until every bounded buffer has filled once, so that what grows after it is a leak, not a
+buffer filling: at least 3 minutes; the monitor's label join (``--join-capacity`` predictions, 100,000 by
+default, held for a label that the soak never sends: at 200 predictions/s, 8.3 minutes); and the worker's
+raw events, kept from the watermark's pane on (the view's 10-minute slide plus its 30-second watermark
+delay: 10.5 minutes). ``--warmup-minutes`` sets it by hand. ``--trace-memory`` logs where each process's
+memory goes (``benchmarks/memtrace``).
+
     .venv/bin/python benchmarks/soak.py                  # 20 minutes
     .venv/bin/python benchmarks/soak.py --minutes 5      # a shorter look
 """
@@ -47,21 +54,36 @@ from ingest import definitions  # noqa: E402
 
 BOOTSTRAP = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 ENTITIES = 10_000
+JOIN_CAPACITY = 100_000
+"""``sluice monitor --join-capacity``'s default: predictions held for their label."""
+RAW_EVENTS_MINUTES = 10.5
+"""How long the worker keeps raw events: the ingest view's 10-minute slide plus its 30 s watermark delay."""
 SAMPLE_EVERY_S = 5.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=20.0)
-    parser.add_argument("--warmup-minutes", type=float, default=3.0)
+    parser.add_argument("--warmup-minutes", type=float, help="Default: until the bounded buffers are full.")
     parser.add_argument("--rate", type=float, default=500.0, help="Feature reads per second.")
     parser.add_argument("--events-per-second", type=float, default=1000.0)
     parser.add_argument("--predictions-per-second", type=float, default=200.0)
+    parser.add_argument(
+        "--trace-memory",
+        type=int,
+        metavar="FRAMES",
+        help="Log where each process's memory goes (benchmarks/memtrace), tracing FRAMES frames "
+        "with tracemalloc (0: the heap and object counts only, nearly free).",
+    )
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)  # the load generator's mode: a port
     args = parser.parse_args()
     if args.load is not None:
         print(json.dumps(asyncio.run(load(args.load, args.rate, args.minutes * 60))))
         return
+    if args.warmup_minutes is None:
+        args.warmup_minutes = max(3.0, JOIN_CAPACITY / args.predictions_per_second / 60, RAW_EVENTS_MINUTES)
+    if args.warmup_minutes + 1 >= args.minutes:
+        parser.error(f"a soak of {args.minutes} min ends before its {args.warmup_minutes:.1f}-min warm-up")
     run(args)
 
 
@@ -90,11 +112,12 @@ def run(args: argparse.Namespace) -> None:
 
     worker_metrics, monitor_metrics, serve_port = free_port(), free_port(), free_port()
     processes = {
-        "worker": start(repo, work / "worker.log", "worker", "--metrics-port", str(worker_metrics)),
-        "serve": start(repo, work / "serve.log", "serve", "--port", str(serve_port)),
+        "worker": start(repo, work, args.trace_memory, "worker", "--metrics-port", str(worker_metrics)),
+        "serve": start(repo, work, args.trace_memory, "serve", "--port", str(serve_port)),
         "monitor": start(
             repo,
-            work / "monitor.log",
+            work,
+            args.trace_memory,
             "monitor",
             "--topic",
             predictions,
@@ -140,12 +163,21 @@ def sluice(repo: Path, *args: str) -> None:
     )
 
 
-def start(repo: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:
+def start(repo: Path, work: Path, trace_frames: int | None, *args: str) -> subprocess.Popen[bytes]:
+    """``sluice <args>``, logging to ``<work>/<command>.log`` (and its memory, when traced)."""
+    env = dict(os.environ)
+    if trace_frames is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT / "benchmarks" / "memtrace"), env.get("PYTHONPATH")])
+        )
+        env["SLUICE_MEMTRACE"] = str(work / f"{args[0]}.memtrace.jsonl")
+        env["SLUICE_MEMTRACE_FRAMES"] = str(trace_frames)
+    with (work / f"{args[0]}.log").open("wb") as output:
         return subprocess.Popen(
             [sys.executable, "-m", "sluice", "--repo", str(repo), *args],
             stdout=output,
             stderr=subprocess.STDOUT,
+            env=env,
         )
 
 
