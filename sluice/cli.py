@@ -306,6 +306,9 @@ def worker(
     metrics = WorkerMetrics()
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
+    from sluice.memory import release_every
+
+    release_every()  # a long-running process: what it frees goes back to the system
     try:
         if engine == "faust":
             import faust
@@ -791,6 +794,9 @@ def monitor(
             repo_path=context.repo_path,
             metrics=counters,
         )
+        from sluice.memory import release_every
+
+        release_every()  # a long-running process: what it frees goes back to the system
         if engine == "faust":
             from monitors.runtime import faust_engine
 
