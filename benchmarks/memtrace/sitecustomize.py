@@ -3,10 +3,10 @@
 Benchmark-only: a process gets it by having this folder on ``PYTHONPATH`` (Python imports
 ``sitecustomize`` at start-up) and ``SLUICE_MEMTRACE`` naming a file. Every ``SLUICE_MEMTRACE_EVERY_S``
 seconds (default 30) a thread appends one JSON line to that file: the resident set, glibc's heap
-(``mallinfo2``: bytes in use, bytes free but held), Python's allocated blocks, the most numerous object
-types, and, while ``tracemalloc`` traces (``SLUICE_MEMTRACE_FRAMES`` > 0), the 25 source lines holding the
-most traced memory. The first two tell a leak (bytes in use grow) from fragmentation (bytes free but held
-grow); the last two say what grows.
+(``mallinfo2``: bytes in use, bytes free but held), Arrow's pool, Python's allocated blocks, the most
+numerous object types, and, while ``tracemalloc`` traces (``SLUICE_MEMTRACE_FRAMES`` > 0), the 25
+source lines holding the most traced memory. The heap tells a leak (bytes in use grow) from
+fragmentation (bytes free but held grow); the rest says what grows.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ if _PATH:
             "gc_objects": sum(types.values()),
             "top_types": types.most_common(20),
         }
+        if "pyarrow" in sys.modules:  # Arrow's own allocator (jemalloc or mimalloc), outside glibc's heap
+            pool = sys.modules["pyarrow"].default_memory_pool()
+            line["arrow_backend"] = pool.backend_name
+            line["arrow_allocated_mib"] = round(pool.bytes_allocated() / 2**20, 1)
+            line["arrow_max_mib"] = round(pool.max_memory() / 2**20, 1)
         if tracemalloc.is_tracing():
             snapshot = tracemalloc.take_snapshot()
             line["traced_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
