@@ -8,16 +8,12 @@ minutes (its raw-event buffer), so freed memory piles up in holes. In the 30-min
 every 10 minutes) while the free memory glibc held swung from 20 to 100 MiB on top of it, and the
 resident size with it.
 
-``release_every()``, which ``sluice worker`` and ``sluice monitor`` call at start-up, does two things:
-
-- it fixes glibc's mmap threshold at 128 KiB. glibc raises the threshold each time a large block is
-  freed (up to 32 MiB), so a batch's large temporaries come to be carved from the heap; with the
-  threshold fixed, each lives in its own mapping and goes back to the system when freed;
-- every 30 s, a daemon thread calls ``malloc_trim(0)``, which returns the free pages of every arena (a
-  few milliseconds, each arena locked in turn): the remedy Dask documents for its workers.
-
-With both, the soak's worker held 6 to 12 MiB of free heap instead of 20 to 100. Elsewhere than glibc
-(musl, macOS) it does nothing.
+``release_every()``, which ``sluice worker`` and ``sluice monitor`` call at start-up, starts a daemon
+thread that calls ``malloc_trim(0)`` every 30 s: it returns the free pages of every arena (a few
+milliseconds, each arena locked in turn), the remedy Dask documents for its workers. Fixing glibc's mmap
+threshold (``mallopt``) as well kept the soak's free heap lower still, but cost 10 to 20% of
+``WindowState.advance``'s speed on 5,000-event batches (each large temporary its own ``mmap``), so it
+is not done. Elsewhere than glibc (musl, macOS) this does nothing.
 
 >>> release() in (True, False)
 True
@@ -38,7 +34,7 @@ log = logging.getLogger(__name__)
 def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim, libc.mallopt  # noqa: B018 -- glibc has both
+        libc.malloc_trim  # noqa: B018 -- glibc's
     except (OSError, AttributeError):  # not glibc
         return None
     return libc
@@ -46,8 +42,6 @@ def _libc() -> ctypes.CDLL | None:
 
 _LIBC = _libc()
 _TRIM = _LIBC.malloc_trim if _LIBC is not None else None
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 128 * 1024
 AVAILABLE = _TRIM is not None
 """Whether this C library can return freed memory (glibc)."""
 
@@ -58,11 +52,9 @@ def release() -> bool:
 
 
 def release_every(seconds: float = 30.0) -> threading.Thread | None:
-    """Fix the mmap threshold, then call ``release`` every ``seconds`` on a daemon thread; None where
-    this is not glibc."""
-    if _LIBC is None:
+    """Call ``release`` every ``seconds`` on a daemon thread; None where this is not glibc."""
+    if _TRIM is None:
         return None
-    _LIBC.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
     def run() -> None:
         while True:
