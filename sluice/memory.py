@@ -25,23 +25,21 @@ import ctypes
 import logging
 import threading
 import time
+from typing import Any
 
 __all__ = ["AVAILABLE", "release", "release_every"]
 
 log = logging.getLogger(__name__)
 
 
-def _libc() -> ctypes.CDLL | None:
+def _malloc_trim() -> Any:
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 -- glibc's
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc
         return None
-    return libc
 
 
-_LIBC = _libc()
-_TRIM = _LIBC.malloc_trim if _LIBC is not None else None
+_TRIM = _malloc_trim()
 AVAILABLE = _TRIM is not None
 """Whether this C library can return freed memory (glibc)."""
 
